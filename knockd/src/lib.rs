@@ -1,0 +1,3 @@
+//! Library of the `knockd` port-knock server. `main.rs` is a thin wrapper.
+
+pub mod config;
