@@ -1,3 +1,4 @@
 //! Library of the `knockd` port-knock server. `main.rs` is a thin wrapper.
 
 pub mod config;
+pub mod log;
