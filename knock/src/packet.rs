@@ -1,0 +1,298 @@
+//! Building knock packets: one TCP segment or UDP datagram, transport header
+//! included, checksum filled in. Pure: no I/O.
+//!
+//! Raw transport-layer sockets leave the TCP/UDP checksum to the sender, and
+//! the checksum covers a pseudo-header with the source address, so the
+//! caller passes the address the kernel will send from.
+
+use std::net::IpAddr;
+
+use pnet::packet::tcp::{self, MutableTcpPacket, TcpPacket};
+use pnet::packet::udp::{self, MutableUdpPacket, UdpPacket};
+
+/// Length of a TCP header without options.
+pub const TCP_HEADER_LEN: usize = 20;
+/// Length of a UDP header.
+pub const UDP_HEADER_LEN: usize = 8;
+/// Window advertised by knock segments.
+pub const TCP_WINDOW: u16 = 64240;
+/// Payload of a UDP knock: one NUL byte, as the classic client sends.
+pub const UDP_PAYLOAD: &[u8] = &[0];
+
+/// The source and destination addresses are of different families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("source address {src} and destination address {dst} are of different IP versions")]
+pub struct FamilyMismatch {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+}
+
+/// A TCP segment without options or payload: ports, sequence number and
+/// header flags (`knock_common::flags` bits) as given, acknowledgement
+/// number 0, checksum over the pseudo-header of `src` and `dst`.
+pub fn build_tcp(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    flags: u8,
+) -> Result<Vec<u8>, FamilyMismatch> {
+    let mut buf = vec![0u8; TCP_HEADER_LEN];
+    {
+        // The buffer has exactly the minimum length, so `new` cannot fail.
+        let mut p = MutableTcpPacket::new(&mut buf).expect("buffer holds a TCP header");
+        p.set_source(sport);
+        p.set_destination(dport);
+        p.set_sequence(seq);
+        p.set_acknowledgement(0);
+        p.set_data_offset((TCP_HEADER_LEN / 4) as u8);
+        p.set_flags(flags.into());
+        p.set_window(TCP_WINDOW);
+        p.set_urgent_ptr(0);
+        p.set_checksum(0);
+    }
+    let sum = {
+        let p = TcpPacket::new(&buf).expect("buffer holds a TCP header");
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => tcp::ipv4_checksum(&p, &s, &d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => tcp::ipv6_checksum(&p, &s, &d),
+            _ => return Err(FamilyMismatch { src, dst }),
+        }
+    };
+    buf[16..18].copy_from_slice(&sum.to_be_bytes());
+    Ok(buf)
+}
+
+/// A UDP datagram carrying `payload`, checksum over the pseudo-header of
+/// `src` and `dst` (a computed 0 is sent as 0xffff, RFC 768).
+pub fn build_udp(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Result<Vec<u8>, FamilyMismatch> {
+    let len = UDP_HEADER_LEN + payload.len();
+    let mut buf = vec![0u8; len];
+    {
+        let mut p = MutableUdpPacket::new(&mut buf).expect("buffer holds a UDP header");
+        p.set_source(sport);
+        p.set_destination(dport);
+        // Knock payloads are tiny; saturate rather than wrap for huge input.
+        p.set_length(u16::try_from(len).unwrap_or(u16::MAX));
+        p.set_checksum(0);
+        p.set_payload(payload);
+    }
+    let sum = {
+        let p = UdpPacket::new(&buf).expect("buffer holds a UDP header");
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => udp::ipv4_checksum(&p, &s, &d),
+            (IpAddr::V6(s), IpAddr::V6(d)) => udp::ipv6_checksum(&p, &s, &d),
+            _ => return Err(FamilyMismatch { src, dst }),
+        }
+    };
+    let sum = if sum == 0 { 0xffff } else { sum };
+    buf[6..8].copy_from_slice(&sum.to_be_bytes());
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knock_common::flags::{ACK, FIN, PSH, RST, SYN, URG};
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    // An independent RFC 1071 checksum: the one's-complement sum of 16-bit
+    // big-endian words of pseudo-header + segment, folded and inverted.
+    fn ones_sum(data: &[u8]) -> u32 {
+        let mut sum = 0u32;
+        for chunk in data.chunks(2) {
+            let word = if chunk.len() == 2 {
+                u16::from_be_bytes([chunk[0], chunk[1]])
+            } else {
+                u16::from_be_bytes([chunk[0], 0])
+            };
+            sum += u32::from(word);
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+        }
+        sum
+    }
+
+    fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
+        let mut ph = Vec::new();
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                ph.extend_from_slice(&s.octets());
+                ph.extend_from_slice(&d.octets());
+                ph.push(0);
+                ph.push(proto);
+                ph.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                ph.extend_from_slice(&s.octets());
+                ph.extend_from_slice(&d.octets());
+                ph.extend_from_slice(&(len as u32).to_be_bytes());
+                ph.extend_from_slice(&[0, 0, 0, proto]);
+            }
+            _ => panic!("mixed families in test"),
+        }
+        ph
+    }
+
+    /// The checksum the segment should carry (computed with its checksum
+    /// field zeroed).
+    fn expected_checksum(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8], at: usize) -> u16 {
+        let mut zeroed = seg.to_vec();
+        zeroed[at] = 0;
+        zeroed[at + 1] = 0;
+        let mut all = pseudo_header(src, dst, proto, seg.len());
+        all.extend_from_slice(&zeroed);
+        !(ones_sum(&all) as u16)
+    }
+
+    /// A receiver's check: the sum over pseudo-header and the segment as
+    /// sent (checksum included) is 0xffff.
+    fn verifies(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8]) -> bool {
+        let mut all = pseudo_header(src, dst, proto, seg.len());
+        all.extend_from_slice(seg);
+        ones_sum(&all) == 0xffff
+    }
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    fn v6(s: &str) -> IpAddr {
+        IpAddr::V6(s.parse::<Ipv6Addr>().unwrap())
+    }
+
+    #[test]
+    fn checksum_helper_matches_rfc1071_example() {
+        // RFC 1071 section 3 example: the sum of these words is 0xddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(ones_sum(&data), 0xddf2);
+    }
+
+    #[test]
+    fn tcp_syn_ipv4_fields_and_checksum() {
+        let src = v4(10, 77, 0, 1);
+        let dst = v4(10, 77, 0, 2);
+        let seg = build_tcp(src, dst, 40000, 7000, 0xdead_beef, SYN).unwrap();
+        assert_eq!(seg.len(), 20);
+        assert_eq!(&seg[0..2], &40000u16.to_be_bytes());
+        assert_eq!(&seg[2..4], &7000u16.to_be_bytes());
+        assert_eq!(&seg[4..8], &0xdead_beefu32.to_be_bytes());
+        assert_eq!(&seg[8..12], &[0, 0, 0, 0]);
+        assert_eq!(seg[12] >> 4, 5, "data offset");
+        assert_eq!(seg[13], SYN);
+        assert_eq!(&seg[14..16], &TCP_WINDOW.to_be_bytes());
+        assert_eq!(&seg[18..20], &[0, 0], "urgent pointer");
+        let sum = u16::from_be_bytes([seg[16], seg[17]]);
+        assert_eq!(sum, expected_checksum(src, dst, 6, &seg, 16));
+        assert!(verifies(src, dst, 6, &seg));
+    }
+
+    #[test]
+    fn tcp_flag_sets_are_written_verbatim() {
+        let src = v4(192, 0, 2, 1);
+        let dst = v4(192, 0, 2, 200);
+        for flags in [FIN, FIN | ACK, SYN | ACK, RST, PSH | URG, 0, 0x3f] {
+            let seg = build_tcp(src, dst, 1234, 9000, 1, flags).unwrap();
+            assert_eq!(seg[13], flags);
+            assert!(verifies(src, dst, 6, &seg), "flags {flags:#x}");
+        }
+    }
+
+    #[test]
+    fn tcp_ipv6_checksum() {
+        let src = v6("fd77::1");
+        let dst = v6("fd77::2");
+        let seg = build_tcp(src, dst, 55555, 8000, 42, FIN).unwrap();
+        assert_eq!(seg[13], FIN);
+        let sum = u16::from_be_bytes([seg[16], seg[17]]);
+        assert_eq!(sum, expected_checksum(src, dst, 6, &seg, 16));
+        assert!(verifies(src, dst, 6, &seg));
+        // The checksum depends on the source address.
+        let other = build_tcp(v6("fd77::3"), dst, 55555, 8000, 42, FIN).unwrap();
+        assert_ne!(other[16..18], seg[16..18]);
+        assert!(!verifies(src, dst, 6, &other));
+    }
+
+    #[test]
+    fn udp_ipv4_and_ipv6() {
+        for (src, dst) in [
+            (v4(127, 0, 0, 1), v4(127, 0, 0, 1)),
+            (v4(10, 77, 0, 1), v4(10, 77, 0, 2)),
+            (v6("::1"), v6("::1")),
+            (v6("2001:db8::17"), v6("2001:db8:ffff::1")),
+        ] {
+            let dg = build_udp(src, dst, 33333, 7001, UDP_PAYLOAD).unwrap();
+            assert_eq!(dg.len(), 9);
+            assert_eq!(&dg[0..2], &33333u16.to_be_bytes());
+            assert_eq!(&dg[2..4], &7001u16.to_be_bytes());
+            assert_eq!(&dg[4..6], &9u16.to_be_bytes(), "length");
+            assert_eq!(dg[8], 0, "payload");
+            let sum = u16::from_be_bytes([dg[6], dg[7]]);
+            assert_ne!(sum, 0);
+            assert_eq!(sum, expected_checksum(src, dst, 17, &dg, 6), "{src}");
+            assert!(verifies(src, dst, 17, &dg));
+        }
+    }
+
+    #[test]
+    fn udp_zero_checksum_is_sent_as_ffff() {
+        // Search for a source port whose datagram sums to 0xffff before
+        // inversion, i.e. would carry checksum 0.
+        let src = v4(10, 0, 0, 1);
+        let dst = v4(10, 0, 0, 2);
+        let sport = (0..=u16::MAX)
+            .find(|&p| {
+                let mut dg = build_udp(src, dst, p, 7001, &[]).unwrap();
+                dg[6] = 0;
+                dg[7] = 0;
+                expected_checksum(src, dst, 17, &dg, 6) == 0
+            })
+            .expect("some source port gives checksum 0");
+        let dg = build_udp(src, dst, sport, 7001, &[]).unwrap();
+        assert_eq!(&dg[6..8], &[0xff, 0xff]);
+        assert!(verifies(src, dst, 17, &dg));
+    }
+
+    #[test]
+    fn mixed_families_are_refused() {
+        let e = build_tcp(v4(127, 0, 0, 1), v6("::1"), 1, 2, 3, SYN).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "source address 127.0.0.1 and destination address ::1 are of different IP versions"
+        );
+        assert!(build_udp(v6("::1"), v4(127, 0, 0, 1), 1, 2, UDP_PAYLOAD).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn every_segment_verifies(
+            s in any::<[u8; 4]>(), d in any::<[u8; 4]>(),
+            s6 in any::<[u8; 16]>(), d6 in any::<[u8; 16]>(),
+            sport in any::<u16>(), dport in any::<u16>(),
+            seq in any::<u32>(), flags in 0u8..64,
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let pairs = [
+                (IpAddr::from(s), IpAddr::from(d)),
+                (IpAddr::from(s6), IpAddr::from(d6)),
+            ];
+            for (src, dst) in pairs {
+                let seg = build_tcp(src, dst, sport, dport, seq, flags).unwrap();
+                prop_assert!(verifies(src, dst, 6, &seg));
+                prop_assert_eq!(seg[13], flags);
+                let dg = build_udp(src, dst, sport, dport, &payload).unwrap();
+                prop_assert!(verifies(src, dst, 17, &dg));
+                prop_assert_eq!(&dg[8..], &payload[..]);
+            }
+        }
+    }
+}
