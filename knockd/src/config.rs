@@ -1,14 +1,16 @@
 //! `knockd.conf`: parsing and validation into a typed configuration.
 //!
-//! CONTRACT (used by the rest of the daemon): the public types below. The
-//! parser itself is being written; until then `parse_str` reports an error.
+//! The public types below are the contract the rest of the daemon uses.
+//! [`parse_str`] / [`load`] read the classic format (see the manual page and
+//! the project specification, section 1) and validate it completely: every
+//! error is reported with `file:line:` and the offending text quoted.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use knock_common::{FlagSpec, Sequence};
+use knock_common::{FlagSpec, Sequence, SequenceError};
 
 pub const DEFAULT_PID_FILE: &str = "/var/run/knockd.pid";
 pub const DEFAULT_INTERFACE: &str = "eth0";
@@ -62,7 +64,11 @@ pub struct Door {
 }
 
 fn pick<'a>(v4: &'a Option<String>, v6: &'a Option<String>, is_v6: bool) -> Option<&'a str> {
-    let chosen = if is_v6 { v6.as_ref().or(v4.as_ref()) } else { v4.as_ref() };
+    let chosen = if is_v6 {
+        v6.as_ref().or(v4.as_ref())
+    } else {
+        v4.as_ref()
+    };
     chosen.map(String::as_str).filter(|s| !s.is_empty())
 }
 
@@ -113,24 +119,1641 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The default configuration file.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/knockd.conf";
+
+/// Largest accepted `Seq_Timeout` / `Cmd_Timeout`: one year, in seconds.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 60 * 60;
+
+/// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
+pub const MAX_INTERFACE_LEN: usize = 15;
+
+/// Check an interface name as given to `Interface =` or `-i`: a bare name
+/// such as `eth0` or `any`, not a device path. Returns a message quoting the
+/// name when it cannot be an interface name.
+pub fn validate_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the interface name is empty".to_string());
+    }
+    if name.contains('/') {
+        return Err(format!(
+            "interface \"{name}\" is a path; give just the interface name (e.g. eth0, not /dev/eth0)"
+        ));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+    {
+        return Err(format!(
+            "interface \"{name}\" contains a blank, a control character or ':', which no interface name has"
+        ));
+    }
+    if name.len() > MAX_INTERFACE_LEN {
+        return Err(format!(
+            "interface \"{name}\" is longer than {MAX_INTERFACE_LEN} characters, the limit of Linux interface names"
+        ));
+    }
+    Ok(())
+}
+
+/// Every directive of `knockd.conf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Directive {
+    UseSyslog,
+    LogFile,
+    PidFile,
+    Interface,
+    Sequence,
+    OneTimeSequences,
+    SeqTimeout,
+    TcpFlags,
+    Target,
+    StartCommand,
+    StartCommand6,
+    CmdTimeout,
+    StopCommand,
+    StopCommand6,
+}
+
+/// Lower-case spelling (including aliases) to directive.
+const SPELLINGS: &[(&str, Directive)] = &[
+    ("usesyslog", Directive::UseSyslog),
+    ("logfile", Directive::LogFile),
+    ("pidfile", Directive::PidFile),
+    ("interface", Directive::Interface),
+    ("sequence", Directive::Sequence),
+    ("one_time_sequences", Directive::OneTimeSequences),
+    ("seq_timeout", Directive::SeqTimeout),
+    ("timeout", Directive::SeqTimeout),
+    ("tcpflags", Directive::TcpFlags),
+    ("target", Directive::Target),
+    ("start_command", Directive::StartCommand),
+    ("command", Directive::StartCommand),
+    ("start_command_6", Directive::StartCommand6),
+    ("command_6", Directive::StartCommand6),
+    ("cmd_timeout", Directive::CmdTimeout),
+    ("stop_command", Directive::StopCommand),
+    ("stop_command_6", Directive::StopCommand6),
+];
+
+const GLOBAL_LIST: &str = "UseSyslog, LogFile, PidFile, Interface";
+const DOOR_LIST: &str = "Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Target, \
+     Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6";
+
+impl Directive {
+    fn lookup(key: &str) -> Option<Directive> {
+        SPELLINGS
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|&(_, d)| d)
+    }
+
+    /// The canonical spelling, as in the manual.
+    fn name(self) -> &'static str {
+        match self {
+            Directive::UseSyslog => "UseSyslog",
+            Directive::LogFile => "LogFile",
+            Directive::PidFile => "PidFile",
+            Directive::Interface => "Interface",
+            Directive::Sequence => "Sequence",
+            Directive::OneTimeSequences => "One_Time_Sequences",
+            Directive::SeqTimeout => "Seq_Timeout",
+            Directive::TcpFlags => "TCPFlags",
+            Directive::Target => "Target",
+            Directive::StartCommand => "Start_Command",
+            Directive::StartCommand6 => "Start_Command_6",
+            Directive::CmdTimeout => "Cmd_Timeout",
+            Directive::StopCommand => "Stop_Command",
+            Directive::StopCommand6 => "Stop_Command_6",
+        }
+    }
+
+    fn is_global(self) -> bool {
+        matches!(
+            self,
+            Directive::UseSyslog | Directive::LogFile | Directive::PidFile | Directive::Interface
+        )
+    }
+
+    /// Directives whose empty value is meaningful ("nothing for IPv6").
+    fn empty_allowed(self) -> bool {
+        matches!(self, Directive::StartCommand6 | Directive::StopCommand6)
+    }
+}
+
+/// Quote `key` as written, adding the canonical name when it is an alias.
+fn describe(key: &str, d: Directive) -> String {
+    if key.eq_ignore_ascii_case(d.name()) {
+        format!("\"{key}\"")
+    } else {
+        format!("\"{key}\" (alias of {})", d.name())
+    }
+}
+
+/// Parse a timeout: a plain non-negative decimal integer of seconds.
+fn parse_secs(key: &str, value: &str) -> Result<u64, String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{key} \"{value}\" is not a whole, non-negative number of seconds"
+        ));
+    }
+    match value.parse::<u64>() {
+        Ok(n) if n <= MAX_TIMEOUT_SECS => Ok(n),
+        _ => Err(format!(
+            "{key} \"{value}\" is more than the maximum of {MAX_TIMEOUT_SECS} seconds (one year)"
+        )),
+    }
+}
+
+/// A door while its section is being read.
+#[derive(Debug, Default)]
+struct DoorDraft {
+    name: String,
+    line: usize,
+    /// The section header was malformed: report its lines' errors but do not
+    /// complain about what the section lacks.
+    broken: bool,
+    seen: Vec<(Directive, usize)>,
+    sequence: Option<Sequence>,
+    one_time: Option<PathBuf>,
+    seq_timeout: Option<Duration>,
+    tcp_flags: Option<FlagSpec>,
+    target: Option<IpAddr>,
+    start_command: Option<String>,
+    start_command_6: Option<String>,
+    cmd_timeout: Option<Duration>,
+    stop_command: Option<String>,
+    stop_command_6: Option<String>,
+}
+
+impl DoorDraft {
+    fn seen_at(&self, d: Directive) -> Option<usize> {
+        self.seen.iter().find(|(x, _)| *x == d).map(|&(_, l)| l)
+    }
+}
+
+#[derive(Debug)]
+enum Section {
+    None,
+    Options,
+    Door(usize),
+}
+
+struct Parser<'a> {
+    file: &'a str,
+    errors: Vec<ConfigError>,
+    /// (line, text)
+    warnings: Vec<(usize, String)>,
+    options: Options,
+    options_seen: Vec<(Directive, usize)>,
+    doors: Vec<DoorDraft>,
+    section: Section,
+    /// Lines that were neither blank nor comments.
+    content_lines: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn new(file: &'a str) -> Self {
+        Parser {
+            file,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            options: Options {
+                use_syslog: false,
+                log_file: None,
+                pid_file: PathBuf::from(DEFAULT_PID_FILE),
+                interface: None,
+            },
+            options_seen: Vec::new(),
+            doors: Vec::new(),
+            section: Section::None,
+            content_lines: 0,
+        }
+    }
+
+    fn error(&mut self, line: usize, message: String) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: Some(line),
+            message,
+        });
+    }
+
+    fn warn(&mut self, line: usize, message: String) {
+        self.warnings.push((line, message));
+    }
+
+    fn line(&mut self, n: usize, raw: &str) {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return;
+        }
+        self.content_lines += 1;
+        if line.starts_with('[') {
+            self.header(n, line);
+        } else {
+            self.directive(n, line);
+        }
+    }
+
+    fn header(&mut self, n: usize, line: &str) {
+        let inner = match line.strip_suffix(']') {
+            Some(rest) if line.len() >= 2 => rest[1..].trim(),
+            _ => {
+                self.error(
+                    n,
+                    format!("section header \"{line}\" does not end with \"]\""),
+                );
+                self.open_broken_door(n, line);
+                return;
+            }
+        };
+        if inner.is_empty() {
+            self.error(
+                n,
+                format!("empty section name \"{line}\": write [options] or [door name]"),
+            );
+            self.open_broken_door(n, line);
+            return;
+        }
+        if inner.eq_ignore_ascii_case("options") {
+            self.section = Section::Options;
+            return;
+        }
+        if let Some(first) = self.doors.iter().find(|d| !d.broken && d.name == inner) {
+            let first_line = first.line;
+            self.warn(
+                n,
+                format!(
+                    "door \"{inner}\" is defined twice (first at line {first_line}); both are used"
+                ),
+            );
+        }
+        self.doors.push(DoorDraft {
+            name: inner.to_string(),
+            line: n,
+            ..DoorDraft::default()
+        });
+        self.section = Section::Door(self.doors.len() - 1);
+    }
+
+    fn open_broken_door(&mut self, n: usize, line: &str) {
+        self.doors.push(DoorDraft {
+            name: line.to_string(),
+            line: n,
+            broken: true,
+            ..DoorDraft::default()
+        });
+        self.section = Section::Door(self.doors.len() - 1);
+    }
+
+    fn directive(&mut self, n: usize, line: &str) {
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (line, None),
+        };
+        if key.is_empty() {
+            self.error(
+                n,
+                format!("line \"{line}\" has no directive name before \"=\""),
+            );
+            return;
+        }
+        let Some(d) = Directive::lookup(key) else {
+            match (&self.section, value) {
+                (_, None) => self.error(
+                    n,
+                    format!(
+                        "line \"{line}\" is neither a [section] header, a # comment nor a \"directive = value\" line"
+                    ),
+                ),
+                (Section::None, Some(_)) => self.error(
+                    n,
+                    format!(
+                        "unknown directive \"{key}\" outside any section (global directives, under [options]: {GLOBAL_LIST}; door directives, under [door name]: {DOOR_LIST})"
+                    ),
+                ),
+                (Section::Options, Some(_)) => self.error(
+                    n,
+                    format!(
+                        "unknown directive \"{key}\" in [options] (global directives: {GLOBAL_LIST})"
+                    ),
+                ),
+                (Section::Door(i), Some(_)) => {
+                    let name = self.doors[*i].name.clone();
+                    self.error(
+                        n,
+                        format!(
+                            "unknown directive \"{key}\" in door \"{name}\" (door directives: {DOOR_LIST})"
+                        ),
+                    )
+                }
+            }
+            return;
+        };
+        let what = describe(key, d);
+
+        // Where the directive goes, and whether it was given before there.
+        let seen = match &self.section {
+            Section::None => {
+                let home = if d.is_global() {
+                    "[options]"
+                } else {
+                    "a [door name] section"
+                };
+                self.error(
+                    n,
+                    format!("directive {what} is outside any section; put it under {home}"),
+                );
+                return;
+            }
+            Section::Options => {
+                if !d.is_global() {
+                    self.error(
+                        n,
+                        format!(
+                            "{what} is a door directive and does not belong in [options]; put it under a [door name] section"
+                        ),
+                    );
+                    return;
+                }
+                &mut self.options_seen
+            }
+            Section::Door(i) => {
+                if d.is_global() {
+                    let name = self.doors[*i].name.clone();
+                    self.error(
+                        n,
+                        format!(
+                            "{what} is a global directive and does not belong in door \"{name}\"; put it under [options]"
+                        ),
+                    );
+                    return;
+                }
+                &mut self.doors[*i].seen
+            }
+        };
+        if let Some(&(_, first)) = seen.iter().find(|(x, _)| *x == d) {
+            self.error(
+                n,
+                format!(
+                    "{} given twice in this section (first at line {first}): {what} = \"{}\"",
+                    d.name(),
+                    value.unwrap_or("")
+                ),
+            );
+            return;
+        }
+        seen.push((d, n));
+
+        // The value.
+        let value = match (d, value) {
+            (Directive::UseSyslog, None) => "",
+            (Directive::UseSyslog, Some(v)) => {
+                self.error(
+                    n,
+                    format!("{what} is a bare word and takes no value (found \"{v}\"); write just UseSyslog"),
+                );
+                return;
+            }
+            (_, None) => {
+                self.error(n, format!("{what} needs a value: {} = ...", d.name()));
+                return;
+            }
+            (_, Some("")) if !d.empty_allowed() => {
+                self.error(n, format!("{what} has an empty value"));
+                return;
+            }
+            (_, Some(v)) => v,
+        };
+        if let Err(message) = self.apply(d, key, value) {
+            self.error(n, message);
+        }
+    }
+
+    /// Store a directive's value, or say why it is wrong.
+    fn apply(&mut self, d: Directive, key: &str, value: &str) -> Result<(), String> {
+        if d.is_global() {
+            return self.apply_global(d, key, value);
+        }
+        let Section::Door(i) = self.section else {
+            // Door directives are refused outside doors before this point.
+            return Ok(());
+        };
+        let door = &mut self.doors[i];
+        match d {
+            Directive::Sequence => {
+                let seq = value.parse::<Sequence>().map_err(|e| match e {
+                    SequenceError::BadPort(_) | SequenceError::BadProto(_) => e.to_string(),
+                    _ => format!("{e}: {key} = \"{value}\""),
+                })?;
+                door.sequence = Some(seq);
+            }
+            Directive::OneTimeSequences => door.one_time = Some(PathBuf::from(value)),
+            Directive::SeqTimeout => {
+                let secs = parse_secs(key, value)?;
+                if secs == 0 {
+                    return Err(format!(
+                        "{key} \"{value}\" must be at least 1 second (a knock needs time to arrive)"
+                    ));
+                }
+                door.seq_timeout = Some(Duration::from_secs(secs));
+            }
+            Directive::CmdTimeout => {
+                door.cmd_timeout = Some(Duration::from_secs(parse_secs(key, value)?));
+            }
+            Directive::TcpFlags => {
+                let flags = value
+                    .parse::<FlagSpec>()
+                    .map_err(|e| format!("{key} \"{value}\": {e}"))?;
+                door.tcp_flags = Some(flags);
+            }
+            Directive::Target => {
+                let ip = value.parse::<IpAddr>().map_err(|_| {
+                    format!(
+                        "{key} \"{value}\" is not an IPv4 or IPv6 address (e.g. 192.0.2.1 or 2001:db8::1)"
+                    )
+                })?;
+                door.target = Some(ip);
+            }
+            Directive::StartCommand => door.start_command = Some(value.to_string()),
+            Directive::StartCommand6 => door.start_command_6 = Some(value.to_string()),
+            Directive::StopCommand => door.stop_command = Some(value.to_string()),
+            Directive::StopCommand6 => door.stop_command_6 = Some(value.to_string()),
+            Directive::UseSyslog
+            | Directive::LogFile
+            | Directive::PidFile
+            | Directive::Interface => {}
+        }
+        Ok(())
+    }
+
+    fn apply_global(&mut self, d: Directive, key: &str, value: &str) -> Result<(), String> {
+        match d {
+            Directive::UseSyslog => self.options.use_syslog = true,
+            Directive::LogFile => self.options.log_file = Some(PathBuf::from(value)),
+            Directive::PidFile => self.options.pid_file = PathBuf::from(value),
+            Directive::Interface => {
+                validate_interface_name(value).map_err(|m| format!("{key}: {m}"))?;
+                self.options.interface = Some(value.to_string());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whole-file checks; build the configuration.
+    fn finish(mut self) -> Result<Config, ConfigErrors> {
+        let mut doors = Vec::new();
+        let drafts = std::mem::take(&mut self.doors);
+        let declared_doors = drafts.iter().filter(|d| !d.broken).count();
+        for draft in drafts {
+            if draft.broken {
+                continue;
+            }
+            let name = draft.name.clone();
+            let seq_line = draft.seen_at(Directive::Sequence);
+            let otp_line = draft.seen_at(Directive::OneTimeSequences);
+            let sequence = match (seq_line, otp_line) {
+                (None, None) => {
+                    self.error(
+                        draft.line,
+                        format!(
+                            "door \"{name}\" has no Sequence and no One_Time_Sequences: it could never be knocked open"
+                        ),
+                    );
+                    None
+                }
+                (Some(a), Some(b)) => {
+                    self.error(
+                        a.max(b),
+                        format!(
+                            "door \"{name}\" has both Sequence (line {a}) and One_Time_Sequences (line {b}); use one of them"
+                        ),
+                    );
+                    None
+                }
+                (Some(_), None) => draft.sequence.clone().map(SequenceSpec::Fixed),
+                (None, Some(l)) => draft.one_time.clone().map(|p| {
+                    if p.is_relative() {
+                        self.warn(
+                            l,
+                            format!(
+                                "One_Time_Sequences \"{}\" is a relative path; it is looked up from the daemon's working directory",
+                                p.display()
+                            ),
+                        );
+                    }
+                    SequenceSpec::OneTime(p)
+                }),
+            };
+            let no_start = draft.start_command.is_none()
+                && draft.start_command_6.as_deref().unwrap_or("").is_empty();
+            if no_start {
+                self.warn(
+                    draft.line,
+                    format!(
+                        "door \"{name}\" has no Start_Command: a successful knock is only logged"
+                    ),
+                );
+            }
+            if let Some(l) = draft.seen_at(Directive::CmdTimeout) {
+                if draft.stop_command.is_none()
+                    && draft.stop_command_6.as_deref().unwrap_or("").is_empty()
+                {
+                    self.warn(
+                        l,
+                        format!("door \"{name}\": Cmd_Timeout has no effect without Stop_Command"),
+                    );
+                }
+            }
+            let Some(sequence) = sequence else { continue };
+            doors.push(Door {
+                name,
+                line: draft.line,
+                sequence,
+                seq_timeout: draft.seq_timeout.unwrap_or(DEFAULT_SEQ_TIMEOUT),
+                tcp_flags: draft.tcp_flags,
+                target: draft.target,
+                start_command: draft.start_command,
+                start_command_6: draft.start_command_6,
+                cmd_timeout: draft.cmd_timeout.unwrap_or(DEFAULT_CMD_TIMEOUT),
+                stop_command: draft.stop_command,
+                stop_command_6: draft.stop_command_6,
+            });
+        }
+
+        // The same fixed sequence in two doors opens both at once.
+        for (i, door) in doors.iter().enumerate() {
+            let SequenceSpec::Fixed(seq) = &door.sequence else {
+                continue;
+            };
+            let earlier = doors[..i].iter().find(|o| {
+                o.target == door.target && matches!(&o.sequence, SequenceSpec::Fixed(s) if s == seq)
+            });
+            if let Some(o) = earlier {
+                self.warnings.push((
+                    door.line,
+                    format!(
+                        "door \"{}\" has the same sequence {seq} as door \"{}\" (line {}); one knock opens both",
+                        door.name, o.name, o.line
+                    ),
+                ));
+            }
+        }
+
+        for (d, l) in self.options_seen.clone() {
+            let path = match d {
+                Directive::LogFile => self.options.log_file.clone(),
+                Directive::PidFile => Some(self.options.pid_file.clone()),
+                _ => None,
+            };
+            if let Some(p) = path.filter(|p| p.is_relative()) {
+                self.warn(
+                    l,
+                    format!(
+                        "{} \"{}\" is a relative path; it is resolved from the daemon's working directory",
+                        d.name(),
+                        p.display()
+                    ),
+                );
+            }
+        }
+
+        if self.content_lines == 0 {
+            self.errors.push(ConfigError {
+                file: self.file.to_string(),
+                line: None,
+                message: "the file is empty: nothing to do (define a door: a [name] section with a Sequence)".to_string(),
+            });
+        } else if declared_doors == 0 {
+            self.errors.push(ConfigError {
+                file: self.file.to_string(),
+                line: None,
+                message: "no door is defined: nothing to do (define a door: a [name] section with a Sequence)".to_string(),
+            });
+        }
+
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(ConfigErrors(self.errors));
+        }
+        self.warnings.sort_by_key(|w| w.0);
+        let file = self.file;
+        Ok(Config {
+            options: self.options,
+            doors,
+            warnings: self
+                .warnings
+                .into_iter()
+                .map(|(l, w)| format!("{file}:{l}: {w}"))
+                .collect(),
+        })
+    }
+}
+
 /// Parse configuration text; `file` names it in messages.
-pub fn parse_str(_text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors(vec![ConfigError {
-        file: file.to_string(),
-        line: None,
-        message: "configuration parser not implemented yet".to_string(),
-    }]))
+///
+/// Every error found is reported (each `file:line: message`), not just the
+/// first; warnings (duplicate door names, doors without a command, ...) end
+/// up in [`Config::warnings`]. One-time sequence files are not opened here.
+pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut parser = Parser::new(file);
+    for (i, line) in text.split('\n').enumerate() {
+        parser.line(i + 1, line);
+    }
+    parser.finish()
 }
 
 /// Read and parse a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let one = |line: Option<usize>, message: String| {
         ConfigErrors(vec![ConfigError {
             file: name.clone(),
-            line: None,
-            message: format!("cannot read: {e}"),
+            line,
+            message,
         }])
+    };
+    if path.is_dir() {
+        return Err(one(None, "cannot read: it is a directory".to_string()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| one(None, format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..bad].iter().filter(|&&b| b == b'\n').count() + 1;
+        one(Some(line), "the line is not valid UTF-8 text".to_string())
     })?;
     parse_str(&text, &name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knock_common::flags::{ACK, FIN, SYN};
+    use knock_common::Knock;
+
+    const F: &str = "knockd.conf";
+
+    fn parse(text: &str) -> Config {
+        match parse_str(text, F) {
+            Ok(c) => c,
+            Err(e) => panic!("unexpected errors for {text:?}:\n{e}"),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match parse_str(text, F) {
+            Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
+            Err(ConfigErrors(v)) => v,
+        }
+    }
+
+    /// A config with one door `d` (header on line 1) whose body follows a
+    /// `sequence = 1` line (line 2): `body` starts on line 3.
+    fn door_text(body: &str) -> String {
+        format!("[d]\nsequence = 1\n{body}\n")
+    }
+
+    fn door(body: &str) -> Door {
+        let cfg = parse(&door_text(body));
+        assert_eq!(cfg.doors.len(), 1);
+        cfg.doors.into_iter().next().unwrap()
+    }
+
+    fn fixed(d: &Door) -> &Sequence {
+        match &d.sequence {
+            SequenceSpec::Fixed(s) => s,
+            other => panic!("expected a fixed sequence, got {other:?}"),
+        }
+    }
+
+    // The three examples of the manual page, with the section headers that
+    // the text dump of the page lost.
+    pub(crate) const MAN_EXAMPLE_1: &str = "\
+[options]
+     logfile = /var/log/knockd.log
+
+[openSSH]
+     sequence    = 7000,8000,9000
+     seq_timeout = 10
+     tcpflags    = syn
+     command     = /sbin/iptables -A INPUT -s %IP% -j ACCEPT
+
+[closeSSH]
+     sequence    = 9000,8000,7000
+     seq_timeout = 10
+     tcpflags    = syn
+     command     = /sbin/iptables -D INPUT -s %IP% -j ACCEPT
+";
+
+    pub(crate) const MAN_EXAMPLE_2: &str = "\
+[options]
+     logfile = /var/log/knockd.log
+
+[opencloseSSH]
+     sequence      = 2222:udp,3333:tcp,4444:udp
+     seq_timeout   = 15
+     tcpflags      = syn,ack
+     start_command = /usr/sbin/iptables -A INPUT -s %IP% -p tcp --syn -j ACCEPT
+     cmd_timeout   = 5
+     stop_command  = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --syn -j ACCEPT
+";
+
+    pub(crate) const MAN_EXAMPLE_3: &str = "\
+[options]
+     logfile = /var/log/knockd.log
+
+[smtp]
+     one_time_sequences = /etc/knockd/smtp_sequences
+     seq_timeout        = 15
+     tcpflags           = fin,!ack
+     start_command      = /usr/sbin/iptables -A INPUT -s %IP% -p tcp --dport 25 -j ACCEPT
+     cmd_timeout        = 5
+     stop_command       = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 25 -j ACCEPT
+";
+
+    /// `/etc/knockd.conf` as shipped by Debian's knockd 0.8 package.
+    pub(crate) const DEBIAN_CONF: &str = "\
+[options]
+\tUseSyslog
+
+[openSSH]
+\tsequence    = 7000,8000,9000
+\tseq_timeout = 5
+\tcommand     = /sbin/iptables -A INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+
+[closeSSH]
+\tsequence    = 9000,8000,7000
+\tseq_timeout = 5
+\tcommand     = /sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\ttcpflags    = syn
+
+[openHTTPS]
+\tsequence    = 12345,54321,24680,13579
+\tseq_timeout = 5
+\tcommand     = /usr/local/sbin/knock_add -i -c INPUT -p tcp -d 443 -f %IP%
+\ttcpflags    = syn
+";
+
+    #[test]
+    fn man_page_example_1() {
+        let cfg = parse(MAN_EXAMPLE_1);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        assert_eq!(
+            cfg.options.log_file.as_deref(),
+            Some(Path::new("/var/log/knockd.log"))
+        );
+        assert!(!cfg.options.use_syslog);
+        assert_eq!(cfg.doors.len(), 2);
+        let (open, close) = (&cfg.doors[0], &cfg.doors[1]);
+        assert_eq!((open.name.as_str(), open.line), ("openSSH", 4));
+        assert_eq!((close.name.as_str(), close.line), ("closeSSH", 10));
+        assert_eq!(
+            fixed(open).knocks(),
+            &[Knock::tcp(7000), Knock::tcp(8000), Knock::tcp(9000)]
+        );
+        assert_eq!(fixed(close).to_string(), "9000:tcp,8000:tcp,7000:tcp");
+        assert_eq!(open.seq_timeout, Duration::from_secs(10));
+        assert_eq!(open.tcp_flags, Some(FlagSpec { set: SYN, clear: 0 }));
+        assert_eq!(
+            open.start_command_for(false),
+            Some("/sbin/iptables -A INPUT -s %IP% -j ACCEPT")
+        );
+        assert_eq!(
+            open.start_command_for(true),
+            Some("/sbin/iptables -A INPUT -s %IP% -j ACCEPT")
+        );
+        assert_eq!(open.stop_command_for(false), None);
+        assert_eq!(
+            close.start_command.as_deref(),
+            Some("/sbin/iptables -D INPUT -s %IP% -j ACCEPT")
+        );
+    }
+
+    #[test]
+    fn man_page_example_2() {
+        let cfg = parse(MAN_EXAMPLE_2);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let d = &cfg.doors[0];
+        assert_eq!(d.name, "opencloseSSH");
+        assert_eq!(
+            fixed(d).knocks(),
+            &[Knock::udp(2222), Knock::tcp(3333), Knock::udp(4444)]
+        );
+        assert_eq!(d.seq_timeout, Duration::from_secs(15));
+        assert_eq!(d.cmd_timeout, Duration::from_secs(5));
+        assert_eq!(
+            d.tcp_flags,
+            Some(FlagSpec {
+                set: SYN | ACK,
+                clear: 0
+            })
+        );
+        assert_eq!(
+            d.stop_command_for(false),
+            Some("/usr/sbin/iptables -D INPUT -s %IP% -p tcp --syn -j ACCEPT")
+        );
+        assert_eq!(
+            d.stop_command_for(true),
+            Some("/usr/sbin/iptables -D INPUT -s %IP% -p tcp --syn -j ACCEPT")
+        );
+    }
+
+    #[test]
+    fn man_page_example_3() {
+        let cfg = parse(MAN_EXAMPLE_3);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let d = &cfg.doors[0];
+        assert_eq!(d.name, "smtp");
+        assert_eq!(
+            d.sequence,
+            SequenceSpec::OneTime(PathBuf::from("/etc/knockd/smtp_sequences"))
+        );
+        assert_eq!(
+            d.tcp_flags,
+            Some(FlagSpec {
+                set: FIN,
+                clear: ACK
+            })
+        );
+        assert_eq!(d.seq_timeout, Duration::from_secs(15));
+        assert_eq!(d.cmd_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn debian_shipped_config() {
+        let cfg = parse(DEBIAN_CONF);
+        assert!(cfg.options.use_syslog);
+        assert_eq!(cfg.options.log_file, None);
+        let names: Vec<_> = cfg.doors.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["openSSH", "closeSSH", "openHTTPS"]);
+        assert_eq!(fixed(&cfg.doors[2]).len(), 4);
+        assert!(cfg
+            .doors
+            .iter()
+            .all(|d| d.seq_timeout == Duration::from_secs(5)));
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn installed_debian_config_parses_if_present() {
+        // The file on a machine with Debian's knockd package; skipped elsewhere.
+        let path = Path::new("/etc/knockd.conf");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let cfg = parse_str(&text, "/etc/knockd.conf").unwrap_or_else(|e| panic!("{e}"));
+            assert!(!cfg.doors.is_empty());
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = parse("[d]\nsequence = 1\ncommand = true\n");
+        assert_eq!(
+            cfg.options,
+            Options {
+                use_syslog: false,
+                log_file: None,
+                pid_file: PathBuf::from(DEFAULT_PID_FILE),
+                interface: None,
+            }
+        );
+        let d = &cfg.doors[0];
+        assert_eq!(d.seq_timeout, DEFAULT_SEQ_TIMEOUT);
+        assert_eq!(d.seq_timeout, Duration::from_secs(25));
+        assert_eq!(d.cmd_timeout, DEFAULT_CMD_TIMEOUT);
+        assert_eq!(d.cmd_timeout, Duration::from_secs(10));
+        assert_eq!(d.tcp_flags, None);
+        assert_eq!(d.target, None);
+        assert_eq!(d.stop_command, None);
+        assert_eq!(DEFAULT_PID_FILE, "/var/run/knockd.pid");
+    }
+
+    #[test]
+    fn every_global_directive_and_case() {
+        let cases: &[(&str, Options)] = &[
+            (
+                "UseSyslog",
+                Options {
+                    use_syslog: true,
+                    log_file: None,
+                    pid_file: PathBuf::from(DEFAULT_PID_FILE),
+                    interface: None,
+                },
+            ),
+            (
+                "USESYSLOG",
+                Options {
+                    use_syslog: true,
+                    log_file: None,
+                    pid_file: PathBuf::from(DEFAULT_PID_FILE),
+                    interface: None,
+                },
+            ),
+            (
+                "LogFile = /var/log/k.log",
+                Options {
+                    use_syslog: false,
+                    log_file: Some("/var/log/k.log".into()),
+                    pid_file: PathBuf::from(DEFAULT_PID_FILE),
+                    interface: None,
+                },
+            ),
+            (
+                "  logfile=/tmp/a b.log  ",
+                Options {
+                    use_syslog: false,
+                    log_file: Some("/tmp/a b.log".into()),
+                    pid_file: PathBuf::from(DEFAULT_PID_FILE),
+                    interface: None,
+                },
+            ),
+            (
+                "PidFile = /run/k.pid",
+                Options {
+                    use_syslog: false,
+                    log_file: None,
+                    pid_file: "/run/k.pid".into(),
+                    interface: None,
+                },
+            ),
+            (
+                "PIDFILE\t=\t/run/k.pid",
+                Options {
+                    use_syslog: false,
+                    log_file: None,
+                    pid_file: "/run/k.pid".into(),
+                    interface: None,
+                },
+            ),
+            (
+                "Interface = eth1",
+                Options {
+                    use_syslog: false,
+                    log_file: None,
+                    pid_file: PathBuf::from(DEFAULT_PID_FILE),
+                    interface: Some("eth1".into()),
+                },
+            ),
+            (
+                "interface = any",
+                Options {
+                    use_syslog: false,
+                    log_file: None,
+                    pid_file: PathBuf::from(DEFAULT_PID_FILE),
+                    interface: Some("any".into()),
+                },
+            ),
+        ];
+        for header in ["[options]", "[OPTIONS]", "[ Options ]"] {
+            for (line, want) in cases {
+                let text = format!("{header}\n{line}\n[d]\nsequence = 1\ncommand = x\n");
+                let cfg = parse(&text);
+                assert_eq!(&cfg.options, want, "{text:?}");
+                assert_eq!(cfg.doors.len(), 1, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_door_directive_alias_and_case() {
+        type Check = fn(&Door) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("Seq_Timeout = 7", |d| {
+                d.seq_timeout == Duration::from_secs(7)
+            }),
+            ("SEQ_TIMEOUT=7", |d| d.seq_timeout == Duration::from_secs(7)),
+            ("Timeout = 8", |d| d.seq_timeout == Duration::from_secs(8)),
+            ("timeout = 8", |d| d.seq_timeout == Duration::from_secs(8)),
+            ("seq_timeout = 31536000", |d| {
+                d.seq_timeout == Duration::from_secs(MAX_TIMEOUT_SECS)
+            }),
+            ("TCPFlags = syn", |d| {
+                d.tcp_flags == Some(FlagSpec { set: SYN, clear: 0 })
+            }),
+            ("tcpflags = FIN, !Ack", |d| {
+                d.tcp_flags
+                    == Some(FlagSpec {
+                        set: FIN,
+                        clear: ACK,
+                    })
+            }),
+            ("Target = 192.0.2.1", |d| {
+                d.target == Some("192.0.2.1".parse().unwrap())
+            }),
+            ("TARGET = 2001:db8::1", |d| {
+                d.target == Some("2001:db8::1".parse().unwrap())
+            }),
+            ("Start_Command = a = b", |d| {
+                d.start_command.as_deref() == Some("a = b")
+            }),
+            ("Command = iptables -A x=y", |d| {
+                d.start_command.as_deref() == Some("iptables -A x=y")
+            }),
+            ("COMMAND=  spaced  out  ", |d| {
+                d.start_command.as_deref() == Some("spaced  out")
+            }),
+            ("Start_Command_6 = ip6tables", |d| {
+                d.start_command_6.as_deref() == Some("ip6tables")
+            }),
+            ("Command_6 = ip6tables", |d| {
+                d.start_command_6.as_deref() == Some("ip6tables")
+            }),
+            ("start_command_6 =", |d| {
+                d.start_command_6.as_deref() == Some("")
+            }),
+            ("Cmd_Timeout = 0", |d| d.cmd_timeout == Duration::ZERO),
+            ("CMD_TIMEOUT = 60", |d| {
+                d.cmd_timeout == Duration::from_secs(60)
+            }),
+            ("Stop_Command = b # not a comment", |d| {
+                d.stop_command.as_deref() == Some("b # not a comment")
+            }),
+            ("stop_command_6 = c", |d| {
+                d.stop_command_6.as_deref() == Some("c")
+            }),
+            ("Stop_Command_6 =   ", |d| {
+                d.stop_command_6.as_deref() == Some("")
+            }),
+        ];
+        for (line, check) in cases {
+            let d = door(line);
+            assert!(check(&d), "{line:?} gave {d:?}");
+        }
+    }
+
+    #[test]
+    fn sequence_directive_forms() {
+        let cases: &[(&str, &[Knock])] = &[
+            (
+                "Sequence = 7000,8000,9000",
+                &[Knock::tcp(7000), Knock::tcp(8000), Knock::tcp(9000)],
+            ),
+            (
+                "SEQUENCE = 1:UDP , 65535:Tcp",
+                &[Knock::udp(1), Knock::tcp(65535)],
+            ),
+            (
+                "sequence=2222:udp,3333",
+                &[Knock::udp(2222), Knock::tcp(3333)],
+            ),
+        ];
+        for (line, want) in cases {
+            let cfg = parse(&format!("[d]\n{line}\ncommand = x\n"));
+            assert_eq!(fixed(&cfg.doors[0]).knocks(), *want, "{line:?}");
+        }
+        let cfg = parse("[d]\nOne_Time_Sequences = /etc/knockd/otp\ncommand = x\n");
+        assert_eq!(
+            cfg.doors[0].sequence,
+            SequenceSpec::OneTime("/etc/knockd/otp".into())
+        );
+        let cfg = parse("[d]\nONE_TIME_SEQUENCES=/does/not/exist/yet\ncommand = x\n");
+        assert_eq!(
+            cfg.doors[0].sequence,
+            SequenceSpec::OneTime("/does/not/exist/yet".into())
+        );
+    }
+
+    #[test]
+    fn ipv6_command_fallback() {
+        // (body, start v4, start v6, stop v4, stop v6)
+        type Want = (
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let cases: &[(&str, Want)] = &[
+            ("command = A", (Some("A"), Some("A"), None, None)),
+            (
+                "command = A\ncommand_6 = B",
+                (Some("A"), Some("B"), None, None),
+            ),
+            ("command = A\ncommand_6 =", (Some("A"), None, None, None)),
+            ("command_6 = B", (None, Some("B"), None, None)),
+            (
+                "command = A\nstop_command = S",
+                (Some("A"), Some("A"), Some("S"), Some("S")),
+            ),
+            (
+                "command = A\nstop_command = S\nstop_command_6 = T",
+                (Some("A"), Some("A"), Some("S"), Some("T")),
+            ),
+            (
+                "command = A\nstop_command = S\nstop_command_6 =",
+                (Some("A"), Some("A"), Some("S"), None),
+            ),
+            (
+                "command = A\nstart_command_6 =\nstop_command = S\nstop_command_6 =",
+                (Some("A"), None, Some("S"), None),
+            ),
+        ];
+        for (body, want) in cases {
+            let d = door(body);
+            let got = (
+                d.start_command_for(false),
+                d.start_command_for(true),
+                d.stop_command_for(false),
+                d.stop_command_for(true),
+            );
+            assert_eq!(got, *want, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn comments_blank_lines_crlf_bom() {
+        let text = "\u{feff}# leading comment\r\n\r\n   # indented comment\r\n[options]\r\n\tUseSyslog\r\n[d]\r\n sequence = 1,2:udp \r\n command = run %IP% \r\n";
+        let cfg = parse(text);
+        assert!(cfg.options.use_syslog);
+        assert_eq!(cfg.doors[0].line, 6);
+        assert_eq!(fixed(&cfg.doors[0]).to_string(), "1:tcp,2:udp");
+        assert_eq!(cfg.doors[0].start_command.as_deref(), Some("run %IP%"));
+        // Errors in a CRLF file get the right line number and no stray \r.
+        let errs = errors("[d]\r\nsequence = 1\r\nsequence = 80x\r\n");
+        assert_eq!(errs[0].line, Some(3));
+        assert!(!errs[0].message.contains('\r'), "{}", errs[0]);
+    }
+
+    #[test]
+    fn section_names() {
+        let cfg = parse("[ my door ]\nsequence = 1\ncommand = x\n[Options]\nUseSyslog\n[options2]\nsequence = 2\ncommand = y\n");
+        let names: Vec<_> = cfg.doors.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["my door", "options2"]);
+        assert!(cfg.options.use_syslog);
+        // [options] may appear after the doors and more than once.
+        let cfg = parse(
+            "[options]\nlogfile = /a\n[d]\nsequence = 1\ncommand = x\n[options]\npidfile = /p\n",
+        );
+        assert_eq!(cfg.options.log_file.as_deref(), Some(Path::new("/a")));
+        assert_eq!(cfg.options.pid_file, PathBuf::from("/p"));
+    }
+
+    /// (text, line of the error, fragments the message must contain)
+    const BAD: &[(&str, Option<usize>, &[&str])] = &[
+        // ports and protocols
+        (
+            "[d]\nsequence = 7000,80x",
+            Some(2),
+            &["port \"80x\" is not a number between 1 and 65535"],
+        ),
+        ("[d]\n\nsequence = -1", Some(3), &["port \"-1\""]),
+        ("[d]\nsequence = abc", Some(2), &["port \"abc\""]),
+        ("[d]\nsequence = 70000", Some(2), &["port \"70000\""]),
+        ("[d]\nsequence = 0", Some(2), &["port \"0\""]),
+        ("[d]\nsequence = 1,,2", Some(2), &["empty item", "\"1,,2\""]),
+        ("[d]\nsequence = 1,", Some(2), &["empty item", "\"1,\""]),
+        ("[d]\nsequence = 7000:icmp", Some(2), &["protocol \"icmp\""]),
+        ("[d]\nsequence =", Some(2), &["\"sequence\"", "empty value"]),
+        ("[d]\nsequence", Some(2), &["\"sequence\"", "needs a value"]),
+        // unknown / misplaced directives
+        (
+            "[d]\nsequence = 1\nsequense = 2",
+            Some(3),
+            &["unknown directive \"sequense\"", "door \"d\""],
+        ),
+        (
+            "[options]\nfoo = bar\n[d]\nsequence = 1",
+            Some(2),
+            &["unknown directive \"foo\"", "[options]"],
+        ),
+        (
+            "sequence = 1\n[d]\nsequence = 1",
+            Some(1),
+            &["\"sequence\"", "outside any section"],
+        ),
+        (
+            "logfile = /x\n[d]\nsequence = 1",
+            Some(1),
+            &["\"logfile\"", "outside any section", "[options]"],
+        ),
+        (
+            "bogus = 1\n[d]\nsequence = 1",
+            Some(1),
+            &["unknown directive \"bogus\"", "outside any section"],
+        ),
+        (
+            "[d]\nsequence = 1\nlogfile = /x",
+            Some(3),
+            &["\"logfile\"", "global directive", "door \"d\""],
+        ),
+        (
+            "[d]\nsequence = 1\nUseSyslog",
+            Some(3),
+            &["\"UseSyslog\"", "global directive"],
+        ),
+        (
+            "[options]\nsequence = 1\n[d]\nsequence = 1",
+            Some(2),
+            &["\"sequence\"", "door directive", "[options]"],
+        ),
+        (
+            "[options]\ncommand = x\n[d]\nsequence = 1",
+            Some(2),
+            &["\"command\" (alias of Start_Command)", "door directive"],
+        ),
+        // door completeness
+        ("[d]\ncommand = x", Some(1), &["door \"d\"", "no Sequence"]),
+        (
+            "[a]\nsequence = 1\n[b]\nseq_timeout = 5",
+            Some(3),
+            &["door \"b\"", "no Sequence"],
+        ),
+        (
+            "[d]\nsequence = 1\none_time_sequences = /x",
+            Some(3),
+            &[
+                "door \"d\"",
+                "both Sequence (line 2) and One_Time_Sequences (line 3)",
+            ],
+        ),
+        (
+            "[d]\none_time_sequences = /x\nsequence = 1",
+            Some(3),
+            &["both Sequence (line 3) and One_Time_Sequences (line 2)"],
+        ),
+        (
+            "[d]\none_time_sequences =",
+            Some(2),
+            &["\"one_time_sequences\"", "empty value"],
+        ),
+        // TCP flags
+        (
+            "[d]\nsequence = 1\ntcpflags = syn,!syn",
+            Some(3),
+            &["\"syn,!syn\"", "\"syn\" is both required and excluded"],
+        ),
+        (
+            "[d]\nsequence = 1\ntcpflags = syn,sin",
+            Some(3),
+            &["\"syn,sin\"", "unknown TCP flag \"sin\""],
+        ),
+        (
+            "[d]\nsequence = 1\ntcpflags = syn,syn",
+            Some(3),
+            &["\"syn,syn\"", "listed twice"],
+        ),
+        (
+            "[d]\nsequence = 1\ntcpflags =",
+            Some(3),
+            &["\"tcpflags\"", "empty value"],
+        ),
+        // timeouts
+        (
+            "[d]\nsequence = 1\nseq_timeout = 0",
+            Some(3),
+            &["seq_timeout \"0\"", "at least 1 second"],
+        ),
+        (
+            "[d]\nsequence = 1\ntimeout = 0",
+            Some(3),
+            &["timeout \"0\"", "at least 1 second"],
+        ),
+        (
+            "[d]\nsequence = 1\nseq_timeout = -5",
+            Some(3),
+            &["seq_timeout \"-5\"", "not a whole"],
+        ),
+        (
+            "[d]\nsequence = 1\nseq_timeout = 1.5",
+            Some(3),
+            &["seq_timeout \"1.5\"", "not a whole"],
+        ),
+        (
+            "[d]\nsequence = 1\nseq_timeout = ten",
+            Some(3),
+            &["seq_timeout \"ten\"", "not a whole"],
+        ),
+        (
+            "[d]\nsequence = 1\nseq_timeout = 10s",
+            Some(3),
+            &["seq_timeout \"10s\""],
+        ),
+        (
+            "[d]\nsequence = 1\nseq_timeout = 99999999999999999999999",
+            Some(3),
+            &["\"99999999999999999999999\"", "maximum"],
+        ),
+        (
+            "[d]\nsequence = 1\ncmd_timeout = -1",
+            Some(3),
+            &["cmd_timeout \"-1\"", "not a whole"],
+        ),
+        (
+            "[d]\nsequence = 1\ncmd_timeout = 31536001",
+            Some(3),
+            &["cmd_timeout \"31536001\"", "maximum"],
+        ),
+        (
+            "[d]\nsequence = 1\ncmd_timeout =",
+            Some(3),
+            &["\"cmd_timeout\"", "empty value"],
+        ),
+        // target
+        (
+            "[d]\nsequence = 1\ntarget = 1.2.3",
+            Some(3),
+            &["target \"1.2.3\"", "not an IPv4 or IPv6 address"],
+        ),
+        (
+            "[d]\nsequence = 1\ntarget = example.com",
+            Some(3),
+            &["target \"example.com\""],
+        ),
+        (
+            "[d]\nsequence = 1\ntarget = [::1]",
+            Some(3),
+            &["target \"[::1]\""],
+        ),
+        // repeated directives, aliases included
+        (
+            "[d]\nsequence = 1\nsequence = 2",
+            Some(3),
+            &["Sequence given twice", "first at line 2", "\"2\""],
+        ),
+        (
+            "[d]\nsequence = 1\nseq_timeout = 5\ntimeout = 6",
+            Some(4),
+            &["Seq_Timeout given twice", "first at line 3", "\"6\""],
+        ),
+        (
+            "[d]\nsequence = 1\ncommand = a\nstart_command = b",
+            Some(4),
+            &["Start_Command given twice", "\"b\""],
+        ),
+        (
+            "[options]\nUseSyslog\nusesyslog\n[d]\nsequence = 1",
+            Some(3),
+            &["UseSyslog given twice"],
+        ),
+        (
+            "[options]\nlogfile = /a\n[d]\nsequence = 1\n[options]\nlogfile = /b",
+            Some(6),
+            &["LogFile given twice", "first at line 2", "\"/b\""],
+        ),
+        // malformed lines
+        (
+            "[d]\nsequence = 1\njust some words",
+            Some(3),
+            &["\"just some words\"", "neither a [section] header"],
+        ),
+        (
+            "[d]\nsequence = 1\n= 5",
+            Some(3),
+            &["\"= 5\"", "no directive name"],
+        ),
+        (
+            "[d\nsequence = 1",
+            Some(1),
+            &["\"[d\"", "does not end with \"]\""],
+        ),
+        (
+            "[]\nsequence = 1\n[d]\nsequence = 1",
+            Some(1),
+            &["empty section name \"[]\""],
+        ),
+        (
+            "[  ]\n[d]\nsequence = 1",
+            Some(1),
+            &["empty section name \"[  ]\""],
+        ),
+        // global values
+        (
+            "[options]\nUseSyslog = yes\n[d]\nsequence = 1",
+            Some(2),
+            &["\"UseSyslog\"", "takes no value", "\"yes\""],
+        ),
+        (
+            "[options]\nlogfile\n[d]\nsequence = 1",
+            Some(2),
+            &["\"logfile\"", "needs a value"],
+        ),
+        (
+            "[options]\nlogfile =\n[d]\nsequence = 1",
+            Some(2),
+            &["\"logfile\"", "empty value"],
+        ),
+        (
+            "[options]\npidfile =  \n[d]\nsequence = 1",
+            Some(2),
+            &["\"pidfile\"", "empty value"],
+        ),
+        (
+            "[options]\ninterface = /dev/eth0\n[d]\nsequence = 1",
+            Some(2),
+            &["\"/dev/eth0\"", "path"],
+        ),
+        (
+            "[options]\ninterface = averyveryverylongname\n[d]\nsequence = 1",
+            Some(2),
+            &["\"averyveryverylongname\"", "15"],
+        ),
+        (
+            "[options]\ninterface = eth 0\n[d]\nsequence = 1",
+            Some(2),
+            &["\"eth 0\""],
+        ),
+        (
+            "[d]\nsequence = 1\nstart_command =",
+            Some(3),
+            &["\"start_command\"", "empty value"],
+        ),
+        (
+            "[d]\nsequence = 1\nstop_command =",
+            Some(3),
+            &["\"stop_command\"", "empty value"],
+        ),
+        // nothing to do
+        ("", None, &["empty", "nothing to do"]),
+        (
+            "\n\n# only comments\n   \n",
+            None,
+            &["empty", "nothing to do"],
+        ),
+        (
+            "[options]\nUseSyslog\n",
+            None,
+            &["no door", "nothing to do"],
+        ),
+    ];
+
+    #[test]
+    fn bad_input_is_located_and_quoted() {
+        for (text, line, fragments) in BAD {
+            let errs = errors(text);
+            let e = &errs[0];
+            assert_eq!(e.file, F, "{text:?}");
+            assert_eq!(e.line, *line, "{text:?}: {errs:?}");
+            let shown = e.to_string();
+            match line {
+                Some(l) => assert!(shown.starts_with(&format!("{F}:{l}: ")), "{shown}"),
+                None => assert!(shown.starts_with(&format!("{F}: ")), "{shown}"),
+            }
+            for frag in *fragments {
+                assert!(shown.contains(frag), "{text:?}: {shown:?} lacks {frag:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reports_every_error_in_line_order() {
+        let text = "\
+sequence = 1
+[options]
+bogus = 1
+[a]
+sequence = 80x
+tcpflags = syn,!syn
+seq_timeout = 0
+target = nowhere
+[b]
+command = x
+";
+        let errs = errors(text);
+        let lines: Vec<_> = errs.iter().map(|e| e.line).collect();
+        assert_eq!(
+            lines,
+            [
+                Some(1),
+                Some(3),
+                Some(5),
+                Some(6),
+                Some(7),
+                Some(8),
+                Some(9)
+            ]
+        );
+        let all = ConfigErrors(errs).to_string();
+        assert_eq!(all.lines().count(), 7);
+        assert!(all.contains("knockd.conf:5: port \"80x\" is not a number between 1 and 65535"));
+    }
+
+    #[test]
+    fn warnings() {
+        let cfg = parse("[d]\nsequence = 1\ncommand = x\n[d]\nsequence = 2\ncommand = y\n");
+        assert_eq!(cfg.doors.len(), 2, "both doors are kept");
+        assert_eq!(
+            cfg.warnings,
+            ["knockd.conf:4: door \"d\" is defined twice (first at line 1); both are used"]
+        );
+
+        let cfg = parse("[d]\nsequence = 1\n");
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(cfg.warnings[0].starts_with("knockd.conf:1: door \"d\" has no Start_Command"));
+        // An empty IPv6 command is not a command.
+        let cfg = parse("[d]\nsequence = 1\ncommand_6 =\n");
+        assert!(
+            cfg.warnings[0].contains("no Start_Command"),
+            "{:?}",
+            cfg.warnings
+        );
+        // An IPv6-only door is fine.
+        assert!(parse("[d]\nsequence = 1\ncommand_6 = x\n")
+            .warnings
+            .is_empty());
+
+        let cfg = parse("[d]\nsequence = 1\ncommand = x\ncmd_timeout = 5\n");
+        assert_eq!(
+            cfg.warnings,
+            ["knockd.conf:4: door \"d\": Cmd_Timeout has no effect without Stop_Command"]
+        );
+
+        let cfg =
+            parse("[a]\nsequence = 1,2\ncommand = x\n[b]\nsequence = 1:tcp, 2\ncommand = y\n");
+        assert_eq!(cfg.warnings.len(), 1);
+        assert!(cfg.warnings[0].starts_with("knockd.conf:4: door \"b\" has the same sequence"));
+        // Different targets: no clash.
+        let cfg = parse(
+            "[a]\nsequence = 1\ncommand = x\n[b]\nsequence = 1\ntarget = 192.0.2.1\ncommand = y\n",
+        );
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+
+        let cfg = parse(
+            "[options]\nlogfile = knockd.log\n[d]\none_time_sequences = otp.txt\ncommand = x\n",
+        );
+        assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
+        assert!(
+            cfg.warnings[0].starts_with("knockd.conf:2: LogFile \"knockd.log\" is a relative path")
+        );
+        assert!(cfg.warnings[1]
+            .starts_with("knockd.conf:4: One_Time_Sequences \"otp.txt\" is a relative path"));
+    }
+
+    #[test]
+    fn load_reads_files_and_reports_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.conf");
+        std::fs::write(&good, DEBIAN_CONF).unwrap();
+        assert_eq!(load(&good).unwrap().doors.len(), 3);
+
+        let missing = dir.path().join("missing.conf");
+        let ConfigErrors(errs) = load(&missing).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        let shown = errs[0].to_string();
+        assert!(
+            shown.starts_with(&format!("{}: cannot read", missing.display())),
+            "{shown}"
+        );
+
+        let ConfigErrors(errs) = load(dir.path()).unwrap_err();
+        assert!(errs[0].to_string().contains("directory"), "{}", errs[0]);
+
+        let bad = dir.path().join("bad.conf");
+        std::fs::write(&bad, b"[d]\nsequence = 1\ncommand = caf\xe9\n").unwrap();
+        let ConfigErrors(errs) = load(&bad).unwrap_err();
+        assert_eq!(errs[0].line, Some(3));
+        assert!(errs[0].message.contains("UTF-8"));
+
+        let located = dir.path().join("located.conf");
+        std::fs::write(&located, "[d]\nsequence = 80x\n").unwrap();
+        let ConfigErrors(errs) = load(&located).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            format!(
+                "{}:2: port \"80x\" is not a number between 1 and 65535",
+                located.display()
+            )
+        );
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["eth0", "any", "wlp3s0", "br-lan.100", "abcdefghijklmno"] {
+            assert_eq!(validate_interface_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "/dev/eth0",
+            "eth 0",
+            "abcdefghijklmnop",
+            "eth0:1",
+            "a\tb",
+        ] {
+            assert!(validate_interface_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(text in "(\\PC|\n|\r|\\[|\\]|=|#){0,200}") {
+            let _ = parse_str(&text, F);
+        }
+
+        #[test]
+        fn valid_doors_round_trip(
+            port in 1u16..=65535,
+            udp in proptest::bool::ANY,
+            secs in 1u64..=MAX_TIMEOUT_SECS,
+            cmd in "[a-z%/][a-z%=/ ]{0,29}",
+        ) {
+            let proto = if udp { "udp" } else { "tcp" };
+            let text = format!("[door]\nsequence = {port}:{proto}\nseq_timeout = {secs}\ncommand = {cmd}\n");
+            let cfg = parse_str(&text, F).unwrap();
+            let d = &cfg.doors[0];
+            proptest::prop_assert_eq!(fixed(d).to_string(), format!("{port}:{proto}"));
+            proptest::prop_assert_eq!(d.seq_timeout, Duration::from_secs(secs));
+            proptest::prop_assert_eq!(d.start_command.as_deref(), Some(cmd.trim()));
+        }
+    }
 }
