@@ -527,18 +527,14 @@ fn sync_dir(dir: &Path) -> Result<(), GenError> {
 pub fn write_new(path: &Path, seqs: &[Sequence], replace: bool) -> Result<(), GenError> {
     check_new_target(path, replace)?;
     let dir = parent_dir(path);
+    // A missing directory gets a plain message (tempfile's names its own
+    // temporary path).
+    fs::metadata(dir).map_err(io_err(dir))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".knock-gen-")
         .permissions(Permissions::from_mode(0o600))
         .tempfile_in(dir)
-        .map_err(|e| {
-            // Drop the temporary name tempfile adds to the message.
-            let e = e
-                .raw_os_error()
-                .map(io::Error::from_raw_os_error)
-                .unwrap_or(e);
-            io_err(dir)(e)
-        })?;
+        .map_err(io_err(dir))?;
     let file = tmp.as_file_mut();
     file.set_permissions(Permissions::from_mode(0o600))
         .and_then(|_| file.write_all(render(seqs).as_bytes()))
