@@ -3,3 +3,4 @@
 pub mod config;
 pub mod log;
 pub mod packet;
+pub mod commands;
