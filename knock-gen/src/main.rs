@@ -14,9 +14,11 @@ Examples:
   50 sequences of 4 hits, TCP and UDP mixed, avoiding ports in use:
       knock-gen -n 50 -k 4 -p mixed --ports 10000-60000 \\
                 --exclude 22,80,443 --exclude 6000-6010 -o seqs
-  Add 20 more sequences to a file already in use (safe while knockd runs;
-  do the same on the client's copy with the same new lines, see below):
+  Add 20 more sequences to the server's file while knockd runs (safe: lines
+  already there are never rewritten nor repeated), then copy the file to the
+  client again so both copies hold the same lines:
       knock-gen --append -o /etc/knockd/seqs
+      scp /etc/knockd/seqs me@laptop:.knock-seqs
   Replace an existing file:
       knock-gen --force -o seqs
   Print 5 sequences on standard output:
@@ -34,9 +36,10 @@ Pairing a server and a client:
              Command            = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
      then check the configuration:
          knockd --check -c /etc/knockd.conf
-  3. Copy the same file to the client over a secure channel (scp, ssh) and
-     knock with it:
-         knock --otp seqs server.example.org
+  3. Copy the same file to the client over a secure channel, then knock
+     with it from the client:
+         scp seqs me@laptop:.knock-seqs
+         knock --otp ~/.knock-seqs server.example.org
   Both sides cross out a line (first byte becomes '#') after each knock and
   then use the next one, so the two copies stay in step as long as each knock
   arrives. If they drift apart, generate a fresh file and install it on both.
