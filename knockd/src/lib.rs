@@ -4,3 +4,5 @@ pub mod config;
 pub mod log;
 pub mod packet;
 pub mod commands;
+pub mod check;
+pub mod cli;

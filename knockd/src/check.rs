@@ -1,0 +1,351 @@
+//! `knockd --check`: validate the configuration and show what it defines,
+//! without capturing anything.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::Path;
+
+use knock_common::otp;
+
+use crate::cli::{Cli, Origin};
+use crate::config::{self, Config, Door, SequenceSpec};
+
+/// Run the check: print the summary to stdout and warnings/errors to
+/// stderr. Returns the exit status: 0 when the configuration is valid, 1
+/// when it is not.
+pub fn check(cli: &Cli) -> i32 {
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    run(cli, &mut stdout.lock(), &mut stderr.lock())
+}
+
+/// [`check`] with explicit output streams.
+pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match config::load(&cli.config) {
+        Ok(cfg) => {
+            let (text, warnings) = summary(cli, &cfg);
+            for w in &warnings {
+                let _ = writeln!(err, "knockd: warning: {w}");
+            }
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return 1;
+            }
+            0
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                let _ = writeln!(err, "{e}");
+            }
+            let n = errors.0.len();
+            let _ = writeln!(
+                err,
+                "knockd: {}: {n} error{} found; the configuration is not valid",
+                cli.config.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            1
+        }
+    }
+}
+
+/// The readable summary of a valid configuration, and every warning: the
+/// parser's plus what only a look at the system shows (missing one-time
+/// files, an interface that does not exist right now).
+pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<String>) {
+    let mut warnings = cfg.warnings.clone();
+    let mut s = String::new();
+    let n = cfg.doors.len();
+    let _ = writeln!(
+        s,
+        "{}: configuration OK, {n} door{}",
+        cli.config.display(),
+        if n == 1 { "" } else { "s" }
+    );
+
+    let _ = writeln!(s, "\n[options]");
+    let yes_no = if cfg.options.use_syslog { "yes" } else { "no" };
+    field(&mut s, "UseSyslog", yes_no);
+    match cli.log_file_with_origin(cfg) {
+        Some((p, o)) => field(&mut s, "LogFile", &with_origin(&p.display().to_string(), o)),
+        None => field(&mut s, "LogFile", "(none)"),
+    }
+    let (pid, o) = cli.pid_file_with_origin(cfg);
+    field(
+        &mut s,
+        "PidFile",
+        &with_origin(&pid.display().to_string(), o),
+    );
+    let (iface, o) = cli.interface_with_origin(cfg);
+    field(&mut s, "Interface", &with_origin(&iface, o));
+    if iface != "any" && !interface_exists(&iface) {
+        warnings.push(format!(
+            "interface \"{iface}\" does not exist on this system right now"
+        ));
+    }
+
+    for door in &cfg.doors {
+        let _ = writeln!(s, "\n[{}]  (line {})", door.name, door.line);
+        describe_door(&mut s, &mut warnings, door);
+    }
+    (s, warnings)
+}
+
+fn with_origin(value: &str, o: Origin) -> String {
+    format!("{value}  ({})", o.describe())
+}
+
+fn field(s: &mut String, name: &str, value: &str) {
+    let _ = writeln!(s, "    {:<19} {value}", format!("{name}:"));
+}
+
+fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door) {
+    match &door.sequence {
+        SequenceSpec::Fixed(seq) => field(s, "Sequence", &seq.to_string()),
+        SequenceSpec::OneTime(path) => {
+            field(s, "One_Time_Sequences", &path.display().to_string());
+            field(s, "File state", &one_time_state(warnings, &door.name, path));
+        }
+    }
+    field(
+        s,
+        "Seq_Timeout",
+        &format!("{} s", door.seq_timeout.as_secs()),
+    );
+    let flags = match &door.tcp_flags {
+        Some(f) => f.to_string(),
+        None => "(any; every TCP hit counts)".to_string(),
+    };
+    field(s, "TCPFlags", &flags);
+    let target = match &door.target {
+        Some(ip) => ip.to_string(),
+        None => "(the interface's own addresses)".to_string(),
+    };
+    field(s, "Target", &target);
+    command_fields(
+        s,
+        ("Start_Command", "Start_Command_6"),
+        &door.start_command,
+        &door.start_command_6,
+        door.start_command_for(true),
+    );
+    let no_stop = door.stop_command_for(false).is_none() && door.stop_command_for(true).is_none();
+    let unused = if no_stop {
+        "  (unused: no Stop_Command)"
+    } else {
+        ""
+    };
+    field(
+        s,
+        "Cmd_Timeout",
+        &format!("{} s{unused}", door.cmd_timeout.as_secs()),
+    );
+    command_fields(
+        s,
+        ("Stop_Command", "Stop_Command_6"),
+        &door.stop_command,
+        &door.stop_command_6,
+        door.stop_command_for(true),
+    );
+}
+
+fn command_fields(
+    s: &mut String,
+    (name, name6): (&str, &str),
+    v4: &Option<String>,
+    v6: &Option<String>,
+    resolved6: Option<&str>,
+) {
+    field(s, name, v4.as_deref().unwrap_or("(none)"));
+    let six = match (v6.as_deref(), resolved6) {
+        (Some(""), _) => "(none: nothing runs for IPv6 knocks)".to_string(),
+        (Some(c), _) => c.to_string(),
+        (None, Some(c)) => format!("{c}  (same as {name})"),
+        (None, None) => "(none)".to_string(),
+    };
+    field(s, name6, &six);
+}
+
+/// The state of a one-time file, for the summary; problems become warnings.
+fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path) -> String {
+    match otp::scan(path) {
+        Err(e) => {
+            warnings.push(format!(
+                "door \"{door}\": cannot read its one-time sequence file: {e}; the door stays closed until the file exists"
+            ));
+            "(file not readable now)".to_string()
+        }
+        Ok(scan) => {
+            for w in &scan.warnings {
+                warnings.push(format!(
+                    "{}:{}: line \"{}\" is skipped: {}",
+                    path.display(),
+                    w.line_no,
+                    w.text,
+                    w.error
+                ));
+            }
+            let left = scan.usable.len();
+            match scan.current() {
+                None => {
+                    warnings.push(format!(
+                        "door \"{door}\": its one-time sequence file {} has no unused sequence left; the door is disabled until sequences are appended",
+                        path.display()
+                    ));
+                    format!("no unused sequence left ({} used)", scan.used)
+                }
+                Some(cur) => format!(
+                    "{left} unused sequence{} left ({} used); current: line {}: {}",
+                    if left == 1 { "" } else { "s" },
+                    scan.used,
+                    cur.line_no,
+                    cur.sequence
+                ),
+            }
+        }
+    }
+}
+
+fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run_on(text: &str, extra: &[&str]) -> (i32, String, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("knockd.conf");
+        std::fs::write(&conf, text).unwrap();
+        let mut args = vec!["knockd", "-t", "-c", conf.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(&cli, &mut out, &mut err);
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+            dir,
+        )
+    }
+
+    #[test]
+    fn valid_config_summary() {
+        let text = "[options]\nUseSyslog\nInterface = lo\n[web]\nsequence = 1,2:udp\ntcpflags = syn,!ack\ntarget = 192.0.2.1\ncommand = open %IP%\ncommand_6 =\nstop_command = close %IP%\ncmd_timeout = 7\n";
+        let (code, out, err, _d) = run_on(text, &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.is_empty(), "{err}");
+        for needle in [
+            "configuration OK, 1 door",
+            "UseSyslog:          yes",
+            "LogFile:            (none)",
+            "PidFile:            /var/run/knockd.pid  (default)",
+            "Interface:          lo  (from the configuration file)",
+            "[web]  (line 4)",
+            "Sequence:           1:tcp,2:udp",
+            "Seq_Timeout:        25 s",
+            "TCPFlags:           syn,!ack",
+            "Target:             192.0.2.1",
+            "Start_Command:      open %IP%",
+            "Start_Command_6:    (none: nothing runs for IPv6 knocks)",
+            "Cmd_Timeout:        7 s",
+            "Stop_Command:       close %IP%",
+            "Stop_Command_6:     close %IP%  (same as Stop_Command)",
+        ] {
+            assert!(out.contains(needle), "summary lacks {needle:?}:\n{out}");
+        }
+    }
+
+    #[test]
+    fn command_line_overrides_are_shown() {
+        let text = "[options]\nInterface = eth9\nLogFile = /var/log/a.log\n[d]\nsequence = 1\ncommand = x\n";
+        let (code, out, err, _d) =
+            run_on(text, &["-i", "lo", "-g", "/tmp/b.log", "-p", "/tmp/b.pid"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("Interface:          lo  (from the command line)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("LogFile:            /tmp/b.log  (from the command line)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("PidFile:            /tmp/b.pid  (from the command line)"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn missing_interface_is_a_warning() {
+        let (code, _out, err, _d) =
+            run_on("[d]\nsequence = 1\ncommand = x\n", &["-i", "nosuchif0"]);
+        assert_eq!(code, 0);
+        assert!(
+            err.contains("warning: interface \"nosuchif0\" does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_exit_1_with_every_error() {
+        let (code, out, err, d) = run_on("[d]\nsequence = 80x\nseq_timeout = 0\n", &[]);
+        assert_eq!(code, 1);
+        assert!(out.is_empty());
+        let conf = d.path().join("knockd.conf");
+        assert!(
+            err.contains(&format!("{}:2: port \"80x\"", conf.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("{}:3: seq_timeout \"0\"", conf.display())),
+            "{err}"
+        );
+        assert!(err.contains("2 errors found"), "{err}");
+    }
+
+    #[test]
+    fn one_time_file_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let otp_path = dir.path().join("otp");
+        std::fs::write(&otp_path, "# 1,2\n 3,4:udp\n bogus\n 5,6\n").unwrap();
+        let missing = dir.path().join("missing");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "#1,2\n").unwrap();
+        let text = format!(
+            "[a]\none_time_sequences = {}\ncommand = x\n[b]\none_time_sequences = {}\ncommand = x\n[c]\none_time_sequences = {}\ncommand = x\n",
+            otp_path.display(),
+            missing.display(),
+            empty.display()
+        );
+        let (code, out, err, _d) = run_on(&text, &["-i", "lo"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("2 unused sequences left (1 used); current: line 2: 3:tcp,4:udp"),
+            "{out}"
+        );
+        assert!(out.contains("(file not readable now)"), "{out}");
+        assert!(out.contains("no unused sequence left (1 used)"), "{out}");
+        assert!(
+            err.contains(&format!(
+                "{}:3: line \"bogus\" is skipped",
+                otp_path.display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("door \"b\": cannot read its one-time sequence file"),
+            "{err}"
+        );
+        assert!(
+            err.contains("door \"c\": its one-time sequence file"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! The command line of `knockd`: the classic options plus `-t/--check`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{self, Config, DEFAULT_CONFIG_FILE, DEFAULT_INTERFACE};
+
+const AFTER_HELP: &str = "\
+Examples:
+  knockd -t                      check /etc/knockd.conf and show what it defines
+  knockd -t -c ./knockd.conf     check another file before installing it
+  knockd -i eth1 -v              listen on eth1, print status messages
+  knockd -d -i eth0              run in the background as a daemon
+  knockd -d -c /etc/knockd.conf -p /run/knockd.pid -g /var/log/knockd.log
+
+A minimal /etc/knockd.conf:
+  [options]
+      UseSyslog
+  [openSSH]
+      Sequence      = 7000,8000,9000
+      Seq_Timeout   = 10
+      TCPFlags      = syn
+      Start_Command = /usr/sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+      Cmd_Timeout   = 30
+      Stop_Command  = /usr/sbin/iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+
+Each [name] section is a door: when a host hits the ports of its Sequence in
+order within Seq_Timeout seconds, Start_Command runs with %IP% replaced by that
+host's address, and Stop_Command runs Cmd_Timeout seconds later. Knock with
+`knock HOST 7000 8000 9000`. SIGHUP re-reads the configuration.
+
+Exit status: 0 on success (and for -h, -V, a valid -t); 1 when the
+configuration is invalid or the server fails; 2 on a usage error.";
+
+fn interface_arg(s: &str) -> Result<String, String> {
+    config::validate_interface_name(s).map(|()| s.to_string())
+}
+
+/// Options of `knockd`.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "knockd",
+    version,
+    about = "Port-knock server: watches an interface for knock sequences and runs commands",
+    long_about = "Port-knock server. knockd listens to all traffic on an interface (with \
+                  libpcap, so the knocked ports need not be open) and looks for the knock \
+                  sequences defined in its configuration file. When a host completes one, \
+                  knockd runs that door's command, typically to open the firewall for it.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Interface to listen on (overrides `Interface` in [options]; default eth0)
+    #[arg(short = 'i', long, value_name = "IFACE", value_parser = interface_arg)]
+    pub interface: Option<String>,
+
+    /// Become a daemon (detach and run in the background)
+    #[arg(short = 'd', long)]
+    pub daemon: bool,
+
+    /// Configuration file
+    #[arg(short = 'c', long, value_name = "FILE", default_value = DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
+
+    /// Print debugging messages (configuration and every packet)
+    #[arg(short = 'D', long)]
+    pub debug: bool,
+
+    /// Look up DNS names of knockers for the log (may give the first port of a sequence away)
+    #[arg(short = 'l', long)]
+    pub lookup: bool,
+
+    /// Ignore IPv6 packets
+    #[arg(short = '4', long = "only-ip-v4")]
+    pub only_ip_v4: bool,
+
+    /// Print status messages
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Pid file (overrides `PidFile` in [options]; default /var/run/knockd.pid)
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Log file (overrides `LogFile` in [options])
+    #[arg(short = 'g', long, value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
+
+    /// Check the configuration, print what it defines and exit (0: valid, 1: errors); captures nothing
+    #[arg(short = 't', long)]
+    pub check: bool,
+}
+
+/// Where a setting in effect comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    ConfigFile,
+    Default,
+}
+
+impl Origin {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Origin::CommandLine => "from the command line",
+            Origin::ConfigFile => "from the configuration file",
+            Origin::Default => "default",
+        }
+    }
+}
+
+impl Cli {
+    /// The interface to listen on: `-i`, else `Interface`, else [`DEFAULT_INTERFACE`].
+    pub fn interface(&self, cfg: &Config) -> String {
+        self.interface_with_origin(cfg).0
+    }
+
+    pub fn interface_with_origin(&self, cfg: &Config) -> (String, Origin) {
+        if let Some(i) = &self.interface {
+            (i.clone(), Origin::CommandLine)
+        } else if let Some(i) = &cfg.options.interface {
+            (i.clone(), Origin::ConfigFile)
+        } else {
+            (DEFAULT_INTERFACE.to_string(), Origin::Default)
+        }
+    }
+
+    /// The pid file: `-p`, else `PidFile` (which defaults to
+    /// [`config::DEFAULT_PID_FILE`]).
+    pub fn pid_file(&self, cfg: &Config) -> PathBuf {
+        self.pid_file_with_origin(cfg).0
+    }
+
+    pub fn pid_file_with_origin(&self, cfg: &Config) -> (PathBuf, Origin) {
+        match &self.pidfile {
+            Some(p) => (p.clone(), Origin::CommandLine),
+            None if cfg.options.pid_file.as_os_str() == config::DEFAULT_PID_FILE => {
+                (cfg.options.pid_file.clone(), Origin::Default)
+            }
+            None => (cfg.options.pid_file.clone(), Origin::ConfigFile),
+        }
+    }
+
+    /// The log file, if any: `-g`, else `LogFile`.
+    pub fn log_file(&self, cfg: &Config) -> Option<PathBuf> {
+        self.log_file_with_origin(cfg).map(|(p, _)| p)
+    }
+
+    pub fn log_file_with_origin(&self, cfg: &Config) -> Option<(PathBuf, Origin)> {
+        match (&self.logfile, &cfg.options.log_file) {
+            (Some(p), _) => Some((p.clone(), Origin::CommandLine)),
+            (None, Some(p)) => Some((p.clone(), Origin::ConfigFile)),
+            (None, None) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut v = vec!["knockd"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn cfg(text: &str) -> Config {
+        config::parse_str(text, "t.conf").unwrap()
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cli(&[]);
+        assert_eq!(
+            c,
+            Cli {
+                interface: None,
+                daemon: false,
+                config: PathBuf::from("/etc/knockd.conf"),
+                debug: false,
+                lookup: false,
+                only_ip_v4: false,
+                verbose: false,
+                pidfile: None,
+                logfile: None,
+                check: false,
+            }
+        );
+    }
+
+    #[test]
+    fn short_and_long_options() {
+        let want = Cli {
+            interface: Some("eth1".into()),
+            daemon: true,
+            config: PathBuf::from("/tmp/k.conf"),
+            debug: true,
+            lookup: true,
+            only_ip_v4: true,
+            verbose: true,
+            pidfile: Some("/run/k.pid".into()),
+            logfile: Some("/var/log/k.log".into()),
+            check: true,
+        };
+        let short = cli(&[
+            "-i",
+            "eth1",
+            "-d",
+            "-c",
+            "/tmp/k.conf",
+            "-D",
+            "-l",
+            "-4",
+            "-v",
+            "-p",
+            "/run/k.pid",
+            "-g",
+            "/var/log/k.log",
+            "-t",
+        ]);
+        assert_eq!(short, want);
+        let long = cli(&[
+            "--interface",
+            "eth1",
+            "--daemon",
+            "--config",
+            "/tmp/k.conf",
+            "--debug",
+            "--lookup",
+            "--only-ip-v4",
+            "--verbose",
+            "--pidfile",
+            "/run/k.pid",
+            "--logfile",
+            "/var/log/k.log",
+            "--check",
+        ]);
+        assert_eq!(long, want);
+        let bundled = cli(&[
+            "-dDlv4t",
+            "-ieth1",
+            "--config=/tmp/k.conf",
+            "-p/run/k.pid",
+            "-g",
+            "/var/log/k.log",
+        ]);
+        assert_eq!(bundled, want);
+    }
+
+    #[test]
+    fn help_version_and_usage_errors() {
+        let kind = |args: &[&str]| {
+            let mut v = vec!["knockd"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap_err().kind()
+        };
+        assert_eq!(kind(&["-h"]), ErrorKind::DisplayHelp);
+        assert_eq!(kind(&["--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(kind(&["-V"]), ErrorKind::DisplayVersion);
+        assert_eq!(kind(&["--version"]), ErrorKind::DisplayVersion);
+        assert_eq!(kind(&["--bogus"]), ErrorKind::UnknownArgument);
+        assert_eq!(kind(&["-i"]), ErrorKind::InvalidValue);
+        assert_eq!(kind(&["-i", "/dev/eth0"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["-i", ""]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["extra"]), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn help_teaches() {
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "--interface",
+            "--daemon",
+            "--config",
+            "--debug",
+            "--lookup",
+            "--only-ip-v4",
+            "--verbose",
+            "--version",
+            "--pidfile",
+            "--logfile",
+            "--check",
+            "Examples:",
+            "knockd -t -c ./knockd.conf",
+            "Sequence",
+        ] {
+            assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn interface_resolution() {
+        let with = cfg("[options]\ninterface = eth2\n[d]\nsequence = 1\ncommand = x\n");
+        let without = cfg("[d]\nsequence = 1\ncommand = x\n");
+        assert_eq!(cli(&["-i", "eth1"]).interface(&with), "eth1");
+        assert_eq!(cli(&[]).interface(&with), "eth2");
+        assert_eq!(cli(&[]).interface(&without), "eth0");
+        assert_eq!(cli(&["-i", "any"]).interface(&without), "any");
+        assert_eq!(cli(&[]).interface_with_origin(&with).1, Origin::ConfigFile);
+        assert_eq!(cli(&[]).interface_with_origin(&without).1, Origin::Default);
+    }
+
+    #[test]
+    fn pid_and_log_file_resolution() {
+        let with = cfg("[options]\npidfile = /run/a.pid\nlogfile = /var/log/a.log\n[d]\nsequence = 1\ncommand = x\n");
+        let without = cfg("[d]\nsequence = 1\ncommand = x\n");
+        let over = cli(&["-p", "/tmp/b.pid", "-g", "/tmp/b.log"]);
+        let plain = cli(&[]);
+        assert_eq!(over.pid_file(&with), PathBuf::from("/tmp/b.pid"));
+        assert_eq!(plain.pid_file(&with), PathBuf::from("/run/a.pid"));
+        assert_eq!(
+            plain.pid_file(&without),
+            PathBuf::from("/var/run/knockd.pid")
+        );
+        assert_eq!(plain.pid_file_with_origin(&without).1, Origin::Default);
+        assert_eq!(over.log_file(&without), Some(PathBuf::from("/tmp/b.log")));
+        assert_eq!(over.log_file(&with), Some(PathBuf::from("/tmp/b.log")));
+        assert_eq!(plain.log_file(&with), Some(PathBuf::from("/var/log/a.log")));
+        assert_eq!(plain.log_file(&without), None);
+    }
+}
