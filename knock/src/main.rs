@@ -1,4 +1,8 @@
 fn main() {
-    eprintln!("knock: not implemented yet");
-    std::process::exit(1);
+    let code = knock::run(
+        std::env::args_os(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    );
+    std::process::exit(code);
 }

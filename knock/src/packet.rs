@@ -47,7 +47,7 @@ pub fn build_tcp(
         p.set_sequence(seq);
         p.set_acknowledgement(0);
         p.set_data_offset((TCP_HEADER_LEN / 4) as u8);
-        p.set_flags(flags.into());
+        p.set_flags(flags);
         p.set_window(TCP_WINDOW);
         p.set_urgent_ptr(0);
         p.set_checksum(0);

@@ -1,0 +1,417 @@
+//! The command line: `knock [options] HOST PORT[:proto[:flags]] ...`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use knock_common::flags::{self, SYN};
+use knock_common::{FlagSpec, Knock, Proto, SequenceError};
+
+const EXAMPLES: &str = "\
+Each PORT is a decimal number 1-65535, optionally followed by :tcp or :udp
+(case-insensitive). Ports without a suffix are TCP, or UDP with --udp.
+A TCP port may carry its own flag list: 7000:tcp:fin,ack.
+
+Hits are sent through raw sockets (root or CAP_NET_RAW), one packet per hit,
+so TCP hits can carry any flags. Without that privilege, SYN and UDP knocks
+are sent through ordinary sockets instead; knocks with other flags fail.
+
+Examples:
+  knock myserver.example.com 123:tcp 456:udp 789:tcp
+  knock -u -d 500 192.0.2.10 2222 3333 4444
+  knock --flags fin,ack 192.0.2.10 7000 8000 9000
+  knock 192.0.2.10 7000:tcp:fin 8000:udp 9000:tcp:syn,ack
+  knock -6 -v myserver.example.com 7000 8000
+  knock --otp ~/.knock/myserver.otp myserver.example.com";
+
+/// Send a port-knock sequence to a host.
+#[derive(Debug, Parser)]
+#[command(
+    name = "knock",
+    version,
+    about = "Send a port-knock sequence to a host",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// Make ports without a protocol suffix UDP hits (default is TCP)
+    #[arg(short = 'u', long = "udp")]
+    pub udp: bool,
+
+    /// Wait MS milliseconds between hits
+    #[arg(short = 'd', long = "delay", value_name = "MS", default_value_t = 0)]
+    pub delay: u64,
+
+    /// Use IPv4 only
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Use IPv6 only
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// TCP flags of TCP hits, comma separated: fin syn rst psh ack urg
+    /// (default: syn)
+    #[arg(short = 'f', long = "flags", value_name = "LIST", value_parser = parse_send_flags)]
+    pub flags: Option<u8>,
+
+    /// Send the current sequence of a one-time sequence file and mark it
+    /// used (no PORT arguments then)
+    #[arg(long = "otp", value_name = "FILE", conflicts_with = "udp")]
+    pub otp: Option<PathBuf>,
+
+    /// Print each hit
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+
+    /// Host name or address to knock on
+    #[arg(value_name = "HOST")]
+    pub host: String,
+
+    /// Ports to hit, in order
+    #[arg(
+        value_name = "PORT[:PROTO[:FLAGS]]",
+        required_unless_present = "otp",
+        conflicts_with = "otp",
+        value_parser = parse_port_arg
+    )]
+    pub ports: Vec<PortArg>,
+}
+
+/// IP version restriction from `-4`/`-6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Cli {
+    pub fn family(&self) -> Option<Family> {
+        if self.ipv4 {
+            Some(Family::V4)
+        } else if self.ipv6 {
+            Some(Family::V6)
+        } else {
+            None
+        }
+    }
+
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay)
+    }
+
+    /// The hits of the PORT arguments, defaults applied.
+    pub fn hits(&self) -> Vec<Hit> {
+        let default_proto = if self.udp { Proto::Udp } else { Proto::Tcp };
+        let default_flags = self.flags.unwrap_or(SYN);
+        self.ports
+            .iter()
+            .map(|p| {
+                let proto = p.proto.unwrap_or(default_proto);
+                Hit {
+                    port: p.port,
+                    proto,
+                    flags: p.flags.unwrap_or(default_flags),
+                }
+            })
+            .collect()
+    }
+
+    /// The hits of a sequence from a one-time file: protocols as in the
+    /// file, `--flags` (default syn) for the TCP ones.
+    pub fn hits_of(&self, knocks: &[Knock]) -> Vec<Hit> {
+        let flags = self.flags.unwrap_or(SYN);
+        knocks
+            .iter()
+            .map(|k| Hit {
+                port: k.port,
+                proto: k.proto,
+                flags,
+            })
+            .collect()
+    }
+}
+
+/// One PORT argument as written: what it does not say is filled in from
+/// the options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortArg {
+    pub port: u16,
+    pub proto: Option<Proto>,
+    pub flags: Option<u8>,
+}
+
+/// One packet to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub port: u16,
+    pub proto: Proto,
+    /// TCP header flags (`knock_common::flags` bits); unused for UDP.
+    pub flags: u8,
+}
+
+impl Hit {
+    /// Can an ordinary socket send this hit? Only a plain SYN (a connect)
+    /// or a UDP datagram.
+    pub fn is_plain(&self) -> bool {
+        self.proto == Proto::Udp || self.flags == SYN
+    }
+
+    /// `tcp`, `udp`, or `tcp (fin,ack)` when the flags are not just SYN.
+    pub fn describe_proto(&self) -> String {
+        if self.is_plain() {
+            self.proto.to_string()
+        } else if self.flags == 0 {
+            format!("{} (no flags)", self.proto)
+        } else {
+            format!("{} ({})", self.proto, flags::names_of(self.flags))
+        }
+    }
+}
+
+/// `--flags` / per-port flag list: flag names to set; `!` items are for
+/// the server's `TCPFlags` and make no sense in a packet.
+pub fn parse_send_flags(s: &str) -> Result<u8, String> {
+    let spec: FlagSpec = s.parse().map_err(|e| format!("{e}"))?;
+    if !spec.is_plain() {
+        let item = s
+            .split(',')
+            .map(str::trim)
+            .find(|i| i.starts_with('!'))
+            .unwrap_or("!");
+        return Err(format!(
+            "\"{item}\": a knock can only list flags to set; \"!flag\" (must be clear) \
+             belongs in the server's TCPFlags"
+        ));
+    }
+    Ok(spec.set)
+}
+
+/// `PORT`, `PORT:PROTO` or `PORT:tcp:FLAGS`.
+pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
+    let t = s.trim();
+    let (port_proto, flag_list) = match t.splitn(3, ':').collect::<Vec<_>>().as_slice() {
+        [_] | [_, _] => (t, None),
+        [p, proto, fl] => (&t[..p.len() + 1 + proto.len()], Some(*fl)),
+        _ => unreachable!("splitn(3) yields 1 to 3 parts"),
+    };
+    let (port, proto) = match port_proto.split_once(':') {
+        None => (parse_port(port_proto)?, None),
+        Some((p, proto)) => {
+            let k: Knock = format!("{p}:{proto}").parse().map_err(seq_msg)?;
+            (k.port, Some(k.proto))
+        }
+    };
+    let flags = match flag_list {
+        None => None,
+        Some(fl) => {
+            if proto != Some(Proto::Tcp) {
+                return Err(format!(
+                    "\"{t}\": TCP flags \"{fl}\" given for a UDP hit; flags apply to TCP hits only"
+                ));
+            }
+            Some(parse_send_flags(fl)?)
+        }
+    };
+    Ok(PortArg { port, proto, flags })
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    knock_common::sequence::parse_port(s).map_err(seq_msg)
+}
+
+fn seq_msg(e: SequenceError) -> String {
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use knock_common::flags::{ACK, FIN, PSH, RST, URG};
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("knock").chain(args.iter().copied()))
+    }
+
+    fn err(args: &[&str]) -> String {
+        cli(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn classic_forms() {
+        let c = cli(&["example.com", "123:tcp", "456:UDP", "789", "1000:Tcp"]).unwrap();
+        assert_eq!(c.host, "example.com");
+        assert_eq!(
+            c.hits(),
+            vec![
+                Hit {
+                    port: 123,
+                    proto: Proto::Tcp,
+                    flags: SYN
+                },
+                Hit {
+                    port: 456,
+                    proto: Proto::Udp,
+                    flags: SYN
+                },
+                Hit {
+                    port: 789,
+                    proto: Proto::Tcp,
+                    flags: SYN
+                },
+                Hit {
+                    port: 1000,
+                    proto: Proto::Tcp,
+                    flags: SYN
+                },
+            ]
+        );
+        assert_eq!(c.family(), None);
+        assert_eq!(c.delay(), Duration::ZERO);
+        assert!(!c.verbose);
+    }
+
+    #[test]
+    fn udp_option_changes_only_the_default() {
+        let c = cli(&["-u", "h", "1", "2:tcp", "3:udp"]).unwrap();
+        let protos: Vec<_> = c.hits().iter().map(|h| h.proto).collect();
+        assert_eq!(protos, [Proto::Udp, Proto::Tcp, Proto::Udp]);
+    }
+
+    #[test]
+    fn options() {
+        let c = cli(&["-4", "-v", "-d", "250", "h", "1"]).unwrap();
+        assert_eq!(c.family(), Some(Family::V4));
+        assert_eq!(c.delay(), Duration::from_millis(250));
+        assert!(c.verbose);
+        let c = cli(&["--ipv6", "--delay=5", "--verbose", "h", "1"]).unwrap();
+        assert_eq!(c.family(), Some(Family::V6));
+        assert_eq!(c.delay(), Duration::from_millis(5));
+        assert!(err(&["-4", "-6", "h", "1"]).contains("cannot be used with"));
+        assert!(err(&["-d", "soon", "h", "1"]).contains("'soon'"));
+    }
+
+    #[test]
+    fn flags_option_and_per_port_flags() {
+        let c = cli(&[
+            "--flags",
+            "FIN,ack",
+            "h",
+            "1",
+            "2:udp",
+            "3:tcp:rst",
+            "4:tcp:syn",
+        ])
+        .unwrap();
+        let hits = c.hits();
+        assert_eq!(hits[0].flags, FIN | ACK);
+        assert_eq!(hits[1].proto, Proto::Udp);
+        assert_eq!(hits[2].flags, RST);
+        assert_eq!(hits[3].flags, SYN);
+        assert!(!hits[0].is_plain());
+        assert!(hits[1].is_plain());
+        assert!(hits[3].is_plain());
+        assert_eq!(hits[0].describe_proto(), "tcp (fin,ack)");
+        assert_eq!(hits[1].describe_proto(), "udp");
+        assert_eq!(hits[3].describe_proto(), "tcp");
+
+        let c = cli(&["-f", "psh,urg", "-u", "h", "1", "2:tcp"]).unwrap();
+        let hits = c.hits();
+        assert_eq!(hits[0].proto, Proto::Udp);
+        assert_eq!(hits[1].flags, PSH | URG);
+
+        let c = cli(&["h", "7000:TCP:syn,ack"]).unwrap();
+        assert_eq!(c.hits()[0].flags, SYN | ACK);
+    }
+
+    #[test]
+    fn bad_ports_are_quoted() {
+        for bad in ["0", "65536", "70000", "+1", "80x", "", "0x50"] {
+            let e = err(&["h", "1", bad]);
+            assert!(e.contains(&format!("port \"{bad}\"")), "{bad}: {e}");
+        }
+        // A leading '-' reads as an option; clap names it too.
+        assert!(err(&["h", "1", "-1"]).contains("'-1'"));
+        let e = err(&["h", "99999:udp"]);
+        assert!(e.contains("port \"99999\""), "{e}");
+    }
+
+    #[test]
+    fn bad_protocols_are_quoted() {
+        let e = err(&["h", "7000:icmp"]);
+        assert!(e.contains("protocol \"icmp\""), "{e}");
+        let e = err(&["h", "7000:"]);
+        assert!(e.contains("protocol \"\""), "{e}");
+    }
+
+    #[test]
+    fn bad_flags_are_quoted() {
+        let e = err(&["--flags", "syn,sin", "h", "1"]);
+        assert!(e.contains("unknown TCP flag \"sin\""), "{e}");
+        let e = err(&["--flags", "fin,!ack", "h", "1"]);
+        assert!(e.contains("\"!ack\""), "{e}");
+        assert!(e.contains("only list flags to set"), "{e}");
+        let e = err(&["h", "7000:tcp:ece"]);
+        assert!(e.contains("\"ece\""), "{e}");
+        let e = err(&["h", "7000:udp:fin"]);
+        assert!(e.contains("\"7000:udp:fin\""), "{e}");
+        assert!(e.contains("TCP hits only"), "{e}");
+        let e = err(&["h", "7000:tcp:"]);
+        assert!(e.contains("empty"), "{e}");
+        // Flags need an explicit protocol: "7000:fin" is a protocol error.
+        let e = err(&["h", "7000:fin"]);
+        assert!(e.contains("protocol \"fin\""), "{e}");
+    }
+
+    #[test]
+    fn otp_excludes_ports_and_udp() {
+        let c = cli(&["--otp", "/x/seqs", "h"]).unwrap();
+        assert_eq!(c.otp.as_deref(), Some(std::path::Path::new("/x/seqs")));
+        assert!(c.ports.is_empty());
+        let e = cli(&["--otp", "/x/seqs", "h", "7000"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        assert!(e.to_string().contains("--otp"), "{e}");
+        let e = cli(&["--otp", "/x/seqs", "-u", "h"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
+        let c = cli(&["--otp", "f", "-f", "fin", "h"]).unwrap();
+        let knocks = [Knock::tcp(1), Knock::udp(2)];
+        let hits = c.hits_of(&knocks);
+        assert_eq!(
+            hits[0],
+            Hit {
+                port: 1,
+                proto: Proto::Tcp,
+                flags: FIN
+            }
+        );
+        assert_eq!(hits[1].proto, Proto::Udp);
+    }
+
+    #[test]
+    fn missing_arguments() {
+        assert_eq!(
+            cli(&[]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            cli(&["host"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn help_has_examples() {
+        let e = cli(&["--help"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DisplayHelp);
+        let text = e.to_string();
+        assert!(text.contains("knock myserver.example.com 123:tcp 456:udp 789:tcp"));
+        assert!(text.contains("--otp"));
+        assert_eq!(cli(&["-V"]).unwrap_err().kind(), ErrorKind::DisplayVersion);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
