@@ -6,3 +6,4 @@ pub mod packet;
 pub mod commands;
 pub mod check;
 pub mod cli;
+pub mod matcher;
