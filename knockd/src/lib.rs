@@ -7,3 +7,4 @@ pub mod commands;
 pub mod check;
 pub mod cli;
 pub mod matcher;
+pub mod process;
