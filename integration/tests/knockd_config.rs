@@ -1,0 +1,337 @@
+//! `knockd`'s command line and configuration check (`-t/--check`), run on the
+//! real binary. Nothing here captures packets or needs privilege.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use predicates::str::contains;
+
+fn knockd() -> Command {
+    let bin = assert_cmd::cargo::cargo_bin("knockd");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first with `cargo build -p knockd`",
+        bin.display()
+    );
+    Command::new(bin)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Write `text` to `knockd.conf` in a fresh directory.
+fn conf(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("knockd.conf");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn check(path: &Path) -> assert_cmd::assert::Assert {
+    // -i lo: the interface exists everywhere, so no warning about it.
+    knockd()
+        .args(["-i", "lo", "--check", "-c"])
+        .arg(path)
+        .assert()
+}
+
+#[test]
+fn help_shows_every_option_and_examples() {
+    for flag in ["-h", "--help"] {
+        let out = knockd().arg(flag).assert().success();
+        let mut out = out;
+        for needle in [
+            "-i, --interface",
+            "-d, --daemon",
+            "-c, --config",
+            "-D, --debug",
+            "-l, --lookup",
+            "-4, --only-ip-v4",
+            "-v, --verbose",
+            "-V, --version",
+            "-h, --help",
+            "-p, --pidfile",
+            "-g, --logfile",
+            "-t, --check",
+        ] {
+            out = out.stdout(contains(needle));
+        }
+        if flag == "--help" {
+            out.stdout(contains("Examples:").and(contains("knockd -t -c ./knockd.conf")));
+        }
+    }
+}
+
+#[test]
+fn version_exits_0() {
+    for flag in ["-V", "--version"] {
+        knockd()
+            .arg(flag)
+            .assert()
+            .success()
+            .stdout(predicate::str::starts_with("knockd "));
+    }
+}
+
+#[test]
+fn usage_errors_exit_non_zero() {
+    for args in [
+        &["--bogus"][..],
+        &["-x"],
+        &["-c"],
+        &["-i"],
+        &["-i", "/dev/eth0"],
+        &["stray"],
+    ] {
+        knockd()
+            .args(args)
+            .assert()
+            .failure()
+            .code(2)
+            .stderr(contains("error"));
+    }
+}
+
+#[test]
+fn man_page_examples_and_debian_config_pass_the_check() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "man-example-1.conf",
+            &["[openSSH]", "[closeSSH]", "/var/log/knockd.log"],
+        ),
+        (
+            "man-example-2.conf",
+            &[
+                "[opencloseSSH]",
+                "2222:udp,3333:tcp,4444:udp",
+                "syn,ack",
+                "Cmd_Timeout:        5 s",
+            ],
+        ),
+        (
+            "man-example-3.conf",
+            &["[smtp]", "/etc/knockd/smtp_sequences", "fin,!ack"],
+        ),
+        (
+            "debian-knockd.conf",
+            &[
+                "[openSSH]",
+                "[closeSSH]",
+                "[openHTTPS]",
+                "UseSyslog:          yes",
+            ],
+        ),
+    ];
+    for (file, needles) in cases {
+        let mut a = check(&fixture(file))
+            .success()
+            .stdout(contains("configuration OK"));
+        for n in *needles {
+            a = a.stdout(contains(*n));
+        }
+    }
+}
+
+#[test]
+fn missing_one_time_file_is_only_a_warning() {
+    // Example #3 names /etc/knockd/smtp_sequences, which does not exist here.
+    if Path::new("/etc/knockd/smtp_sequences").exists() {
+        return;
+    }
+    check(&fixture("man-example-3.conf"))
+        .success()
+        .stderr(contains("warning").and(contains("door \"smtp\"")));
+}
+
+#[test]
+fn bad_configurations_exit_1_naming_line_and_value() {
+    // (text, line, fragment quoting the offending value)
+    let cases: &[(&str, usize, &str)] = &[
+        (
+            "[d]\nsequence = 7000,80x,9000\n",
+            2,
+            "port \"80x\" is not a number between 1 and 65535",
+        ),
+        ("[d]\n\nsequence = 70000\n", 3, "port \"70000\""),
+        ("[d]\nsequence = 0\n", 2, "port \"0\""),
+        ("[d]\nsequence = 1:icmp\n", 2, "protocol \"icmp\""),
+        (
+            "[d]\nsequence = 1\nopen_command = x\n",
+            3,
+            "unknown directive \"open_command\"",
+        ),
+        (
+            "sequence = 1\n[d]\nsequence = 1\n",
+            1,
+            "\"sequence\" is outside any section",
+        ),
+        (
+            "[d]\nsequence = 1\ntcpflags = syn,!syn\n",
+            3,
+            "\"syn,!syn\"",
+        ),
+        (
+            "[d]\nsequence = 1\nseq_timeout = 0\n",
+            3,
+            "seq_timeout \"0\"",
+        ),
+        (
+            "[d]\nsequence = 1\ncmd_timeout = -3\n",
+            3,
+            "cmd_timeout \"-3\"",
+        ),
+        (
+            "[d]\nsequence = 1\ntarget = 10.0.0.300\n",
+            3,
+            "target \"10.0.0.300\"",
+        ),
+        (
+            "[d]\nsequence = 1\none_time_sequences = /x\n",
+            3,
+            "both Sequence (line 2) and One_Time_Sequences (line 3)",
+        ),
+        ("[d]\ncommand = x\n", 1, "door \"d\" has no Sequence"),
+        (
+            "[options]\nsequence = 1\n[d]\nsequence = 1\n",
+            2,
+            "door directive",
+        ),
+        ("[d]\nsequence = 1\nlogfile = /x\n", 3, "global directive"),
+        ("[d]\nsequence = 1\nsequence = 2\n", 3, "given twice"),
+        ("[d]\nsequence = 1\nwhat is this\n", 3, "\"what is this\""),
+    ];
+    for (text, line, fragment) in cases {
+        let (_dir, path) = conf(text);
+        let located = format!("{}:{line}: ", path.display());
+        check(&path)
+            .failure()
+            .code(1)
+            .stdout("")
+            .stderr(contains(located).and(contains(*fragment)));
+    }
+}
+
+#[test]
+fn every_error_is_reported() {
+    let (_dir, path) = conf("[d]\nsequence = 80x\nseq_timeout = 0\ntarget = nowhere\n");
+    let p = path.display();
+    check(&path).failure().code(1).stderr(
+        contains(format!("{p}:2: port \"80x\""))
+            .and(contains(format!("{p}:3: seq_timeout \"0\"")))
+            .and(contains(format!("{p}:4: target \"nowhere\"")))
+            .and(contains("3 errors found")),
+    );
+}
+
+#[test]
+fn missing_and_empty_files_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.conf");
+    check(&missing)
+        .failure()
+        .code(1)
+        .stderr(contains(format!("{}: cannot read", missing.display())));
+
+    let (_d, empty) = conf("");
+    check(&empty).failure().code(1).stderr(
+        contains(format!("{}: the file is empty", empty.display())).and(contains("nothing to do")),
+    );
+
+    let (_d, no_door) = conf("[options]\nUseSyslog\n");
+    check(&no_door)
+        .failure()
+        .code(1)
+        .stderr(contains("no door is defined"));
+}
+
+#[test]
+fn without_check_a_bad_config_still_exits_1() {
+    let (_dir, path) = conf("[d]\nsequence = 80x\n");
+    knockd()
+        .arg("-c")
+        .arg(&path)
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(contains(format!("{}:2: port \"80x\"", path.display())));
+}
+
+#[test]
+fn crlf_file_is_accepted() {
+    let (_dir, path) = conf("[options]\r\n  UseSyslog\r\n[web]\r\n  sequence = 1000,2000:udp\r\n  command = echo %IP%\r\n");
+    check(&path)
+        .success()
+        .stdout(
+            contains("[web]")
+                .and(contains("1000:tcp,2000:udp"))
+                .and(contains("echo %IP%")),
+        )
+        .stdout(contains("\r").not());
+}
+
+#[test]
+fn duplicate_door_names_warn_but_pass() {
+    let (_dir, path) = conf("[d]\nsequence = 1\ncommand = a\n[d]\nsequence = 2\ncommand = b\n");
+    check(&path)
+        .success()
+        .stdout(contains("configuration OK, 2 doors"))
+        .stderr(contains(format!(
+            "warning: {}:4: door \"d\" is defined twice (first at line 1)",
+            path.display()
+        )));
+}
+
+#[test]
+fn one_time_door_reports_remaining_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let otp = dir.path().join("seqs");
+    std::fs::write(
+        &otp,
+        "# 1111,2222\n 3333,4444:udp\n 5555,6666\n 7777,8888\n",
+    )
+    .unwrap();
+    let path = dir.path().join("knockd.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "[otp]\none_time_sequences = {}\ncommand = echo %IP%\n",
+            otp.display()
+        ),
+    )
+    .unwrap();
+    check(&path).success().stdout(
+        contains(otp.display().to_string())
+            .and(contains("3 unused sequences left (1 used)"))
+            .and(contains("current: line 2: 3333:tcp,4444:udp")),
+    );
+}
+
+#[test]
+fn command_line_overrides_show_in_the_check() {
+    let (_dir, path) = conf(
+        "[options]\nInterface = eth7\nLogFile = /var/log/a.log\n[d]\nsequence = 1\ncommand = x\n",
+    );
+    knockd()
+        .args([
+            "-t",
+            "-i",
+            "lo",
+            "-p",
+            "/tmp/x.pid",
+            "-g",
+            "/tmp/x.log",
+            "-c",
+        ])
+        .arg(&path)
+        .assert()
+        .success()
+        .stdout(
+            contains("lo  (from the command line)")
+                .and(contains("/tmp/x.pid  (from the command line)"))
+                .and(contains("/tmp/x.log  (from the command line)")),
+        );
+}
