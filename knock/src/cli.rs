@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use knock_common::flags::{self, SYN};
 use knock_common::{FlagSpec, Knock, Proto, SequenceError};
 
@@ -71,7 +72,6 @@ pub struct Cli {
     #[arg(
         value_name = "PORT[:PROTO[:FLAGS]]",
         required_unless_present = "otp",
-        conflicts_with = "otp",
         value_parser = parse_port_arg
     )]
     pub ports: Vec<PortArg>,
@@ -85,6 +85,28 @@ pub enum Family {
 }
 
 impl Cli {
+    /// Parse a command line (program name first), with the checks clap
+    /// cannot express.
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        if let (Some(path), false) = (&cli.otp, cli.ports.is_empty()) {
+            let ports: Vec<String> = cli.ports.iter().map(ToString::to_string).collect();
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--otp {} takes the ports from the file; remove the PORT arguments ({})",
+                    path.display(),
+                    ports.join(" ")
+                ),
+            ));
+        }
+        Ok(cli)
+    }
+
     pub fn family(&self) -> Option<Family> {
         if self.ipv4 {
             Some(Family::V4)
@@ -138,6 +160,20 @@ pub struct PortArg {
     pub port: u16,
     pub proto: Option<Proto>,
     pub flags: Option<u8>,
+}
+
+impl std::fmt::Display for PortArg {
+    /// As written on the command line, protocol names in lower case.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.port)?;
+        if let Some(proto) = self.proto {
+            write!(f, ":{proto}")?;
+        }
+        if let Some(bits) = self.flags {
+            write!(f, ":{}", flags::names_of(bits))?;
+        }
+        Ok(())
+    }
 }
 
 /// One packet to send.
@@ -226,11 +262,10 @@ fn seq_msg(e: SequenceError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::error::ErrorKind;
     use knock_common::flags::{ACK, FIN, PSH, RST, URG};
 
     fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("knock").chain(args.iter().copied()))
+        Cli::parse_args(std::iter::once("knock").chain(args.iter().copied()))
     }
 
     fn err(args: &[&str]) -> String {
@@ -368,9 +403,15 @@ mod tests {
         let c = cli(&["--otp", "/x/seqs", "h"]).unwrap();
         assert_eq!(c.otp.as_deref(), Some(std::path::Path::new("/x/seqs")));
         assert!(c.ports.is_empty());
-        let e = cli(&["--otp", "/x/seqs", "h", "7000"]).unwrap_err();
+        let e = cli(&["--otp", "/x/seqs", "h", "7000", "8000:UDP", "9:tcp:ack,fin"]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
-        assert!(e.to_string().contains("--otp"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "--otp /x/seqs takes the ports from the file; \
+                 remove the PORT arguments (7000 8000:udp 9:tcp:fin,ack)"
+            ),
+            "{e}"
+        );
         let e = cli(&["--otp", "/x/seqs", "-u", "h"]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ArgumentConflict);
         let c = cli(&["--otp", "f", "-f", "fin", "h"]).unwrap();
@@ -411,7 +452,6 @@ mod tests {
 
     #[test]
     fn clap_definition_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

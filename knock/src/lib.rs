@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
 use knock_common::otp::{self, OtpError};
 
 use crate::cli::{Cli, Hit};
@@ -80,7 +79,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match Cli::parse_args(args) {
         Ok(c) => c,
         Err(e) => {
             let code = e.exit_code();

@@ -1,0 +1,351 @@
+//! Command-line tests of `knock`: usage errors name the bad value, real
+//! knocks to loopback arrive, one-time files advance line by line.
+//! All traffic goes to 127.0.0.1 only.
+
+use std::fs;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+/// Path of the `knock` binary, built (or found up to date) once per test
+/// run, so these tests never run a stale binary.
+fn binary() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = StdCommand::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "knock", "--bin", "knock"])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p knock --bin knock failed");
+    });
+    assert_cmd::cargo::cargo_bin("knock")
+}
+
+fn knock() -> Command {
+    Command::new(binary())
+}
+
+/// A UDP socket on loopback that knocks can be aimed at.
+struct Target {
+    sock: UdpSocket,
+    port: u16,
+}
+
+impl Target {
+    fn new() -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let port = sock.local_addr().unwrap().port();
+        Target { sock, port }
+    }
+
+    /// The payload of the next datagram (waits at most 5 s).
+    fn recv(&self) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        let (n, from) = self
+            .sock
+            .recv_from(&mut buf)
+            .expect("the knock arrived within 5 s");
+        assert!(from.ip().is_loopback());
+        buf[..n].to_vec()
+    }
+
+    /// True when nothing is waiting.
+    fn idle(&self) -> bool {
+        self.sock.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let idle = self.sock.recv_from(&mut buf).is_err();
+        self.sock.set_nonblocking(false).unwrap();
+        idle
+    }
+}
+
+#[test]
+fn help_and_version() {
+    knock()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Examples:"))
+        .stdout(predicate::str::contains(
+            "knock myserver.example.com 123:tcp 456:udp 789:tcp",
+        ))
+        .stdout(predicate::str::contains("--flags"))
+        .stdout(predicate::str::contains("--otp"));
+    knock().arg("-h").assert().success();
+    knock()
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("knock "));
+    knock().arg("-V").assert().success();
+}
+
+#[test]
+fn no_arguments_is_a_usage_error() {
+    knock()
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("<HOST>"))
+        .stderr(predicate::str::contains("Usage:"));
+    knock()
+        .arg("127.0.0.1")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("PORT"));
+}
+
+#[test]
+fn bad_ports_are_named() {
+    for bad in ["70000", "0", "80x", "99999:udp"] {
+        let shown = bad.split(':').next().unwrap();
+        knock()
+            .args(["127.0.0.1", "7000", bad])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(format!("port \"{shown}\"")));
+    }
+}
+
+#[test]
+fn bad_protocol_is_named() {
+    knock()
+        .args(["127.0.0.1", "7000:icmp"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("protocol \"icmp\""));
+}
+
+#[test]
+fn bad_flags_are_named() {
+    knock()
+        .args(["--flags", "syn,bogus", "127.0.0.1", "7000"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"bogus\""));
+    knock()
+        .args(["--flags", "fin,!ack", "127.0.0.1", "7000"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"!ack\""));
+    knock()
+        .args(["127.0.0.1", "7000:udp:fin"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"7000:udp:fin\""));
+}
+
+#[test]
+fn unresolvable_host_is_named() {
+    knock()
+        .args(["no-such-host.invalid", "7000"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::starts_with(
+            "knock: cannot resolve host \"no-such-host.invalid\"",
+        ));
+    knock()
+        .args(["-6", "127.0.0.1", "7000"])
+        .assert()
+        .code(1)
+        .stderr("knock: host \"127.0.0.1\" has no IPv6 address\n");
+}
+
+#[test]
+fn udp_knock_to_loopback_arrives() {
+    let t = Target::new();
+    let port = t.port.to_string();
+    knock()
+        .args(["-v", "127.0.0.1", &format!("{port}:UDP")])
+        .assert()
+        .success()
+        .stdout(format!("hitting udp 127.0.0.1:{port}\n"));
+    assert_eq!(t.recv(), [0], "one NUL byte, as the classic client sends");
+    assert!(t.idle(), "exactly one datagram per hit");
+}
+
+#[test]
+fn mixed_knock_with_delay_to_loopback() {
+    let a = Target::new();
+    let b = Target::new();
+    let (pa, pb) = (a.port.to_string(), b.port.to_string());
+    // Ports 1 and 2 on loopback: nothing listens there, a SYN just gets a RST.
+    knock()
+        .args(["-u", "-d", "50", "127.0.0.1", &pa, "1:tcp", &pb, "2:tcp"])
+        .assert()
+        .success()
+        .stdout("");
+    assert_eq!(a.recv(), [0]);
+    assert_eq!(b.recv(), [0]);
+}
+
+#[test]
+fn otp_file_advances_one_line_per_knock() {
+    let a = Target::new();
+    let b = Target::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seqs");
+    let content = format!(
+        "# one-time sequences\n {}:udp\n {}:udp,{}:udp\n",
+        a.port, b.port, a.port
+    );
+    fs::write(&file, &content).unwrap();
+    let f = file.to_str().unwrap();
+
+    knock()
+        .args(["-v", "--otp", f, "127.0.0.1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("{f}:2: {}:udp", a.port)))
+        .stdout(predicate::str::contains(format!(
+            "hitting udp 127.0.0.1:{}",
+            a.port
+        )));
+    assert_eq!(a.recv(), [0]);
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        format!(
+            "# one-time sequences\n#{}:udp\n {}:udp,{}:udp\n",
+            a.port, b.port, a.port
+        )
+    );
+
+    knock()
+        .args(["-v", "--otp", f, "127.0.0.1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("{f}:3: ")));
+    assert_eq!(b.recv(), [0]);
+    assert_eq!(a.recv(), [0]);
+    assert!(fs::read_to_string(&file)
+        .unwrap()
+        .ends_with(&format!("\n#{}:udp,{}:udp\n", b.port, a.port)));
+
+    knock()
+        .args(["--otp", f, "127.0.0.1"])
+        .assert()
+        .code(1)
+        .stderr(format!(
+            "knock: {f}: no unused sequence left (3 used); add more with knock-gen\n"
+        ));
+    assert!(a.idle() && b.idle());
+}
+
+#[test]
+fn otp_line_stays_unused_when_the_knock_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seqs");
+    fs::write(&file, " 7000,8000:udp\n").unwrap();
+    knock()
+        .args(["--otp", file.to_str().unwrap(), "no-such-host.invalid"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no-such-host.invalid"));
+    assert_eq!(fs::read_to_string(&file).unwrap(), " 7000,8000:udp\n");
+}
+
+#[test]
+fn otp_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seqs");
+    fs::write(&file, "#7000,8000\n\n").unwrap();
+    let f = file.to_str().unwrap();
+    knock()
+        .args(["--otp", f, "127.0.0.1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(f))
+        .stderr(predicate::str::contains("no unused sequence"));
+    fs::write(&file, "").unwrap();
+    knock()
+        .args(["--otp", f, "127.0.0.1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no unused sequence left (0 used)"));
+    knock()
+        .args(["--otp", f, "127.0.0.1", "7000"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--otp"))
+        .stderr(predicate::str::contains("7000"));
+    let missing = dir.path().join("missing");
+    knock()
+        .args(["--otp", missing.to_str().unwrap(), "127.0.0.1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::starts_with(format!(
+            "knock: {}: ",
+            missing.display()
+        )));
+}
+
+/// A command that runs `knock` without raw-socket privilege: directly when
+/// this test does not run as root, as user nobody through `setpriv` when it
+/// does. `None` when root and `setpriv` is missing.
+fn unprivileged_knock() -> Option<Command> {
+    let uid = fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .to_string();
+    if uid != "0" {
+        return Some(knock());
+    }
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let mut c = Command::new(setpriv);
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+    ]);
+    c.arg(binary());
+    Some(c)
+}
+
+#[test]
+fn without_privilege_plain_knocks_use_ordinary_sockets() {
+    let Some(mut cmd) = unprivileged_knock() else {
+        eprintln!("skipped: running as root without setpriv");
+        return;
+    };
+    let t = Target::new();
+    let port = t.port.to_string();
+    cmd.args(["-v", "127.0.0.1", "1", &format!("{port}:udp")])
+        .assert()
+        .success()
+        .stdout(format!(
+            "hitting tcp 127.0.0.1:1\nhitting udp 127.0.0.1:{port}\n"
+        ))
+        .stderr(predicate::str::contains("sending through ordinary sockets"));
+    assert_eq!(t.recv(), [0]);
+    assert!(t.idle());
+
+    let mut cmd = unprivileged_knock().unwrap();
+    cmd.args([
+        "--flags",
+        "fin,ack",
+        "127.0.0.1",
+        "7000",
+        &format!("{port}:udp"),
+    ])
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("port 7000"))
+    .stderr(predicate::str::contains("fin,ack"))
+    .stderr(predicate::str::contains("root or CAP_NET_RAW"));
+    assert!(t.idle(), "nothing is sent when a hit cannot be");
+}
