@@ -265,8 +265,19 @@ impl Commands {
 
     /// Reap finished commands, run due stop commands, start queued commands.
     pub fn poll(&mut self, now: Instant, log: &Logger) {
+        self.poll_with(now, log, &mut |ip| ip.to_string());
+    }
+
+    /// [`poll`](Commands::poll), naming sources in log messages with
+    /// `describe` (e.g. `ADDR (HOSTNAME)` for `-l`).
+    pub fn poll_with(
+        &mut self,
+        now: Instant,
+        log: &Logger,
+        describe: &mut dyn FnMut(IpAddr) -> String,
+    ) {
         self.reap(now, log);
-        self.fire_due(now, log);
+        self.fire_due(now, log, describe);
         self.pump(now, log);
     }
 
@@ -302,6 +313,16 @@ impl Commands {
     /// (with its process group) and reaped, and commands that never got to
     /// run are logged.
     pub fn shutdown(&mut self, log: &Logger, grace: Duration) {
+        self.shutdown_with(log, grace, &mut |ip| ip.to_string());
+    }
+
+    /// [`shutdown`](Commands::shutdown), naming sources with `describe`.
+    pub fn shutdown_with(
+        &mut self,
+        log: &Logger,
+        grace: Duration,
+        describe: &mut dyn FnMut(IpAddr) -> String,
+    ) {
         let begin = Instant::now();
         let deadline = begin + grace;
         let start_deadline = begin + grace / 2;
@@ -328,7 +349,7 @@ impl Commands {
         loop {
             let now = Instant::now();
             self.reap(now, log);
-            self.fire_all_open(log);
+            self.fire_all_open(log, describe);
             if !starts_killed && now >= start_deadline {
                 starts_killed = true;
                 for r in &self.running {
@@ -382,7 +403,9 @@ impl Commands {
             if matches!(e.phase, Phase::Open { .. } | Phase::Starting) {
                 log.error(&format!(
                     "{}: {}: stop command not run before shutdown: {}",
-                    e.src, e.door, e.stop_cmd
+                    describe(e.src),
+                    e.door,
+                    e.stop_cmd
                 ));
             }
         }
@@ -460,14 +483,14 @@ impl Commands {
         }
     }
 
-    fn fire_due(&mut self, now: Instant, log: &Logger) {
+    fn fire_due(&mut self, now: Instant, log: &Logger, describe: &mut dyn FnMut(IpAddr) -> String) {
         while let Some(&(due, key)) = self.deadlines.first() {
             if due > now {
                 break;
             }
             self.deadlines.pop_first();
             if let Some(e) = self.entries.get_mut(&key) {
-                log.log(&format!("{}: {}: command timeout", e.src, e.door));
+                log.log(&format!("{}: {}: command timeout", describe(e.src), e.door));
                 e.phase = Phase::Stopping { reopen: None };
                 self.stop_queue.push_back(Job {
                     door: e.door.clone(),
@@ -480,13 +503,14 @@ impl Commands {
     }
 
     /// Shutdown: every open door's stop command is due now.
-    fn fire_all_open(&mut self, log: &Logger) {
+    fn fire_all_open(&mut self, log: &Logger, describe: &mut dyn FnMut(IpAddr) -> String) {
         let mut due = Vec::new();
         for (key, e) in self.entries.iter_mut() {
             if let Phase::Open { due: d } = e.phase {
                 log.log(&format!(
                     "{}: {}: shutting down, running stop command now",
-                    e.src, e.door
+                    describe(e.src),
+                    e.door
                 ));
                 due.push((d, *key));
                 e.phase = Phase::Stopping { reopen: None };
@@ -784,6 +808,43 @@ mod tests {
             OpenOutcome::Opened
         );
         c.shutdown(&log, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn sources_can_be_described() {
+        let short = door(
+            "d",
+            Some("true"),
+            None,
+            Some("true"),
+            None,
+            Duration::from_secs(1),
+        );
+        let long = door(
+            "e",
+            Some("true"),
+            None,
+            Some("true"),
+            None,
+            Duration::from_secs(3600),
+        );
+        let log = Logger::memory(false, false);
+        let mut c = Commands::new(4);
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let mut name = |ip: IpAddr| format!("{ip} (host-{ip})");
+        c.open(0, &short, a, Instant::now(), &log);
+        c.open(1, &long, b, Instant::now(), &log);
+        assert!(wait_until(&mut c, &log, |c| c.stop_due(0, a).is_some()
+            && c.stop_due(1, b).is_some()));
+        let due = c.stop_due(0, a).unwrap();
+        c.poll_with(due, &log, &mut name);
+        assert!(has(&log, "192.0.2.1 (host-192.0.2.1): d: command timeout"));
+        assert!(c.is_open(1, b));
+        c.shutdown_with(&log, Duration::from_secs(5), &mut name);
+        assert!(has(
+            &log,
+            "192.0.2.2 (host-192.0.2.2): e: shutting down, running stop command now"
+        ));
     }
 
     #[test]
