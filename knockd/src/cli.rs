@@ -50,8 +50,14 @@ fn interface_arg(s: &str) -> Result<String, String> {
     after_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// Interface to listen on (overrides `Interface` in [options]; default eth0)
-    #[arg(short = 'i', long, value_name = "IFACE", value_parser = interface_arg)]
+    /// Interface to listen on.
+    #[arg(
+        short = 'i',
+        long,
+        value_name = "IFACE",
+        value_parser = interface_arg,
+        help = "Interface to listen on (overrides `Interface` in [options]; default eth0)"
+    )]
     pub interface: Option<String>,
 
     /// Become a daemon (detach and run in the background)
@@ -78,12 +84,22 @@ pub struct Cli {
     #[arg(short = 'v', long)]
     pub verbose: bool,
 
-    /// Pid file (overrides `PidFile` in [options]; default /var/run/knockd.pid)
-    #[arg(short = 'p', long, value_name = "FILE")]
+    /// Pid file.
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "FILE",
+        help = "Pid file (overrides `PidFile` in [options]; default /var/run/knockd.pid)"
+    )]
     pub pidfile: Option<PathBuf>,
 
-    /// Log file (overrides `LogFile` in [options])
-    #[arg(short = 'g', long, value_name = "FILE")]
+    /// Log file.
+    #[arg(
+        short = 'g',
+        long,
+        value_name = "FILE",
+        help = "Log file (overrides `LogFile` in [options])"
+    )]
     pub logfile: Option<PathBuf>,
 
     /// Check the configuration, print what it defines and exit (0: valid, 1: errors); captures nothing

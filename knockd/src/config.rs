@@ -4,6 +4,24 @@
 //! [`parse_str`] / [`load`] read the classic format (see the manual page and
 //! the project specification, section 1) and validate it completely: every
 //! error is reported with `file:line:` and the offending text quoted.
+//!
+//! Decisions where the classic format is silent:
+//! * `[options]` may appear more than once (and after doors); its directives
+//!   merge, and a directive given twice, in one section or across the
+//!   `[options]` sections, is an error. Aliases count as the same directive.
+//! * A value is everything after the first `=`, trimmed, taken literally: a
+//!   `#` after a value is part of it, not a comment.
+//! * `UseSyslog` takes no value (`UseSyslog = yes` is an error).
+//! * Timeouts are plain decimal seconds, at most [`MAX_TIMEOUT_SECS`];
+//!   `Cmd_Timeout = 0` is allowed (stop right after start), `Seq_Timeout = 0`
+//!   is not.
+//! * `Interface` must look like an interface name (no `/`, no blanks, at
+//!   most 15 characters); whether it exists is checked at start-up.
+//! * Warnings, not errors: a door name used twice (both doors are kept), a
+//!   door without a start command, `Cmd_Timeout` without `Stop_Command`, two
+//!   doors with the same fixed sequence and target, relative paths.
+//! * One-time sequence files are not opened while parsing: they may be
+//!   created later.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -544,6 +562,9 @@ impl<'a> Parser<'a> {
         match d {
             Directive::Sequence => {
                 let seq = value.parse::<Sequence>().map_err(|e| match e {
+                    SequenceError::BadPort(ref p) if p.split_whitespace().count() > 1 => {
+                        format!("{e} (separate the knocks with commas: 7000,8000,9000)")
+                    }
                     SequenceError::BadPort(_) | SequenceError::BadProto(_) => e.to_string(),
                     _ => format!("{e}: {key} = \"{value}\""),
                 })?;
@@ -1305,6 +1326,11 @@ mod tests {
         ("[d]\nsequence = 1,,2", Some(2), &["empty item", "\"1,,2\""]),
         ("[d]\nsequence = 1,", Some(2), &["empty item", "\"1,\""]),
         ("[d]\nsequence = 7000:icmp", Some(2), &["protocol \"icmp\""]),
+        (
+            "[d]\nsequence = 7000 8000",
+            Some(2),
+            &["port \"7000 8000\"", "separate the knocks with commas"],
+        ),
         ("[d]\nsequence =", Some(2), &["\"sequence\"", "empty value"]),
         ("[d]\nsequence", Some(2), &["\"sequence\"", "needs a value"]),
         // unknown / misplaced directives
