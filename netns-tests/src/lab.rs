@@ -345,6 +345,14 @@ impl Lab {
     /// `PROGRAM -i IFACE -c CONF -v -g LOG EXTRA...`, then wait for its
     /// `listening on` line.
     pub fn start_daemon(&self, program: &Path, conf: &str, extra: &[&str]) -> Daemon {
+        let mut d = self.spawn_daemon(program, conf, extra);
+        d.wait_ready();
+        d
+    }
+
+    /// Like [`Lab::start_daemon`] without waiting for readiness (for `-d`,
+    /// or for a daemon expected to fail).
+    pub fn spawn_daemon(&self, program: &Path, conf: &str, extra: &[&str]) -> Daemon {
         let id = self.unique("knockd");
         let conf_path = self.write_file(&format!("{id}.conf"), conf);
         let log = self.path(&format!("{id}.log"));
@@ -360,14 +368,20 @@ impl Lab {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = self.spawn(&self.server_ns, program, &args);
-        let mut d = Daemon {
+        Daemon {
             proc,
             log,
             conf: conf_path,
             pidfile,
-        };
-        d.wait_ready();
-        d
+        }
+    }
+
+    /// Add a route to `dest/prefix` via `gateway` in namespace `ns`.
+    pub fn add_route(&self, ns: &str, dest: IpAddr, prefix: u8, gateway: IpAddr) {
+        in_netns(Some(ns), move |h| async move {
+            netlink::add_route(&h, dest, prefix, gateway).await
+        })
+        .unwrap_or_else(|e| panic!("in namespace {ns}: {e:#}"));
     }
 }
 
@@ -422,7 +436,9 @@ impl Daemon {
         )
     }
 
-    fn wait_ready(&mut self) {
+    /// Wait for the `listening on` log line; panic with the logs if the
+    /// daemon exits or stays silent.
+    pub fn wait_ready(&mut self) {
         let ok = wait::poll_until(DEFAULT_TIMEOUT, || {
             let up = self.log_text().contains("listening on");
             let dead = !self.proc.is_running();

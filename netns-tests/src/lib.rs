@@ -13,6 +13,7 @@
 //! ```
 
 pub mod bins;
+pub mod frames;
 pub mod lab;
 pub mod netlink;
 pub mod proc;

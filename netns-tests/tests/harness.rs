@@ -20,11 +20,19 @@ fn namespaces_are_removed_on_drop_and_on_panic() {
     let r = std::panic::catch_unwind(|| {
         let mut lab = Lab::new("h-panic");
         let extra = lab.add_client();
-        *names.lock().unwrap() = Some((lab.server_ns.clone(), lab.client_ns.clone(), extra.ns));
+        *names.lock().unwrap() = Some((
+            lab.server_ns.clone(),
+            lab.client_ns.clone(),
+            extra.ns,
+            lab.dir().to_owned(),
+        ));
         panic!("deliberate");
     });
     assert!(r.is_err());
-    let (s, c, e) = names.into_inner().unwrap().unwrap();
+    let (s, c, e, dir) = names.into_inner().unwrap().unwrap();
+    // A failed test keeps its files for inspection; this failure was on purpose.
+    assert!(dir.exists(), "the files of a failed test were not kept");
+    std::fs::remove_dir_all(&dir).unwrap();
     for ns in [s, c, e] {
         assert!(!ns_exists(&ns), "namespace {ns} left behind after a panic");
     }

@@ -1,0 +1,934 @@
+//! End-to-end scenarios of the suite's own `knockd`, `knock` and
+//! `knock-gen` in network namespaces (SPEC sections 2 to 8).
+
+mod common;
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{append_ip, echo_ip, knock_until, lines, wait_lines, QUIET};
+use netns_tests::wait::{self, poll_until, DEFAULT_TIMEOUT};
+use netns_tests::{
+    bins, expect_file, expect_no_file, frames, require_root, Conf, Daemon, Lab, RunOutput,
+};
+use nix::sys::signal::Signal;
+
+fn knockd() -> PathBuf {
+    bins::knockd()
+}
+
+/// Run our `knock` with `args` in namespace `ns`; it must succeed.
+fn knock(lab: &Lab, ns: &str, args: &[&str]) -> RunOutput {
+    let out = lab.run(ns, bins::knock(), args);
+    out.assert_success();
+    out
+}
+
+/// Our daemon on the lab's server veth.
+fn start(lab: &Lab, conf: &Conf) -> Daemon {
+    lab.start_daemon(&knockd(), conf.text(), &[])
+}
+
+/// A one-door configuration: `door` with `sequence` and `echo %IP% > opened`.
+fn simple(lab: &Lab, sequence: &str, extra: &[(&str, &str)]) -> Conf {
+    let cmd = echo_ip(lab, "opened");
+    let mut dirs = vec![
+        ("Sequence", sequence),
+        ("Seq_Timeout", "5"),
+        ("Start_Command", cmd.as_str()),
+    ];
+    dirs.extend_from_slice(extra);
+    Conf::new(&[]).door("door", &dirs)
+}
+
+fn s4(lab: &Lab) -> String {
+    lab.server_v4().to_string()
+}
+
+fn s6(lab: &Lab) -> String {
+    lab.server_v6().to_string()
+}
+
+#[test]
+fn tcp_syn_sequence_opens_with_client_address() {
+    require_root!("tcp_syn_sequence_opens_with_client_address");
+    let lab = Lab::new("s-tcp");
+    let d = start(
+        &lab,
+        &simple(&lab, "7000,8000,9000", &[("TCPFlags", "syn")]),
+    );
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let text = expect_file(&lab.path("opened"), &d);
+    assert_eq!(text, format!("{}\n", lab.client_v4()), "{}", d.dump());
+    let c = lab.client_v4();
+    for stage in 1..=3 {
+        d.expect_log(&format!("{c}: door: Stage {stage}"));
+    }
+    d.expect_log(&format!("{c}: door: OPEN SESAME"));
+    d.expect_log(&format!("door: running command: echo {c} > "));
+}
+
+#[test]
+fn udp_sequence_opens() {
+    require_root!("udp_sequence_opens");
+    let lab = Lab::new("s-udp");
+    let d = start(&lab, &simple(&lab, "7001:udp,7002:udp,7003:udp", &[]));
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &["-u", &h, "7001", "7002", "7003"]);
+    let text = expect_file(&lab.path("opened"), &d);
+    assert_eq!(text.trim(), lab.client_v4().to_string());
+}
+
+#[test]
+fn mixed_sequence_opens() {
+    require_root!("mixed_sequence_opens");
+    let lab = Lab::new("s-mixed");
+    let d = start(&lab, &simple(&lab, "7000,8000:udp,9000:tcp", &[]));
+    let h = s4(&lab);
+    // The same ports with the wrong protocols do nothing.
+    knock(
+        &lab,
+        &lab.client_ns,
+        &[&h, "7000:udp", "8000:tcp", "9000:udp"],
+    );
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000:udp", "9000"]);
+    expect_file(&lab.path("opened"), &d);
+}
+
+#[test]
+fn tcpflags_fin_not_ack_door_opens_with_fin_knock_only() {
+    require_root!("tcpflags_fin_not_ack_door_opens_with_fin_knock_only");
+    let lab = Lab::new("s-fin");
+    let d = start(
+        &lab,
+        &simple(&lab, "7000,8000,9000", &[("TCPFlags", "fin,!ack")]),
+    );
+    let h = s4(&lab);
+    // SYN hits (the default) and FIN+ACK hits are invisible to this door.
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    knock(
+        &lab,
+        &lab.client_ns,
+        &["--flags", "fin,ack", &h, "7000", "8000", "9000"],
+    );
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    assert_eq!(
+        d.log_count("Stage 1"),
+        0,
+        "non-matching hits were counted\n{}",
+        d.dump()
+    );
+    knock(
+        &lab,
+        &lab.client_ns,
+        &["--flags", "fin", &h, "7000", "8000", "9000"],
+    );
+    let text = expect_file(&lab.path("opened"), &d);
+    assert_eq!(text.trim(), lab.client_v4().to_string());
+}
+
+#[test]
+fn hits_with_non_matching_flags_neither_advance_nor_reset() {
+    require_root!("hits_with_non_matching_flags_neither_advance_nor_reset");
+    let lab = Lab::new("s-flagmix");
+    let d = start(
+        &lab,
+        &simple(&lab, "7000,8000,9000", &[("TCPFlags", "fin,!ack")]),
+    );
+    let h = s4(&lab);
+    let c = &lab.client_ns;
+    knock(&lab, c, &["--flags", "fin", &h, "7000"]);
+    // SYN on the right port, SYN on a wrong port of the sequence, and a
+    // FIN+ACK: none of them may reset the attempt.
+    knock(&lab, c, &[&h, "9000"]);
+    knock(&lab, c, &[&h, "8000"]);
+    knock(&lab, c, &["--flags", "fin,ack", &h, "7000"]);
+    expect_no_file(&lab.path("opened"), Duration::from_millis(300), &d);
+    knock(&lab, c, &["--flags", "fin", &h, "8000", "9000"]);
+    expect_file(&lab.path("opened"), &d);
+    assert_eq!(d.log_count("Stage 1"), 1, "{}", d.dump());
+}
+
+#[test]
+fn wrong_order_and_wrong_port_do_not_open() {
+    require_root!("wrong_order_and_wrong_port_do_not_open");
+    let lab = Lab::new("s-wrong");
+    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let h = s4(&lab);
+    let c = &lab.client_ns;
+    knock(&lab, c, &[&h, "8000", "7000", "9000"]);
+    knock(&lab, c, &[&h, "7000", "9000", "8000"]);
+    knock(&lab, c, &[&h, "7000", "8000", "9001"]);
+    knock(&lab, c, &[&h, "7001", "8000", "9000"]);
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    assert_eq!(d.log_count("OPEN SESAME"), 0, "{}", d.dump());
+    // The daemon is fine and the right sequence opens.
+    knock(&lab, c, &[&h, "7000", "8000", "9000"]);
+    expect_file(&lab.path("opened"), &d);
+}
+
+#[test]
+fn seq_timeout_expires_the_attempt() {
+    require_root!("seq_timeout_expires_the_attempt");
+    let lab = Lab::new("s-seqto");
+    let d = start(
+        &lab,
+        &simple(&lab, "7000,8000,9000", &[("Seq_Timeout", "1")]),
+    );
+    let h = s4(&lab);
+    let c = &lab.client_ns;
+    // 2.4 s from first to last hit with a 1 s timeout.
+    knock(&lab, c, &["-d", "1200", &h, "7000", "8000", "9000"]);
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    // Expiry happens without a further packet: hit two ports, wait, finish.
+    knock(&lab, c, &[&h, "7000", "8000"]);
+    std::thread::sleep(Duration::from_millis(1400));
+    knock(&lab, c, &[&h, "9000"]);
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    // Fast enough: opens.
+    knock(&lab, c, &["-d", "100", &h, "7000", "8000", "9000"]);
+    expect_file(&lab.path("opened"), &d);
+}
+
+#[test]
+fn timeout_and_command_aliases_work() {
+    // Seq_Timeout and Start_Command given through their aliases.
+    require_root!("timeout_and_command_aliases_work");
+    let lab = Lab::new("s-alias");
+    let cmd = echo_ip(&lab, "opened");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000,8000"),
+            ("Timeout", "1"),
+            ("Command", cmd.as_str()),
+        ],
+    );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &["-d", "1500", &h, "7000", "8000"]);
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    expect_file(&lab.path("opened"), &d);
+}
+
+#[test]
+fn single_port_door_opens_on_every_knock() {
+    require_root!("single_port_door_opens_on_every_knock");
+    let lab = Lab::new("s-single");
+    let cmd = append_ip(&lab, "opened");
+    let conf = Conf::new(&[]).door("door", &[("Sequence", "7000"), ("Command", cmd.as_str())]);
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000"]);
+    wait_lines(&lab.path("opened"), 1, &d);
+    // Without a stop command the command runs on every successful knock.
+    knock(&lab, &lab.client_ns, &[&h, "7000"]);
+    let l = wait_lines(&lab.path("opened"), 2, &d);
+    assert_eq!(
+        l,
+        [lab.client_v4().to_string(), lab.client_v4().to_string()]
+    );
+}
+
+#[test]
+fn stop_command_runs_after_cmd_timeout() {
+    require_root!("stop_command_runs_after_cmd_timeout");
+    let lab = Lab::new("s-stop");
+    let start_cmd = echo_ip(&lab, "start");
+    let stop_cmd = echo_ip(&lab, "stop");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000,8000,9000"),
+            ("Start_Command", start_cmd.as_str()),
+            ("Cmd_Timeout", "2"),
+            ("Stop_Command", stop_cmd.as_str()),
+        ],
+    );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    expect_file(&lab.path("start"), &d);
+    let t0 = Instant::now();
+    expect_no_file(&lab.path("stop"), Duration::from_millis(1500), &d);
+    let text = expect_file(&lab.path("stop"), &d);
+    let waited = t0.elapsed();
+    assert_eq!(text.trim(), lab.client_v4().to_string());
+    assert!(
+        waited < Duration::from_millis(3500),
+        "stop ran {waited:?} after start\n{}",
+        d.dump()
+    );
+    d.expect_log(&format!("{}: door: command timeout", lab.client_v4()));
+    d.expect_log_count("door: running command: ", 2);
+}
+
+#[test]
+fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
+    require_root!("knocking_an_open_door_reschedules_the_stop_instead_of_restarting");
+    let lab = Lab::new("s-resched");
+    let start_cmd = append_ip(&lab, "start");
+    let stop_cmd = append_ip(&lab, "stop");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000,8000"),
+            ("Start_Command", start_cmd.as_str()),
+            ("Cmd_Timeout", "2"),
+            ("Stop_Command", stop_cmd.as_str()),
+        ],
+    );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    wait_lines(&lab.path("start"), 1, &d);
+    std::thread::sleep(Duration::from_millis(1000));
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    d.expect_log_count("OPEN SESAME", 2);
+    let t1 = Instant::now();
+    // Not before ~2 s after the second knock, and the start ran once.
+    expect_no_file(&lab.path("stop"), Duration::from_millis(1500), &d);
+    wait_lines(&lab.path("stop"), 1, &d);
+    assert!(t1.elapsed() < Duration::from_millis(3500), "{}", d.dump());
+    assert_eq!(
+        lines(&lab.path("start")).len(),
+        1,
+        "start command ran twice\n{}",
+        d.dump()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        lines(&lab.path("stop")).len(),
+        1,
+        "stop command ran twice\n{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn ip_token_is_substituted_and_nothing_else() {
+    require_root!("ip_token_is_substituted_and_nothing_else");
+    let lab = Lab::new("s-ipsub");
+    let cmd = format!("echo '%IP% %HOST% 100%' > {}", lab.path("opened").display());
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[("Sequence", "7000,8000"), ("Command", cmd.as_str())],
+    );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    let text = expect_file(&lab.path("opened"), &d);
+    assert_eq!(
+        text,
+        format!("{} %HOST% 100%\n", lab.client_v4()),
+        "{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn ipv6_knock_runs_start_command_6() {
+    require_root!("ipv6_knock_runs_start_command_6");
+    let lab = Lab::new("s-v6cmd6");
+    let c4 = echo_ip(&lab, "v4");
+    let c6 = echo_ip(&lab, "v6");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000,8000:udp,9000"),
+            ("Start_Command", c4.as_str()),
+            ("Start_Command_6", c6.as_str()),
+        ],
+    );
+    let d = start(&lab, &conf);
+    let h = s6(&lab);
+    knock(
+        &lab,
+        &lab.client_ns,
+        &["-6", &h, "7000", "8000:udp", "9000"],
+    );
+    let text = expect_file(&lab.path("v6"), &d);
+    assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
+    d.expect_log(&format!("{}: door: OPEN SESAME", lab.client_v6()));
+    expect_no_file(&lab.path("v4"), Duration::from_millis(300), &d);
+    // And IPv4 runs the plain one.
+    let h4 = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h4, "7000", "8000:udp", "9000"]);
+    let text = expect_file(&lab.path("v4"), &d);
+    assert_eq!(text.trim(), lab.client_v4().to_string());
+}
+
+#[test]
+fn ipv6_knock_falls_back_to_start_command() {
+    require_root!("ipv6_knock_falls_back_to_start_command");
+    let lab = Lab::new("s-v6fallback");
+    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let h = s6(&lab);
+    knock(&lab, &lab.client_ns, &["-6", &h, "7000", "8000", "9000"]);
+    let text = expect_file(&lab.path("opened"), &d);
+    assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
+}
+
+#[test]
+fn empty_start_command_6_does_nothing_for_ipv6() {
+    require_root!("empty_start_command_6_does_nothing_for_ipv6");
+    let lab = Lab::new("s-v6empty");
+    let d = start(&lab, &simple(&lab, "7000,8000", &[("Start_Command_6", "")]));
+    let h = s6(&lab);
+    knock(&lab, &lab.client_ns, &["-6", &h, "7000", "8000"]);
+    d.expect_log(&format!("{}: door: OPEN SESAME", lab.client_v6()));
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+}
+
+#[test]
+fn target_directive_matches_the_target_address_only() {
+    require_root!("target_directive_matches_the_target_address_only");
+    let lab = Lab::new("s-target");
+    let target = Ipv4Addr::new(192, 0, 2, 77);
+    // The client sends packets for the target address to the server's MAC.
+    lab.add_route(&lab.client_ns, target.into(), 32, lab.server_v4().into());
+    let t = target.to_string();
+    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[("Target", &t)]));
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    knock(&lab, &lab.client_ns, &[&t, "7000", "8000", "9000"]);
+    let text = expect_file(&lab.path("opened"), &d);
+    assert_eq!(text.trim(), lab.client_v4().to_string());
+}
+
+#[test]
+fn two_knockers_interleaved_both_open() {
+    require_root!("two_knockers_interleaved_both_open");
+    let mut lab = Lab::new("s-twoknockers");
+    let other = lab.add_client();
+    let cmd = append_ip(&lab, "opened");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[("Sequence", "7000,8000,9000"), ("Command", cmd.as_str())],
+    );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    for port in ["7000", "8000", "9000"] {
+        knock(&lab, &lab.client_ns, &[&h, port]);
+        knock(&lab, &other.ns, &[&h, port]);
+    }
+    let mut got = wait_lines(&lab.path("opened"), 2, &d);
+    got.sort();
+    let mut want = vec![lab.client_v4().to_string(), other.v4.to_string()];
+    want.sort();
+    assert_eq!(got, want, "{}", d.dump());
+}
+
+#[test]
+fn two_doors_interleaved_both_open() {
+    require_root!("two_doors_interleaved_both_open");
+    let lab = Lab::new("s-twodoors");
+    let (a, b) = (echo_ip(&lab, "a"), echo_ip(&lab, "b"));
+    let conf = Conf::new(&[])
+        .door(
+            "alpha",
+            &[("Sequence", "7000,8000,9000"), ("Command", a.as_str())],
+        )
+        .door(
+            "beta",
+            &[("Sequence", "7100,8100:udp,9100"), ("Command", b.as_str())],
+        );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(
+        &lab,
+        &lab.client_ns,
+        &[&h, "7000", "7100", "8000", "8100:udp", "9000", "9100"],
+    );
+    expect_file(&lab.path("a"), &d);
+    expect_file(&lab.path("b"), &d);
+    d.expect_log(&format!("{}: alpha: OPEN SESAME", lab.client_v4()));
+    d.expect_log(&format!("{}: beta: OPEN SESAME", lab.client_v4()));
+}
+
+#[test]
+fn sequences_sharing_a_prefix_are_independent() {
+    require_root!("sequences_sharing_a_prefix_are_independent");
+    let lab = Lab::new("s-prefix");
+    let (a, b) = (echo_ip(&lab, "a"), echo_ip(&lab, "b"));
+    let conf = Conf::new(&[])
+        .door(
+            "alpha",
+            &[("Sequence", "7000,8000,9000"), ("Command", a.as_str())],
+        )
+        .door(
+            "beta",
+            &[("Sequence", "7000,8000,9100"), ("Command", b.as_str())],
+        );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9100"]);
+    expect_file(&lab.path("b"), &d);
+    expect_no_file(&lab.path("a"), Duration::from_millis(300), &d);
+    fs::remove_file(lab.path("b")).unwrap();
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    expect_file(&lab.path("a"), &d);
+    expect_no_file(&lab.path("b"), Duration::from_millis(300), &d);
+}
+
+#[test]
+fn repeated_first_knock_does_not_lock_out() {
+    require_root!("repeated_first_knock_does_not_lock_out");
+    let lab = Lab::new("s-repeat");
+    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let h = s4(&lab);
+    knock(
+        &lab,
+        &lab.client_ns,
+        &[&h, "7000", "7000", "7000", "8000", "9000"],
+    );
+    expect_file(&lab.path("opened"), &d);
+}
+
+/// The sequences of a one-time file, as knock arguments.
+fn otp_lines(path: &std::path::Path) -> Vec<Vec<String>> {
+    lines(path)
+        .iter()
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn one_time_sequences_end_to_end() {
+    require_root!("one_time_sequences_end_to_end");
+    let lab = Lab::new("s-otp");
+    let server_file = lab.path("server.otp");
+    let client_file = lab.path("client.otp");
+    let gen = lab.run(
+        &lab.client_ns,
+        bins::knock_gen(),
+        &[
+            "-o",
+            &server_file.display().to_string(),
+            "-n",
+            "3",
+            "-k",
+            "3",
+        ],
+    );
+    gen.assert_success();
+    let original = fs::read_to_string(&server_file).unwrap();
+    assert_eq!(original.lines().count(), 3, "knock-gen wrote {original:?}");
+    fs::write(&client_file, &original).unwrap();
+    let seqs = otp_lines(&server_file);
+    let opens = lab.path("opens");
+    let other = echo_ip(&lab, "other");
+    let cmd = append_ip(&lab, "opens");
+    let sf = server_file.display().to_string();
+    let conf = Conf::new(&[])
+        .door(
+            "otp",
+            &[
+                ("One_Time_Sequences", sf.as_str()),
+                ("Seq_Timeout", "5"),
+                ("Command", cmd.as_str()),
+            ],
+        )
+        .door(
+            "plain",
+            &[("Sequence", "5000,5001"), ("Command", other.as_str())],
+        );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    let cf = client_file.display().to_string();
+
+    // First use: opens; both copies have line 1 marked used, and the
+    // server's copy was marked before the command ran.
+    knock(&lab, &lab.client_ns, &["--otp", &cf, &h]);
+    wait_lines(&opens, 1, &d);
+    let marked = |p: &std::path::Path| {
+        lines(p)
+            .iter()
+            .map(|l| l.starts_with('#'))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(marked(&server_file), [true, false, false], "{}", d.dump());
+    assert_eq!(marked(&client_file), [true, false, false]);
+
+    // Replay of the used sequence is refused.
+    let replay: Vec<&str> = std::iter::once(h.as_str())
+        .chain(seqs[0].iter().map(String::as_str))
+        .collect();
+    knock(&lab, &lab.client_ns, &replay);
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        lines(&opens).len(),
+        1,
+        "a used sequence opened again\n{}",
+        d.dump()
+    );
+
+    // The next lines work, one after the other.
+    knock(&lab, &lab.client_ns, &["--otp", &cf, &h]);
+    wait_lines(&opens, 2, &d);
+    knock(&lab, &lab.client_ns, &["--otp", &cf, &h]);
+    wait_lines(&opens, 3, &d);
+    assert_eq!(marked(&server_file), [true, true, true], "{}", d.dump());
+
+    // The client has nothing left and says so.
+    let out = lab.run(&lab.client_ns, bins::knock(), &["--otp", &cf, &h]);
+    assert!(
+        !out.success(),
+        "knock --otp on an exhausted file succeeded: {out:?}"
+    );
+
+    // The exhausted door does not open on an old sequence; the other door works.
+    let replay: Vec<&str> = std::iter::once(h.as_str())
+        .chain(seqs[2].iter().map(String::as_str))
+        .collect();
+    knock(&lab, &lab.client_ns, &replay);
+    knock(&lab, &lab.client_ns, &[&h, "5000", "5001"]);
+    expect_file(&lab.path("other"), &d);
+    assert_eq!(lines(&opens).len(), 3, "{}", d.dump());
+    let mut dd = d;
+    dd.assert_running();
+}
+
+#[test]
+fn otp_file_appended_while_running_is_picked_up() {
+    require_root!("otp_file_appended_while_running_is_picked_up");
+    let lab = Lab::new("s-otpappend");
+    let server_file = lab.path("server.otp");
+    let cmd = append_ip(&lab, "opens");
+    fs::write(&server_file, " 7000,8000,9000\n").unwrap();
+    let sf = server_file.display().to_string();
+    let conf = Conf::new(&[]).door(
+        "otp",
+        &[
+            ("One_Time_Sequences", sf.as_str()),
+            ("Command", cmd.as_str()),
+        ],
+    );
+    let d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    wait_lines(&lab.path("opens"), 1, &d);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(&server_file)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b" 7100,8100,9100\n").unwrap();
+    drop(f);
+    knock(&lab, &lab.client_ns, &[&h, "7100", "8100", "9100"]);
+    wait_lines(&lab.path("opens"), 2, &d);
+}
+
+#[test]
+fn sighup_with_valid_config_swaps_it_in() {
+    require_root!("sighup_with_valid_config_swaps_it_in");
+    let lab = Lab::new("s-hupok");
+    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let new_conf = simple(&lab, "7100,8100,9100", &[]);
+    fs::write(&d.conf, new_conf.text()).unwrap();
+    d.signal(Signal::SIGHUP);
+    let h = s4(&lab);
+    let opened = knock_until(&lab.path("opened"), DEFAULT_TIMEOUT, || {
+        knock(&lab, &lab.client_ns, &[&h, "7100", "8100", "9100"]);
+    });
+    assert!(
+        opened,
+        "the new sequence does not open after SIGHUP\n{}",
+        d.dump()
+    );
+    fs::remove_file(lab.path("opened")).unwrap();
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    d.assert_running();
+}
+
+#[test]
+fn sighup_with_broken_config_keeps_the_old_one() {
+    require_root!("sighup_with_broken_config_keeps_the_old_one");
+    let lab = Lab::new("s-hupbad");
+    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    fs::write(&d.conf, "[options]\n[door]\n    Sequence = 7100,80x,9100\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    let said = poll_until(DEFAULT_TIMEOUT, || {
+        (d.log_text() + &d.proc.output_text())
+            .contains("80x")
+            .then_some(())
+    });
+    assert!(
+        said.is_some(),
+        "the reload error does not name the bad value\n{}",
+        d.dump()
+    );
+    d.assert_running();
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    expect_file(&lab.path("opened"), &d);
+}
+
+#[test]
+fn sigterm_runs_pending_stop_commands() {
+    require_root!("sigterm_runs_pending_stop_commands");
+    let lab = Lab::new("s-term");
+    let start_cmd = echo_ip(&lab, "start");
+    let stop_cmd = echo_ip(&lab, "stop");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000,8000"),
+            ("Start_Command", start_cmd.as_str()),
+            ("Cmd_Timeout", "60"),
+            ("Stop_Command", stop_cmd.as_str()),
+        ],
+    );
+    let mut d = start(&lab, &conf);
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    expect_file(&lab.path("start"), &d);
+    expect_no_file(&lab.path("stop"), Duration::from_millis(300), &d);
+    d.signal(Signal::SIGTERM);
+    let text = expect_file(&lab.path("stop"), &d);
+    assert_eq!(text.trim(), lab.client_v4().to_string());
+    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
+    assert!(
+        status.is_some(),
+        "daemon still running after SIGTERM\n{}",
+        d.dump()
+    );
+    d.expect_log("shutting down");
+}
+
+#[test]
+fn interface_down_and_up_capture_recovers() {
+    require_root!("interface_down_and_up_capture_recovers");
+    let lab = Lab::new("s-downup");
+    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    expect_file(&lab.path("opened"), &d);
+    fs::remove_file(lab.path("opened")).unwrap();
+    lab.set_server_link(false);
+    std::thread::sleep(Duration::from_millis(700));
+    d.assert_running();
+    lab.set_server_link(true);
+    let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
+        knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    });
+    assert!(
+        opened,
+        "no knock works after the interface came back\n{}",
+        d.dump()
+    );
+    d.assert_running();
+}
+
+#[test]
+fn interface_deleted_and_recreated_capture_recovers() {
+    require_root!("interface_deleted_and_recreated_capture_recovers");
+    let lab = Lab::new("s-recreate");
+    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    expect_file(&lab.path("opened"), &d);
+    fs::remove_file(lab.path("opened")).unwrap();
+    lab.delete_server_link();
+    std::thread::sleep(Duration::from_millis(700));
+    d.assert_running();
+    lab.create_server_link();
+    let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
+        knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    });
+    assert!(
+        opened,
+        "no knock works after the interface was re-created\n{}",
+        d.dump()
+    );
+    d.assert_running();
+}
+
+#[test]
+fn malformed_packets_do_not_kill_the_daemon() {
+    require_root!("malformed_packets_do_not_kill_the_daemon");
+    let lab = Lab::new("s-malformed");
+    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let all = frames::malformed_frames(
+        lab.client_v4(),
+        lab.server_v4(),
+        lab.client_v6(),
+        lab.server_v6(),
+        7000,
+    );
+    let n = all.len();
+    let sent = frames::send_frames(&lab.client_ns, &lab.client_if, all, 3)
+        .unwrap_or_else(|e| panic!("sending malformed frames: {e:#}"));
+    assert_eq!(sent, 3 * n);
+    std::thread::sleep(Duration::from_millis(500));
+    d.assert_running();
+    assert_eq!(d.log_count("OPEN SESAME"), 0, "{}", d.dump());
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    expect_file(&lab.path("opened"), &d);
+    d.assert_running();
+}
+
+/// `[YYYY-MM-DD HH:MM] ` at the start of `line`.
+fn has_classic_stamp(line: &str) -> bool {
+    let b = line.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    b.len() > 19
+        && b[0] == b'['
+        && (1..5).all(digit)
+        && b[5] == b'-'
+        && (6..8).all(digit)
+        && b[8] == b'-'
+        && (9..11).all(digit)
+        && b[11] == b' '
+        && (12..14).all(digit)
+        && b[14] == b':'
+        && (15..17).all(digit)
+        && b[17] == b']'
+        && b[18] == b' '
+}
+
+#[test]
+fn log_file_has_classic_format_and_messages() {
+    require_root!("log_file_has_classic_format_and_messages");
+    let lab = Lab::new("s-logformat");
+    let mut d = start(&lab, &simple(&lab, "7000,8000", &[]));
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    expect_file(&lab.path("opened"), &d);
+    d.signal(Signal::SIGTERM);
+    d.proc.wait_exit(DEFAULT_TIMEOUT);
+    let text = d.log_text();
+    let c = lab.client_v4();
+    for needle in [
+        format!("] starting up, listening on {}", lab.server_if),
+        format!("] {c}: door: Stage 1"),
+        format!("] {c}: door: Stage 2"),
+        format!("] {c}: door: OPEN SESAME"),
+        format!("] door: running command: echo {c} > "),
+        "] shutting down".to_owned(),
+    ] {
+        assert!(text.contains(&needle), "log lacks {needle:?}\n{}", d.dump());
+    }
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            has_classic_stamp(line),
+            "line without [YYYY-MM-DD HH:MM]: {line:?}\n{}",
+            d.dump()
+        );
+    }
+    let today = chrono_free_today();
+    assert!(
+        text.starts_with(&format!("[{today}")),
+        "log date is not today ({today})\n{}",
+        d.dump()
+    );
+}
+
+/// Today's date `YYYY-MM-DD` in local time, from `date` (no extra crate).
+fn chrono_free_today() -> String {
+    let out = std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn daemon_mode_writes_and_removes_the_pid_file() {
+    require_root!("daemon_mode_writes_and_removes_the_pid_file");
+    let lab = Lab::new("s-pidfile");
+    let pidfile = lab.path("knockd.pid");
+    let pf = pidfile.display().to_string();
+    let mut d = lab.spawn_daemon(
+        &knockd(),
+        simple(&lab, "7000,8000", &[]).text(),
+        &["-d", "-p", &pf],
+    );
+    let st = d.proc.wait_exit(DEFAULT_TIMEOUT);
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "knockd -d did not detach with status 0: {st:?}\n{}",
+        d.dump()
+    );
+    let pid_text = wait::wait_for_file(&pidfile, DEFAULT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.dump()));
+    let pid: i32 = pid_text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("pid file holds {pid_text:?}"));
+    let pid = nix::unistd::Pid::from_raw(pid);
+    assert!(
+        netns_tests::proc::pids_in_ns(&lab.server_ns).contains(&pid),
+        "pid {pid} from the pid file is not a process in the server namespace"
+    );
+    wait::wait_for_log(&d.log, "listening on", DEFAULT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.dump()));
+    let h = s4(&lab);
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    expect_file(&lab.path("opened"), &d);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let gone = poll_until(DEFAULT_TIMEOUT, || {
+        (!pidfile.exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "pid file not removed or daemon still alive after SIGTERM\n{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn only_ipv4_option_ignores_ipv6_knocks() {
+    require_root!("only_ipv4_option_ignores_ipv6_knocks");
+    let lab = Lab::new("s-only4");
+    let d = lab.start_daemon(&knockd(), simple(&lab, "7000,8000", &[]).text(), &["-4"]);
+    knock(&lab, &lab.client_ns, &["-6", &s6(&lab), "7000", "8000"]);
+    expect_no_file(&lab.path("opened"), QUIET, &d);
+    knock(&lab, &lab.client_ns, &[&s4(&lab), "7000", "8000"]);
+    expect_file(&lab.path("opened"), &d);
+}
+
+#[test]
+fn failing_command_status_is_logged() {
+    require_root!("failing_command_status_is_logged");
+    let lab = Lab::new("s-cmdfail");
+    let conf = Conf::new(&[]).door("door", &[("Sequence", "7000,8000"), ("Command", "exit 3")]);
+    let d = start(&lab, &conf);
+    knock(&lab, &lab.client_ns, &[&s4(&lab), "7000", "8000"]);
+    d.expect_log("door: command returned non-zero status code (3)");
+}
+
+#[test]
+fn invalid_config_fails_at_start_naming_the_line() {
+    require_root!("invalid_config_fails_at_start_naming_the_line");
+    let lab = Lab::new("s-badconf");
+    let mut d = lab.spawn_daemon(
+        &knockd(),
+        "[options]\n[door]\n    Sequence = 7000,70000\n",
+        &[],
+    );
+    let st = d.proc.wait_exit(DEFAULT_TIMEOUT);
+    assert!(
+        st.is_some_and(|s| !s.success()),
+        "knockd accepted a bad config: {st:?}\n{}",
+        d.dump()
+    );
+    let out = d.proc.output_text();
+    assert!(
+        out.contains(":3") && out.contains("70000"),
+        "error does not name line 3 and the port: {out}"
+    );
+}
