@@ -17,6 +17,10 @@ Hits are sent through raw sockets (root or CAP_NET_RAW), one packet per hit,
 so TCP hits can carry any flags. Without that privilege, SYN and UDP knocks
 are sent through ordinary sockets instead; knocks with other flags fail.
 
+--otp FILE reads a one-time sequence file (one sequence per line, as made by
+knock-gen and used by the server's one_time_sequences), sends its first
+unused line and, once every hit is sent, marks that line used with '#'.
+
 Examples:
   knock myserver.example.com 123:tcp 456:udp 789:tcp
   knock -u -d 500 192.0.2.10 2222 3333 4444

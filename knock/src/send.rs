@@ -78,6 +78,11 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "{dst} is an IPv6 link-local address, which needs an interface scope; \
+         knock on a global or unique-local address instead"
+    )]
+    LinkLocal { dst: IpAddr },
     #[error("cannot find the local address to send to {dst} from: {source}")]
     Source {
         dst: IpAddr,
@@ -274,6 +279,11 @@ pub fn decide<R>(raw: Result<R, (Proto, io::Error)>, hits: &[Hit]) -> Result<Cho
 /// Open the sender for `hits` to `dst`. The second value is a note for
 /// `-v` when ordinary sockets are used instead of raw ones.
 pub fn open(dst: IpAddr, hits: &[Hit]) -> Result<(Box<dyn Sender>, Option<String>), OpenError> {
+    if let IpAddr::V6(v6) = dst {
+        if v6.is_unicast_link_local() {
+            return Err(OpenError::LinkLocal { dst });
+        }
+    }
     let src = crate::net::source_for(dst).map_err(|source| OpenError::Source { dst, source })?;
     match decide(RawSender::open(src, dst, hits), hits)? {
         Choice::Raw(r) => Ok((Box::new(r), None)),
@@ -348,6 +358,18 @@ mod tests {
         assert!(
             e.to_string().starts_with("cannot open a raw udp socket: "),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn link_local_ipv6_is_refused_clearly() {
+        let e = open("fe80::1".parse().unwrap(), &[udp(7000)])
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "fe80::1 is an IPv6 link-local address, which needs an interface scope; \
+             knock on a global or unique-local address instead"
         );
     }
 
