@@ -1,0 +1,95 @@
+//! Start-up and shut-down of the daemon process, in the order that keeps
+//! every failure visible: read the configuration, open the log and the
+//! capture, take the pid file, then detach (`-d`) — before any thread
+//! exists — and run the event loop.
+
+use crate::cli::Cli;
+use crate::commands::{DEFAULT_MAX_CHILDREN, DEFAULT_SHUTDOWN_GRACE};
+use crate::config;
+use crate::log::Logger;
+use crate::process::{self, PidFile};
+use crate::server::{Server, Settings, Signals};
+
+/// Run `knockd` as the command line says; returns the exit status. Every
+/// value with a `Drop` (the pid file above all) is dropped before return.
+pub fn run(cli: &Cli) -> i32 {
+    let cfg = match config::load(&cli.config) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return 1;
+        }
+    };
+    for w in &cfg.warnings {
+        eprintln!("knockd: warning: {w}");
+    }
+    let log = Logger::new(
+        cli.log_file(&cfg),
+        cfg.options.use_syslog,
+        cli.verbose,
+        cli.debug,
+    );
+    let settings = Settings {
+        interface: cli.interface(&cfg),
+        interface_from_cli: cli.interface.is_some(),
+        config_path: cli.config.clone(),
+        ipv4_only: cli.only_ip_v4,
+        lookup: cli.lookup,
+        debug: cli.debug,
+        attempt_cap: Settings::DEFAULT_ATTEMPT_CAP,
+        max_children: DEFAULT_MAX_CHILDREN,
+        shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+    };
+    let pid_path = cli.pid_file(&cfg);
+    let mut server = match Server::new(settings, cfg, &log) {
+        Ok(s) => s,
+        Err(e) => {
+            log.error(&format!("knockd: {e}"));
+            return 1;
+        }
+    };
+    // The classic daemon writes a pid file in daemon mode; `-p` asks for
+    // one in the foreground too.
+    let mut pid_file = None;
+    if cli.daemon || cli.pidfile.is_some() {
+        match PidFile::create(&pid_path) {
+            Ok(p) => pid_file = Some(p),
+            Err(e) => {
+                log.error(&format!("knockd: {e}"));
+                return 1;
+            }
+        }
+    }
+    if cli.daemon {
+        if let Err(e) = process::daemonize() {
+            log.error(&format!("knockd: cannot become a daemon: {e}"));
+            return 1;
+        }
+        if let Some(p) = pid_file.as_mut() {
+            if let Err(e) = p.write_current_pid() {
+                log.error(&format!(
+                    "knockd: cannot write pid file {}: {e}",
+                    p.path().display()
+                ));
+                return 1;
+            }
+        }
+    }
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            log.error(&format!("knockd: cannot install signal handlers: {e}"));
+            return 1;
+        }
+    };
+    let status = match server.run(&mut signals) {
+        Ok(()) => 0,
+        Err(e) => {
+            log.error(&format!("knockd: {e}"));
+            1
+        }
+    };
+    drop(server);
+    drop(pid_file);
+    status
+}
