@@ -120,11 +120,7 @@ pub fn interface_addresses(iface: &str, ipv4_only: bool) -> BTreeSet<IpAddr> {
 /// packets to those hosts that carry extension headers pass too (the
 /// filter language cannot follow the header chain; the decoder does).
 /// With nothing to listen for, the filter matches nothing.
-pub fn build_filter(
-    hosts: &BTreeSet<IpAddr>,
-    knocks: &BTreeSet<Knock>,
-    link: LinkType,
-) -> String {
+pub fn build_filter(hosts: &BTreeSet<IpAddr>, knocks: &BTreeSet<Knock>, link: LinkType) -> String {
     const NOTHING: &str = "ip and not ip";
     if hosts.is_empty() || knocks.is_empty() {
         return NOTHING.to_string();
@@ -179,7 +175,11 @@ mod tests {
             "(dst host 10.0.0.1 or dst host fd00::1) and ((tcp dst port (7000 or 8000)) or \
              (udp dst port (9000)) or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60)))"
         );
-        let v4 = build_filter(&set(["10.0.0.1".parse().unwrap()]), &knocks, LinkType::RawIp);
+        let v4 = build_filter(
+            &set(["10.0.0.1".parse().unwrap()]),
+            &knocks,
+            LinkType::RawIp,
+        );
         assert!(!v4.contains("ip6"), "{v4}");
         let eth = build_filter(&hosts, &knocks, LinkType::Ethernet);
         assert!(eth.contains(") or (vlan and ("), "{eth}");
@@ -222,7 +222,10 @@ mod tests {
     #[test]
     fn loopback_has_its_address() {
         let addrs = interface_addresses("lo", true);
-        assert!(addrs.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()), "{addrs:?}");
+        assert!(
+            addrs.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()),
+            "{addrs:?}"
+        );
         assert!(addrs.iter().all(IpAddr::is_ipv4));
         assert!(interface_addresses("no-such-if0", false).is_empty());
     }

@@ -61,7 +61,9 @@ impl Names {
 
 fn resolve_loop(rx: Receiver<IpAddr>, cache: Cache) {
     while let Ok(ip) = rx.recv() {
-        let name = dns_lookup::lookup_addr(&ip).ok().filter(|n| *n != ip.to_string());
+        let name = dns_lookup::lookup_addr(&ip)
+            .ok()
+            .filter(|n| *n != ip.to_string());
         if let Some(name) = name {
             cache
                 .lock()

@@ -156,11 +156,10 @@ impl<'a> Server<'a> {
                 self.log
                     .verbose("waiting for child processes, running pending stop commands");
                 let names = &mut self.names;
-                self.commands.shutdown_with(
-                    self.log,
-                    self.settings.shutdown_grace,
-                    &mut |ip| describe(names, ip),
-                );
+                self.commands
+                    .shutdown_with(self.log, self.settings.shutdown_grace, &mut |ip| {
+                        describe(names, ip)
+                    });
                 self.log.log("shutting down");
                 return Ok(());
             }
@@ -191,9 +190,8 @@ impl<'a> Server<'a> {
                     .unwrap_or(PollFlags::empty());
                 (
                     revents.contains(PollFlags::POLLIN),
-                    revents.intersects(
-                        PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL,
-                    ),
+                    revents
+                        .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL),
                 )
             };
             signals.drain();
@@ -264,7 +262,8 @@ impl Server<'_> {
             ));
         }
         if let Some(c) = &self.capture {
-            self.log.debug(&format!("capture: link type {:?}", c.link()));
+            self.log
+                .debug(&format!("capture: link type {:?}", c.link()));
         }
     }
 
@@ -280,7 +279,10 @@ impl Server<'_> {
             due = due.min(d);
         }
         // Round up so a deadline is never polled for zero ms repeatedly.
-        let ms = due.saturating_duration_since(now).as_micros().div_ceil(1000);
+        let ms = due
+            .saturating_duration_since(now)
+            .as_micros()
+            .div_ceil(1000);
         PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
     }
 
@@ -378,7 +380,9 @@ impl Server<'_> {
     fn read_frames(&mut self, broken: bool) {
         let mut got_any = false;
         for _ in 0..BATCH {
-            let Some(cap) = self.capture.as_mut() else { return };
+            let Some(cap) = self.capture.as_mut() else {
+                return;
+            };
             let link = cap.link();
             let frame = match cap.next_frame() {
                 Ok(Some(f)) => f,
@@ -436,8 +440,10 @@ impl Server<'_> {
                         n.request(src);
                     }
                     let s = self.src_text(src);
-                    self.log
-                        .log(&format!("{s}: {}: Stage {stage}", self.cfg.doors[door].name));
+                    self.log.log(&format!(
+                        "{s}: {}: Stage {stage}",
+                        self.cfg.doors[door].name
+                    ));
                 }
                 Event::Fail { door, src, stage } => {
                     let s = self.src_text(src);

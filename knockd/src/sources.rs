@@ -150,7 +150,9 @@ impl SequenceSource for OneTimeFile {
     fn consume(&mut self) -> Result<Vec<Note>, Vec<Note>> {
         let mut notes = Vec::new();
         let Some(line) = self.current.clone() else {
-            return Err(vec![Note::Error("no current one-time sequence".to_string())]);
+            return Err(vec![Note::Error(
+                "no current one-time sequence".to_string(),
+            )]);
         };
         if let Err(e) = otp::mark_used(&self.path, &line) {
             notes.push(Note::Error(format!(
@@ -160,7 +162,10 @@ impl SequenceSource for OneTimeFile {
                 // The file was edited: take whatever is current now.
                 OtpError::Changed { .. } => self.rescan(&mut notes),
                 OtpError::Io { .. } => self.disable(
-                    format!("one-time sequence file {} is not writable", self.path.display()),
+                    format!(
+                        "one-time sequence file {} is not writable",
+                        self.path.display()
+                    ),
                     &mut notes,
                 ),
             }
@@ -224,12 +229,17 @@ mod tests {
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(s.current().unwrap().to_string(), "1000:tcp,2000:tcp");
         s.consume().unwrap();
-        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), "#1000,2000\n 3000\n");
+        assert_eq!(
+            std::fs::read_to_string(f.path()).unwrap(),
+            "#1000,2000\n 3000\n"
+        );
         assert_eq!(s.current().unwrap().to_string(), "3000:tcp");
         let notes = s.consume().unwrap();
         assert!(s.current().is_none());
         assert!(
-            notes.iter().any(|n| matches!(n, Note::Error(m) if m.contains("no one-time sequences left"))),
+            notes
+                .iter()
+                .any(|n| matches!(n, Note::Error(m) if m.contains("no one-time sequences left"))),
             "{notes:?}"
         );
     }
@@ -244,7 +254,10 @@ mod tests {
         otp::append(f.path(), &["4000:udp".parse().unwrap()]).unwrap();
         let notes = s.refresh();
         assert_eq!(s.current().unwrap().to_string(), "4000:udp");
-        assert!(matches!(&notes[0], Note::Info(m) if m.contains("door enabled")), "{notes:?}");
+        assert!(
+            matches!(&notes[0], Note::Info(m) if m.contains("door enabled")),
+            "{notes:?}"
+        );
     }
 
     #[test]
@@ -277,7 +290,10 @@ mod tests {
         let f = file(" 80x\n 1000\n");
         let (mut s, notes) = otp_source(f.path());
         assert_eq!(notes.len(), 1);
-        assert!(matches!(&notes[0], Note::Error(m) if m.contains(":1: skipping line \"80x\"")), "{notes:?}");
+        assert!(
+            matches!(&notes[0], Note::Error(m) if m.contains(":1: skipping line \"80x\"")),
+            "{notes:?}"
+        );
         assert!(s.refresh().is_empty());
     }
 }
