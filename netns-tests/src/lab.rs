@@ -201,7 +201,16 @@ impl Lab {
         })?;
         let cif = self.client_if.clone();
         in_netns(Some(&self.client_ns), move |h| async move {
-            netlink::configure_iface(&h, &cif, &c_addrs).await
+            netlink::configure_iface(&h, &cif, &c_addrs).await?;
+            netlink::wait_oper_up(&h, &cif).await
+        })?;
+        self.wait_server_link_up()
+    }
+
+    fn wait_server_link_up(&self) -> Result<()> {
+        let sif = self.server_if.clone();
+        in_netns(Some(&self.server_ns), move |h| async move {
+            netlink::wait_oper_up(&h, &sif).await
         })
     }
 
@@ -219,6 +228,7 @@ impl Lab {
                 for (a, p) in addrs {
                     netlink::add_addr(&h, &sif, a, p).await?;
                 }
+                netlink::wait_oper_up(&h, &sif).await?;
             }
             Ok(())
         })
@@ -302,6 +312,7 @@ impl Lab {
         in_netns(Some(&host.ns), move |h| async move {
             netlink::configure_iface(&h, &down_if, &[(IpAddr::V4(v4), 24), (IpAddr::V6(v6), 64)])
                 .await?;
+            netlink::wait_oper_up(&h, &down_if).await?;
             netlink::add_route(&h, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, IpAddr::V4(gw4)).await?;
             netlink::add_route(&h, IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0, IpAddr::V6(gw6)).await
         })?;

@@ -136,6 +136,31 @@ pub async fn link_index(h: &Handle, name: &str) -> Result<u32> {
     }
 }
 
+/// Wait (up to 5 s) until link `name` is operationally up: both veth ends
+/// up and the kernel's link watch has activated the queue, so packets sent
+/// from now on are not dropped.
+pub async fn wait_oper_up(h: &Handle, name: &str) -> Result<()> {
+    use rtnetlink::packet_route::link::{LinkAttribute, State};
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut links = h.link().get().match_name(name.to_owned()).execute();
+        let state = match links.try_next().await {
+            Ok(Some(msg)) => msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::OperState(s) => Some(*s),
+                _ => None,
+            }),
+            _ => None,
+        };
+        if state == Some(State::Up) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("link {name:?} is not operationally up after 5 s (state {state:?})");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Whether link `name` exists in the handle's namespace.
 pub async fn link_exists(h: &Handle, name: &str) -> bool {
     link_index(h, name).await.is_ok()
