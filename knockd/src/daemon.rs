@@ -33,6 +33,7 @@ pub fn run(cli: &Cli) -> i32 {
         interface: cli.interface(&cfg),
         interface_from_cli: cli.interface.is_some(),
         config_path: cli.config.clone(),
+        log_file_override: cli.logfile.clone(),
         ipv4_only: cli.only_ip_v4,
         lookup: cli.lookup,
         debug: cli.debug,

@@ -32,6 +32,8 @@ pub struct Settings {
     /// `Interface` was given with `-i` and wins over the configuration.
     pub interface_from_cli: bool,
     pub config_path: PathBuf,
+    /// `-g`: wins over `LogFile`, also after a reload.
+    pub log_file_override: Option<PathBuf>,
     pub ipv4_only: bool,
     pub lookup: bool,
     pub debug: bool,
@@ -460,8 +462,14 @@ impl Server<'_> {
                     ));
                 }
                 Event::Open { door, src } => self.open(door, src, now),
-                #[allow(unreachable_patterns)]
-                _ => {}
+                Event::Evicted { door, src, stage } => {
+                    if self.settings.debug {
+                        self.log.debug(&format!(
+                            "{src}: {}: attempt at stage {stage} evicted (attempt cap {} reached)",
+                            self.cfg.doors[door].name, self.settings.attempt_cap
+                        ));
+                    }
+                }
             }
         }
         self.events = events;
@@ -495,6 +503,10 @@ impl Server<'_> {
     /// SIGHUP: parse the file completely and swap it in only if valid.
     fn reload(&mut self) {
         self.log.reopen();
+        self.log.verbose(&format!(
+            "SIGHUP: re-reading {}",
+            self.settings.config_path.display()
+        ));
         match config::load(&self.settings.config_path) {
             Err(e) => {
                 for err in &e.0 {
@@ -508,6 +520,12 @@ impl Server<'_> {
                     self.log.error(&format!("warning: {w}"));
                 }
                 let iface = choose_interface(&self.settings, &cfg);
+                let log_file = self
+                    .settings
+                    .log_file_override
+                    .clone()
+                    .or_else(|| cfg.options.log_file.clone());
+                self.log.set_sinks(log_file, cfg.options.use_syslog);
                 self.cfg = cfg;
                 self.install_doors();
                 if iface != self.iface {
