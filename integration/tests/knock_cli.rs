@@ -4,33 +4,14 @@
 
 use std::fs;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-/// Path of the `knock` binary, built (or found up to date) once per test
-/// run, so these tests never run a stale binary.
-fn binary() -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let status = StdCommand::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "knock", "--bin", "knock"])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p knock --bin knock failed");
-    });
-    assert_cmd::cargo::cargo_bin("knock")
-}
-
 fn knock() -> Command {
-    Command::new(binary())
+    integration::command("knock", "knock")
 }
 
 /// A UDP socket on loopback that knocks can be aimed at.
@@ -312,7 +293,7 @@ fn unprivileged_knock() -> Option<Command> {
         "--inh-caps=-all",
         "--",
     ]);
-    c.arg(binary());
+    c.arg(integration::binary("knock", "knock"));
     Some(c)
 }
 

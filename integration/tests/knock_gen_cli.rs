@@ -4,47 +4,15 @@
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
-use std::sync::{Mutex, OnceLock};
+use std::path::Path;
 
 use assert_cmd::Command;
 use knock_common::otp::all_sequences_bytes;
 use knock_common::{Proto, Sequence};
 use predicates::prelude::*;
 
-/// Path of a binary of the workspace, built (or found up to date) once per
-/// test run, so these tests never run a stale binary.
-fn binary(package: &str, name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| Mutex::new(HashSet::new()));
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.contains(name) {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let status = StdCommand::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                package,
-                "--bin",
-                name,
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .status()
-            .expect("run cargo build");
-        assert!(
-            status.success(),
-            "cargo build -p {package} --bin {name} failed"
-        );
-        built.insert(name.to_string());
-    }
-    assert_cmd::cargo::cargo_bin(name)
-}
-
 fn knock_gen() -> Command {
-    Command::new(binary("knock-gen", "knock-gen"))
+    integration::command("knock-gen", "knock-gen")
 }
 
 fn mode(path: &Path) -> u32 {
@@ -510,7 +478,7 @@ fn knockd_check_accepts_a_generated_file() {
         ),
     )
     .unwrap();
-    let out = Command::new(binary("knockd", "knockd"))
+    let out = Command::new(integration::binary("knockd", "knockd"))
         .arg("--check")
         .arg("-c")
         .arg(&conf)

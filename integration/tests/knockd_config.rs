@@ -8,13 +8,7 @@ use predicates::prelude::*;
 use predicates::str::contains;
 
 fn knockd() -> Command {
-    let bin = assert_cmd::cargo::cargo_bin("knockd");
-    assert!(
-        bin.exists(),
-        "{} does not exist: build it first with `cargo build -p knockd`",
-        bin.display()
-    );
-    Command::new(bin)
+    integration::command("knockd", "knockd")
 }
 
 fn fixture(name: &str) -> PathBuf {
