@@ -39,7 +39,9 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}CI=true: a skipped end-to-end test is a failure");
     }
-    eprintln!("{msg}");
+    // Straight to the stderr handle: the test harness captures `eprintln!`
+    // of passing tests, and this message must not be hidden.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
     false
 }
 
@@ -97,5 +99,80 @@ impl Conf {
 impl std::fmt::Display for Conf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn conf_renders_options_doors_and_raw_lines() {
+        let c = Conf::new(&[("LogFile", "/tmp/x.log")])
+            .line("    UseSyslog")
+            .door(
+                "ssh",
+                &[("Sequence", "7000,8000:udp"), ("Command", "a = b %IP%")],
+            );
+        assert_eq!(
+            c.text(),
+            "[options]\n    LogFile = /tmp/x.log\n    UseSyslog\n\n[ssh]\n    \
+             Sequence = 7000,8000:udp\n    Command = a = b %IP%\n"
+        );
+        assert_eq!(c.to_string(), c.text());
+    }
+
+    #[test]
+    fn wait_helpers_see_files_and_log_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("out");
+        let err = wait::wait_for_file(&f, Duration::from_millis(60)).unwrap_err();
+        assert!(err.contains("did not appear"), "{err}");
+        assert!(wait::assert_file_absent_for(&f, Duration::from_millis(60)).is_ok());
+        // A partial line is not complete yet.
+        std::fs::write(&f, "10.0.0").unwrap();
+        assert!(wait::wait_for_file(&f, Duration::from_millis(60)).is_err());
+        std::fs::write(&f, "10.0.0.1\nStage 1\nStage 1\n").unwrap();
+        assert_eq!(
+            wait::wait_for_file(&f, Duration::from_millis(60)).unwrap(),
+            "10.0.0.1\nStage 1\nStage 1\n"
+        );
+        assert!(wait::wait_for_log_count(&f, "Stage 1", 2, Duration::ZERO).is_ok());
+        let err = wait::wait_for_log(&f, "OPEN SESAME", Duration::from_millis(40)).unwrap_err();
+        assert!(err.contains("Stage 1"), "the error shows the log: {err}");
+        assert!(wait::assert_file_absent_for(&f, Duration::from_millis(40)).is_err());
+    }
+
+    #[test]
+    fn malformed_frames_are_ethernet_frames_aimed_at_the_server() {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        let frames = frames::malformed_frames(
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(10, 0, 0, 1),
+            "fd00::2".parse::<Ipv6Addr>().unwrap(),
+            "fd00::1".parse::<Ipv6Addr>().unwrap(),
+            7000,
+        );
+        assert!(frames.len() >= 20);
+        for (what, f) in &frames {
+            assert!(f.len() >= 14, "{what}");
+            let ethertype = u16::from_be_bytes([f[12], f[13]]);
+            assert!(
+                [0x0800, 0x86dd, 0x8100, 0x88a8].contains(&ethertype),
+                "{what}"
+            );
+            if ethertype == 0x0800 && f.len() >= 34 {
+                assert_eq!(&f[30..34], &[10, 0, 0, 1], "{what}: destination");
+            }
+        }
+    }
+
+    #[test]
+    fn target_dir_is_inside_the_workspace_by_default() {
+        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+            assert_eq!(bins::target_dir(), bins::workspace_root().join("target"));
+        }
+        assert!(bins::workspace_root().join("Cargo.toml").exists());
     }
 }
