@@ -29,6 +29,8 @@ use knock_common::{Knock, Proto, Sequence, SequenceError};
 use rand::rngs::{OsRng, StdRng};
 use rand::{Rng, SeedableRng};
 
+pub mod cli;
+
 /// Most sequences one run may generate. A one-time file is re-read by the
 /// daemon whenever it is needed; a million lines is already far more than a
 /// server will ever use, and the bound keeps memory use predictable.

@@ -1,91 +1,11 @@
 //! `knock-gen`: writes one-time sequence files for `knockd` and `knock`.
 //! Argument parsing only; the work is done in the library.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use knock_gen::{Output, PortList, PortRange, ProtoChoice, Spec};
-
-const AFTER_HELP: &str = "\
-Examples:
-  Write 20 sequences of 3 TCP hits on ports 1024-65535 to a new file:
-      knock-gen -o seqs
-  50 sequences of 4 hits, TCP and UDP mixed, avoiding ports in use:
-      knock-gen -n 50 -k 4 -p mixed --ports 10000-60000 \\
-                --exclude 22,80,443 --exclude 6000-6010 -o seqs
-  Add 20 more sequences to the server's file while knockd runs (safe: lines
-  already there are never rewritten nor repeated), then copy the file to the
-  client again so both copies hold the same lines:
-      knock-gen --append -o /etc/knockd/seqs
-      scp /etc/knockd/seqs me@laptop:.knock-seqs
-  Replace an existing file:
-      knock-gen --force -o seqs
-  Print 5 sequences on standard output:
-      knock-gen -n 5 -o -
-
-Pairing a server and a client:
-  1. Generate the file once:
-         knock-gen -o seqs
-  2. Install it on the server, readable by root only:
-         install -m 600 seqs /etc/knockd/seqs
-     and point a door at it in /etc/knockd.conf:
-         [openSSH]
-             One_Time_Sequences = /etc/knockd/seqs
-             Seq_Timeout        = 10
-             Command            = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
-     then check the configuration:
-         knockd --check -c /etc/knockd.conf
-  3. Copy the same file to the client over a secure channel, then knock
-     with it from the client:
-         scp seqs me@laptop:.knock-seqs
-         knock --otp ~/.knock-seqs server.example.org
-  Both sides cross out a line (first byte becomes '#') after each knock and
-  then use the next one, so the two copies stay in step as long as each knock
-  arrives. If they drift apart, generate a fresh file and install it on both.
-
-Each line of the file is one sequence in knockd's Sequence syntax, starting
-with a space (e.g. \" 40713:tcp,2861:tcp,51174:tcp\"). The numbers come from
-the operating system's cryptographically secure random number generator. A
-new file gets mode 0600 and is written atomically; an existing file is never
-replaced without --force.";
-
-/// Generate one-time knock sequences for knockd (One_Time_Sequences) and knock (--otp).
-#[derive(Debug, Parser)]
-#[command(name = "knock-gen", version, about, after_help = AFTER_HELP)]
-struct Cli {
-    /// Number of sequences to generate
-    #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 20)]
-    count: usize,
-
-    /// Hits per sequence (no port is used twice in a sequence)
-    #[arg(short = 'k', long = "length", value_name = "K", default_value_t = 3)]
-    length: usize,
-
-    /// Range of ports to draw from, LOW-HIGH (or a single PORT)
-    #[arg(long = "ports", value_name = "LOW-HIGH", default_value = "1024-65535")]
-    ports: PortRange,
-
-    /// Ports never to use: a comma list of ports and LOW-HIGH ranges; repeatable
-    #[arg(short = 'x', long = "exclude", value_name = "LIST")]
-    exclude: Vec<PortList>,
-
-    /// Protocol of the hits: tcp, udp, or mixed (each hit TCP or UDP at random)
-    #[arg(short = 'p', long = "protocol", value_enum, default_value_t = ProtoChoice::Tcp)]
-    protocol: ProtoChoice,
-
-    /// File to write, or - for standard output
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    output: PathBuf,
-
-    /// Add the sequences to FILE (created if missing), never repeating one already there
-    #[arg(short = 'a', long = "append", conflicts_with = "force")]
-    append: bool,
-
-    /// Replace FILE if it exists
-    #[arg(short = 'f', long = "force")]
-    force: bool,
-}
+use knock_gen::cli::Cli;
+use knock_gen::{Output, Spec};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
