@@ -167,6 +167,39 @@ pub fn malformed_frames(
     ]
 }
 
+fn checksum_fold(mut sum: u32, data: &[u8]) -> u32 {
+    for chunk in data.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    sum
+}
+
+/// A well-formed TCP segment over IPv6 carrying a Hop-by-Hop Options and a
+/// Destination Options header (both PadN only) before the TCP header, with
+/// the given flags and a correct checksum: a knock a daemon only sees if it
+/// follows the extension-header chain.
+pub fn ipv6_tcp_with_ext_headers(src6: Ipv6Addr, dst6: Ipv6Addr, port: u16, flags: u8) -> Vec<u8> {
+    let mut tcp_seg = tcp(port, 5);
+    tcp_seg[13] = flags;
+    // Pseudo-header checksum (RFC 8200 section 8.1).
+    let mut sum = checksum_fold(0, &src6.octets());
+    sum = checksum_fold(sum, &dst6.octets());
+    sum = checksum_fold(sum, &(tcp_seg.len() as u32).to_be_bytes());
+    sum = checksum_fold(sum, &[0, 0, 0, 6]);
+    sum = checksum_fold(sum, &tcp_seg);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let ck = !(sum as u16);
+    tcp_seg[16..18].copy_from_slice(&ck.to_be_bytes());
+    // Hop-by-Hop (next: Destination Options), then Destination Options
+    // (next: TCP); each 8 bytes: next, length 0, PadN of 4 bytes.
+    let mut rest = vec![60, 0, 1, 4, 0, 0, 0, 0, 6, 0, 1, 4, 0, 0, 0, 0];
+    rest.extend_from_slice(&tcp_seg);
+    ether(0x86dd, &ipv6(rest.len() as u16, 0, src6, dst6, &rest))
+}
+
 /// Send every frame `copies` times out of interface `iface` in namespace
 /// `ns`. Returns the number of frames sent.
 pub fn send_frames(

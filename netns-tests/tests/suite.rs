@@ -792,6 +792,24 @@ fn malformed_packets_do_not_kill_the_daemon() {
     d.assert_running();
 }
 
+#[test]
+fn ipv6_knock_behind_extension_headers_is_seen() {
+    require_root!("ipv6_knock_behind_extension_headers_is_seen");
+    let lab = Lab::new("s-v6ext");
+    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let hits = [7000, 8000, 9000]
+        .into_iter()
+        .map(|p| {
+            let f = frames::ipv6_tcp_with_ext_headers(lab.client_v6(), lab.server_v6(), p, 0x02);
+            ("SYN behind hop-by-hop and destination options", f)
+        })
+        .collect();
+    frames::send_frames(&lab.client_ns, &lab.client_if, hits, 1)
+        .unwrap_or_else(|e| panic!("sending frames: {e:#}"));
+    let text = expect_file(&lab.path("opened"), &d);
+    assert_eq!(text.trim(), lab.client_v6().to_string());
+}
+
 /// `[YYYY-MM-DD HH:MM] ` at the start of `line`.
 fn has_classic_stamp(line: &str) -> bool {
     let b = line.as_bytes();
