@@ -67,7 +67,7 @@ impl Capture {
             return Ok(());
         }
         self.cap
-            .filter(filter, true)
+            .filter(filter, optimize(filter))
             .map_err(|e| format!("cannot install capture filter \"{filter}\": {e}"))?;
         self.filter = Some(filter.to_string());
         Ok(())
@@ -120,10 +120,19 @@ pub fn interface_addresses(iface: &str, ipv4_only: bool) -> BTreeSet<IpAddr> {
 /// packets to those hosts that carry extension headers pass too (the
 /// filter language cannot follow the header chain; the decoder does).
 /// With nothing to listen for, the filter matches nothing.
+/// The filter that lets no packet through (nothing to listen for).
+pub const MATCH_NOTHING: &str = "ip and not ip";
+
+/// Whether to let libpcap optimise `filter`. Its optimiser refuses a filter
+/// that can never match ("expression rejects all packets"), so
+/// [`MATCH_NOTHING`] is installed as written.
+pub fn optimize(filter: &str) -> bool {
+    filter != MATCH_NOTHING
+}
+
 pub fn build_filter(hosts: &BTreeSet<IpAddr>, knocks: &BTreeSet<Knock>, link: LinkType) -> String {
-    const NOTHING: &str = "ip and not ip";
     if hosts.is_empty() || knocks.is_empty() {
-        return NOTHING.to_string();
+        return MATCH_NOTHING.to_string();
     }
     let host_expr = hosts
         .iter()
@@ -213,10 +222,36 @@ mod tests {
                 build_filter(&hosts, &knocks, link),
                 build_filter(&BTreeSet::new(), &knocks, link),
             ] {
-                cap.compile(&f, true)
+                cap.compile(&f, optimize(&f))
                     .unwrap_or_else(|e| panic!("{f:?} does not compile: {e}"));
             }
         }
+    }
+
+    /// A live handle refuses an optimised never-matching filter where a
+    /// dead one does not, so this opens loopback (needs CAP_NET_RAW).
+    #[test]
+    fn match_nothing_installs_on_a_live_capture() {
+        let mut cap = match Capture::open("lo") {
+            Ok(c) => c,
+            Err(e) if e.contains("permitted") => {
+                eprintln!("SKIPPED match_nothing_installs_on_a_live_capture: {e}");
+                assert_ne!(
+                    std::env::var("CI").as_deref(),
+                    Ok("true"),
+                    "needs root in CI"
+                );
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let knocks = set([Knock::tcp(7000)]);
+        let f = build_filter(&BTreeSet::new(), &knocks, cap.link());
+        assert_eq!(f, MATCH_NOTHING);
+        cap.set_filter(&f).unwrap();
+        let hosts = set(["127.0.0.1".parse().unwrap()]);
+        cap.set_filter(&build_filter(&hosts, &knocks, cap.link()))
+            .unwrap();
     }
 
     #[test]
