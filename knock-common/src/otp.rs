@@ -243,10 +243,7 @@ mod tests {
         assert_eq!(s.used, 2);
         assert_eq!(s.warnings.len(), 1);
         assert_eq!(s.warnings[0].line_no, 4);
-        assert_eq!(
-            s.warnings[0].error,
-            SequenceError::BadPort("80x".into())
-        );
+        assert_eq!(s.warnings[0].error, SequenceError::BadPort("80x".into()));
     }
 
     #[test]
@@ -258,7 +255,10 @@ mod tests {
         let after = std::fs::read(f.path()).unwrap();
         assert_eq!(after, b"#1000,2000\n 3000,4000\n 5000\n");
         let s = scan(f.path()).unwrap();
-        assert_eq!(s.current().unwrap().sequence.to_string(), "3000:tcp,4000:tcp");
+        assert_eq!(
+            s.current().unwrap().sequence.to_string(),
+            "3000:tcp,4000:tcp"
+        );
         mark_used(f.path(), s.current().unwrap()).unwrap();
         assert_eq!(
             std::fs::read(f.path()).unwrap(),

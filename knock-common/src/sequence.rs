@@ -252,9 +252,8 @@ mod tests {
     }
 
     fn arb_knock() -> impl Strategy<Value = Knock> {
-        (1u16..=65535, any::<bool>()).prop_map(|(p, udp)| {
-            Knock::new(p, if udp { Proto::Udp } else { Proto::Tcp })
-        })
+        (1u16..=65535, any::<bool>())
+            .prop_map(|(p, udp)| Knock::new(p, if udp { Proto::Udp } else { Proto::Tcp }))
     }
 
     proptest! {
