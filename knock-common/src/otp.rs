@@ -136,9 +136,40 @@ pub fn all_sequences_bytes(bytes: &[u8]) -> Vec<Sequence> {
         .collect()
 }
 
-/// Read and scan a one-time file.
+/// Largest one-time file [`scan`] reads (a million generated lines of
+/// five hits take about 40 MB).
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Read a one-time file: a regular file of at most [`MAX_FILE_BYTES`].
+/// Anything else (a FIFO, a device such as `/dev/zero`, a directory) is an
+/// error instead of a read that blocks forever or never ends. The open does
+/// not block either (`O_NONBLOCK`, which does not affect regular files).
+fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Read and scan a one-time file (a regular file; see [`read_regular`]).
 pub fn scan(path: &Path) -> Result<OtpScan, OtpError> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let bytes = read_regular(path).map_err(io_err(path))?;
     Ok(scan_bytes(&bytes))
 }
 
@@ -333,5 +364,36 @@ mod tests {
     fn missing_file_is_an_error_naming_it() {
         let e = scan(Path::new("/nonexistent/knock-otp")).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/knock-otp: "), "{e}");
+    }
+
+    #[test]
+    fn fifo_device_and_directory_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Without O_NONBLOCK and the type check this open would wait for a
+        // writer forever.
+        for p in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            let e = scan(p).unwrap_err();
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("{}: ", p.display())), "{text}");
+            if p != dir.path() {
+                assert!(text.contains("not a regular file"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_file_is_refused() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = scan(f.path()).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        f.as_file().set_len(MAX_FILE_BYTES).unwrap();
+        assert!(scan(f.path()).unwrap().usable.is_empty());
     }
 }
