@@ -143,6 +143,9 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/knockd.conf";
 /// Largest accepted `Seq_Timeout` / `Cmd_Timeout`: one year, in seconds.
 pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 60 * 60;
 
+/// Largest configuration file [`load`] reads.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
 pub const MAX_INTERFACE_LEN: usize = 15;
 
@@ -800,7 +803,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     if path.is_dir() {
         return Err(one(None, "cannot read: it is a directory".to_string()));
     }
-    let bytes = std::fs::read(path).map_err(|e| one(None, format!("cannot read: {e}")))?;
+    // Bounded, so that `-c /dev/zero` (or a runaway generator behind a
+    // pipe) is an error instead of a read until memory runs out.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
+        })
+        .map_err(|e| one(None, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(one(
+            None,
+            format!("cannot read: larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         let bad = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..bad].iter().filter(|&&b| b == b'\n').count() + 1;
@@ -1740,6 +1757,16 @@ command = x
                 "{}:2: port \"80x\" is not a number between 1 and 65535",
                 located.display()
             )
+        );
+    }
+
+    #[test]
+    fn load_stops_reading_an_endless_file() {
+        let ConfigErrors(errs) = load(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(
+            errs[0].to_string(),
+            format!("/dev/zero: cannot read: larger than {MAX_CONFIG_BYTES} bytes")
         );
     }
 
