@@ -118,6 +118,18 @@ request is impossible); 2 on a usage error.
 .BR knock (1)
 "#;
 
+/// The date in the pages' footer: `SOURCE_DATE_EPOCH` (reproducible
+/// builds) when set, else today, as YYYY-MM-DD in UTC. Without a date,
+/// `.TH` would shift the source and manual names into the wrong fields.
+fn page_date() -> String {
+    let when = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or_else(chrono::Utc::now);
+    when.format("%Y-%m-%d").to_string()
+}
+
 /// Escape plain text for a roff line inside a no-fill block.
 fn roff_line(line: &str) -> String {
     let mut out = String::with_capacity(line.len() + 8);
@@ -147,6 +159,7 @@ fn man_page(p: &Program) -> io::Result<Vec<u8>> {
     let man = clap_mangen::Man::new(cmd)
         .title(p.name.to_uppercase())
         .section(p.section)
+        .date(page_date())
         .source(format!("knock suite {version}"))
         .manual(if p.section == "8" {
             "System Manager's Manual"
@@ -316,6 +329,17 @@ mod tests {
         for p in programs() {
             let page = String::from_utf8(man_page(&p).unwrap()).unwrap();
             let th = format!(".TH {} {} ", p.name.to_uppercase(), p.section);
+            let th_line = page.lines().find(|l| l.starts_with(".TH")).unwrap();
+            // title, section, date, source, manual: five fields.
+            assert!(
+                th_line.ends_with("\"User Commands\"")
+                    || th_line.ends_with("\"System Manager's Manual\""),
+                "{th_line}"
+            );
+            assert!(
+                th_line.contains(&format!("{} \"knock suite ", page_date())),
+                "{th_line}"
+            );
             assert!(page.contains(&th), "{}: no {th:?} in\n{page}", p.name);
             for section in ["NAME", "SYNOPSIS", "OPTIONS", "SEE ALSO", "EXIT STATUS"] {
                 assert!(page.contains(section), "{}: no {section}", p.name);
