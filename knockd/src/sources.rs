@@ -75,6 +75,10 @@ pub struct OneTimeFile {
     disabled: Option<String>,
     /// Line numbers already warned about, to warn once per bad line.
     warned: Vec<usize>,
+    /// A line whose knock was refused because it could not be marked used.
+    /// It went over the wire, so it must never work: the door stays
+    /// disabled until it is marked.
+    refused: Option<OtpLine>,
 }
 
 impl OneTimeFile {
@@ -84,6 +88,7 @@ impl OneTimeFile {
             current: None,
             disabled: None,
             warned: Vec::new(),
+            refused: None,
         }
     }
 
@@ -99,8 +104,37 @@ impl OneTimeFile {
         }
     }
 
-    /// Re-read the file and take its first usable line as current.
+    fn not_writable(&mut self, notes: &mut Vec<Note>) {
+        self.disable(
+            format!(
+                "one-time sequence file {} is not writable",
+                self.path.display()
+            ),
+            notes,
+        );
+    }
+
+    /// Re-read the file and take its first usable line as current (after
+    /// marking a refused line, if there is one).
     fn rescan(&mut self, notes: &mut Vec<Note>) {
+        if let Some(line) = self.refused.clone() {
+            match otp::mark_used(&self.path, &line) {
+                Ok(()) => {
+                    self.refused = None;
+                    notes.push(Note::Info(format!(
+                        "refused one-time sequence at {}:{} is now marked used",
+                        self.path.display(),
+                        line.line_no
+                    )));
+                }
+                // The file was rewritten: its lines are what counts now.
+                Err(OtpError::Changed { .. }) => self.refused = None,
+                Err(OtpError::Io { .. }) => {
+                    self.not_writable(notes);
+                    return;
+                }
+            }
+        }
         let scan = match otp::scan(&self.path) {
             Ok(s) => s,
             Err(e) => {
@@ -161,13 +195,10 @@ impl SequenceSource for OneTimeFile {
             match e {
                 // The file was edited: take whatever is current now.
                 OtpError::Changed { .. } => self.rescan(&mut notes),
-                OtpError::Io { .. } => self.disable(
-                    format!(
-                        "one-time sequence file {} is not writable",
-                        self.path.display()
-                    ),
-                    &mut notes,
-                ),
+                OtpError::Io { .. } => {
+                    self.refused = Some(line);
+                    self.not_writable(&mut notes);
+                }
             }
             return Err(notes);
         }
@@ -273,6 +304,39 @@ mod tests {
             "{notes:?}"
         );
         assert!(s.current().is_none());
+    }
+
+    #[test]
+    fn refused_line_never_works_once_the_file_is_writable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seqs");
+        std::fs::write(&p, " 1000\n 2000\n").unwrap();
+        let (mut s, _) = otp_source(&p);
+        std::fs::remove_file(&p).unwrap();
+        assert!(s.consume().is_err());
+        // Still unwritable: still disabled, said once.
+        assert!(s.refresh().is_empty());
+        assert!(s.current().is_none());
+        // Back as it was: the refused line is marked first, the next one
+        // becomes current.
+        std::fs::write(&p, " 1000\n 2000\n").unwrap();
+        let notes = s.refresh();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "#1000\n 2000\n");
+        assert_eq!(s.current().unwrap().to_string(), "2000:tcp");
+        assert!(
+            notes
+                .iter()
+                .any(|n| matches!(n, Note::Info(m) if m.contains("seqs:1 is now marked used"))),
+            "{notes:?}"
+        );
+        // A rewritten file simply counts as it is.
+        let (mut s, _) = otp_source(&p);
+        std::fs::remove_file(&p).unwrap();
+        assert!(s.consume().is_err());
+        std::fs::write(&p, " 3000\n").unwrap();
+        s.refresh();
+        assert_eq!(s.current().unwrap().to_string(), "3000:tcp");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), " 3000\n");
     }
 
     #[test]
