@@ -18,3 +18,6 @@ cargo build --workspace --bins
 
 echo "== cargo test"
 cargo test --workspace
+
+echo "== fuzzing (every target for 10 s from its seed corpus; fails on a crash)"
+bash scripts/fuzz.sh 10
