@@ -205,6 +205,18 @@ fn cases(dir: &Path) -> Vec<Case> {
         case(
             "knock-gen",
             "knock-gen",
+            &["--append", "-o", &f("fifo")],
+            "fifo",
+        ),
+        case(
+            "knock-gen",
+            "knock-gen",
+            &["--append", "-o", &f("zero")],
+            "zero",
+        ),
+        case(
+            "knock-gen",
+            "knock-gen",
             &["-n", "0", "-o", &f("g")],
             "--count 0",
         ),

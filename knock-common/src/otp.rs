@@ -144,7 +144,7 @@ const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Anything else (a FIFO, a device such as `/dev/zero`, a directory) is an
 /// error instead of a read that blocks forever or never ends. The open does
 /// not block either (`O_NONBLOCK`, which does not affect regular files).
-fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -230,8 +230,15 @@ pub fn append(path: &Path, seqs: &[Sequence]) -> Result<(), OtpError> {
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(io_err(path))?;
+    if !file.metadata().map_err(io_err(path))?.is_file() {
+        return Err(io_err(path)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
     let mut text = String::new();
     if needs_newline(&mut file).map_err(io_err(path))? {
         text.push('\n');
@@ -347,6 +354,26 @@ mod tests {
         std::fs::write(f.path(), b"").unwrap();
         let e = mark_used(f.path(), s.current().unwrap()).unwrap_err();
         assert!(matches!(e, OtpError::Changed { .. }), "{e}");
+    }
+
+    #[test]
+    fn append_refuses_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        let e = append(&fifo, &["1000".parse().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = append(Path::new("/dev/null"), &["1000".parse().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    fn mkfifo(path: &Path) {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo {}", path.display());
     }
 
     #[test]

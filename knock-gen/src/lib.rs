@@ -560,7 +560,7 @@ pub fn write_new(path: &Path, seqs: &[Sequence], replace: bool) -> Result<(), Ge
 /// The sequences already in the file at `path` (used or not), and the number
 /// of usable ones; an empty list when the file does not exist.
 pub fn existing_sequences(path: &Path) -> Result<(Vec<Sequence>, usize), GenError> {
-    match fs::read(path) {
+    match otp::read_regular(path) {
         Ok(bytes) => Ok((
             otp::all_sequences_bytes(&bytes),
             otp::scan_bytes(&bytes).usable.len(),
