@@ -45,7 +45,7 @@ pub fn run(cli: &Cli) -> i32 {
     let mut server = match Server::new(settings, cfg, &log) {
         Ok(s) => s,
         Err(e) => {
-            log.error(&format!("knockd: {e}"));
+            log.error(&e.to_string());
             return 1;
         }
     };
@@ -56,20 +56,20 @@ pub fn run(cli: &Cli) -> i32 {
         match PidFile::create(&pid_path) {
             Ok(p) => pid_file = Some(p),
             Err(e) => {
-                log.error(&format!("knockd: {e}"));
+                log.error(&e.to_string());
                 return 1;
             }
         }
     }
     if cli.daemon {
         if let Err(e) = process::daemonize() {
-            log.error(&format!("knockd: cannot become a daemon: {e}"));
+            log.error(&format!("cannot become a daemon: {e}"));
             return 1;
         }
         if let Some(p) = pid_file.as_mut() {
             if let Err(e) = p.write_current_pid() {
                 log.error(&format!(
-                    "knockd: cannot write pid file {}: {e}",
+                    "cannot write pid file {}: {e}",
                     p.path().display()
                 ));
                 return 1;
@@ -79,14 +79,14 @@ pub fn run(cli: &Cli) -> i32 {
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
-            log.error(&format!("knockd: cannot install signal handlers: {e}"));
+            log.error(&format!("cannot install signal handlers: {e}"));
             return 1;
         }
     };
     let status = match server.run(&mut signals) {
         Ok(()) => 0,
         Err(e) => {
-            log.error(&format!("knockd: {e}"));
+            log.error(&e.to_string());
             1
         }
     };
