@@ -9,6 +9,7 @@ packages=(
   iproute2      # `ip netns` for the end-to-end tests and the demo
   knockd        # the classic daemon and client: reference peer of the compatibility tests
   hping3        # crafted packets in the end-to-end tests
+  strace        # injects ENOSPC in the disk-full fault test
 )
 
 missing=()
