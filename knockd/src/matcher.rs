@@ -122,7 +122,13 @@ struct Attempt {
     id: u64,
 }
 
-type Key = (IpAddr, usize);
+/// (source, door index). The door is kept as `u32`: 8 bytes less per
+/// attempt in the table and in both order maps (doors come from a
+/// configuration file, far fewer than `u32::MAX`).
+type Key = (IpAddr, u32);
+
+/// Largest attempt table allocated before it is needed.
+const PRESIZE_MAX: usize = 1 << 20;
 
 /// Attempts in flight with their eviction and expiry orders. Every live
 /// attempt is in `by_start`, and in `by_expiry` when it can expire; nothing
@@ -136,6 +142,17 @@ struct Attempts {
 }
 
 impl Attempts {
+    /// Room for `cap` attempts up front (at most `PRESIZE_MAX`): the table
+    /// never grows under a flood, so the old and the new table never exist
+    /// side by side (that doubled the peak memory), and untouched slots cost
+    /// no resident memory.
+    fn with_capacity(cap: usize) -> Self {
+        Attempts {
+            map: HashMap::with_capacity(cap.min(PRESIZE_MAX)),
+            ..Attempts::default()
+        }
+    }
+
     fn insert(&mut self, key: Key, matched: usize, started: Instant, timeout: Duration) {
         let id = self.next_id;
         self.next_id += 1;
@@ -209,7 +226,7 @@ impl Matcher {
             doors,
             index: HashMap::new(),
             cap: cap.max(1),
-            attempts: Attempts::default(),
+            attempts: Attempts::with_capacity(cap.max(1)),
         };
         m.rebuild_index();
         m
@@ -250,7 +267,7 @@ impl Matcher {
                 continue;
             }
             let knocks = seq.knocks();
-            let key = (hit.src, door);
+            let key = (hit.src, door as u32);
             let src = hit.src;
             if let Some(a) = self.attempts.map.get_mut(&key) {
                 if knocks.get(a.matched) == Some(&knock) {
@@ -279,7 +296,7 @@ impl Matcher {
                     while self.attempts.map.len() >= self.cap {
                         match self.attempts.pop_oldest() {
                             Some(((src, door), a)) => out.push(Event::Evicted {
-                                door,
+                                door: door as usize,
                                 src,
                                 stage: a.matched,
                             }),
@@ -302,7 +319,7 @@ impl Matcher {
     pub fn expire(&mut self, now: Instant, out: &mut Vec<Event>) {
         while let Some(((src, door), a)) = self.attempts.pop_expired(now) {
             out.push(Event::Expired {
-                door,
+                door: door as usize,
                 src,
                 stage: a.matched,
             });
@@ -334,7 +351,7 @@ impl Matcher {
             .attempts
             .map
             .keys()
-            .filter(|(_, d)| *d == door)
+            .filter(|(_, d)| *d as usize == door)
             .copied()
             .collect();
         for k in keys {
@@ -354,6 +371,7 @@ impl Matcher {
     /// Attempt progress of `src` at `door`: knocks matched so far, if an
     /// attempt is in flight (ignores expiry that `expire` has not done yet).
     pub fn progress(&self, src: IpAddr, door: usize) -> Option<usize> {
+        let door = u32::try_from(door).ok()?;
         self.attempts.map.get(&(src, door)).map(|a| a.matched)
     }
 }
@@ -455,7 +473,7 @@ mod tests {
                 if let Some(v) = a.valid_until {
                     assert_eq!(at.by_expiry.get(&(v, a.id)), Some(key));
                 }
-                let len = self.doors[key.1].sequence.as_ref().unwrap().len();
+                let len = self.doors[key.1 as usize].sequence.as_ref().unwrap().len();
                 assert!(a.matched >= 1 && a.matched < len);
             }
         }
