@@ -210,18 +210,25 @@ impl SynFrame {
     }
 }
 
-/// Refuse to run in the host's network namespace (that of PID 1): the
-/// tools send spoofed traffic and belong inside the benchmark's namespaces.
+/// Refuse to run outside a named network namespace (one created with
+/// `ip netns add`, listed in /run/netns): the tools send spoofed traffic
+/// and belong inside the benchmark's own namespaces, never in the host's.
 pub fn ensure_private_netns(tool: &str) -> Result<()> {
-    let mine = std::fs::read_link("/proc/self/ns/net")
+    use std::os::unix::fs::MetadataExt;
+    let mine = std::fs::metadata("/proc/self/ns/net")
         .context("cannot read /proc/self/ns/net to check the network namespace")?;
-    let host = std::fs::read_link("/proc/1/ns/net")
-        .context("cannot read /proc/1/ns/net to check the network namespace")?;
-    if mine == host {
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path()).ok())
+        .any(|m| m.dev() == mine.dev() && m.ino() == mine.ino());
+    if !named {
         bail!(
             "{tool} runs only inside a network namespace created for the benchmark \
-             (this is the host's namespace, {}); use bench/run.sh or `ip netns exec NS {tool} ...`",
-            mine.display()
+             (`ip netns add`); this one (inode {}) is not one of /run/netns/*. \
+             Use bench/run.sh or `ip netns exec NS {tool} ...`",
+            mine.ino()
         );
     }
     Ok(())

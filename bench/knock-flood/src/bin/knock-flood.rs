@@ -22,8 +22,8 @@ const MAX_SECONDS: f64 = 120.0;
     version,
     about = "Send a bounded flood of TCP SYNs from spoofed sources (benchmark tool)",
     long_about = "Send a bounded flood of TCP SYNs from spoofed sources, as fast as the \
-interface takes them (or at --pps). Source addresses cycle through the first --sources \
-addresses of --src-net, which must be private, shared or benchmarking address space. \
+interface takes them (or at --pps). Each packet comes from the next of the first --sources \
+addresses of --src-net (cycling) and goes to the ports in turn; --src-net must be private, shared or benchmarking address space. \
 The flood stops at --count packets or after --seconds, whichever comes first; both have \
 hard caps (100,000,000 packets, 120 s). The tool refuses to run in the host's network \
 namespace: run it inside the benchmark's namespaces.",
@@ -117,9 +117,13 @@ fn run(a: &Args) -> Result<()> {
                 }
             }
         }
-        let src = a.src_net.nth((sent / nports) % a.sources);
+        // Every packet comes from the next source, so N sources need only
+        // N packets; the port shifts by one on each pass over the sources,
+        // so that every source reaches every port.
+        let src = a.src_net.nth(sent % a.sources);
+        let port = (sent + sent / a.sources) % nports;
         let sport = 1024 + (sent % 64_000) as u16;
-        let frame = frames[(sent % nports) as usize].finish(src, sport, sent as u32);
+        let frame = frames[port as usize].finish(src, sport, sent as u32);
         send(tx.as_mut(), frame)?;
         sent += 1;
     }
@@ -127,7 +131,7 @@ fn run(a: &Args) -> Result<()> {
     println!(
         "sent={sent} seconds={secs:.3} pps={:.0} sources={}",
         sent as f64 / secs,
-        a.sources.min(sent.div_ceil(nports))
+        a.sources.min(sent)
     );
     Ok(())
 }
