@@ -142,13 +142,16 @@ struct Attempts {
 }
 
 impl Attempts {
-    /// Room for `cap` attempts up front (at most `PRESIZE_MAX`): the table
-    /// never grows under a flood, so the old and the new table never exist
-    /// side by side (that doubled the peak memory), and untouched slots cost
-    /// no resident memory.
+    /// Room for twice `cap` attempts up front (at most `PRESIZE_MAX`). A
+    /// flood removes and inserts attempts without pause, which leaves
+    /// tombstones in the table; once they use up its free slots, the table
+    /// is rebuilt in place only if it is at most half full, and doubled
+    /// otherwise (with old and new table alive at once). Sized for twice the
+    /// cap, it is never more than half full, so it never grows: memory stays
+    /// flat however many sources a flood uses.
     fn with_capacity(cap: usize) -> Self {
         Attempts {
-            map: HashMap::with_capacity(cap.min(PRESIZE_MAX)),
+            map: HashMap::with_capacity(cap.min(PRESIZE_MAX).saturating_mul(2)),
             ..Attempts::default()
         }
     }
