@@ -34,7 +34,36 @@ pub const LOG_FILE_MODE: u32 = 0o640;
 
 /// A log-file line for `msg` at time `now`: `[YYYY-MM-DD HH:MM] msg\n`.
 pub fn format_line(now: DateTime<Local>, msg: &str) -> String {
-    format!("[{}] {}\n", now.format("%Y-%m-%d %H:%M"), msg)
+    format!("{}{msg}\n", line_prefix(now))
+}
+
+/// `[YYYY-MM-DD HH:MM] `: what starts every log-file line.
+fn line_prefix(now: DateTime<Local>) -> String {
+    format!("[{}] ", now.format("%Y-%m-%d %H:%M"))
+}
+
+/// The `[YYYY-MM-DD HH:MM] ` prefix of log-file lines, formatted once a
+/// minute instead of once a line (a flood of knocks logs a line per packet).
+/// Keyed by the minute since the epoch: every time zone in use is offset by
+/// whole minutes, so local minutes start when UTC minutes do.
+#[derive(Default)]
+struct Stamp {
+    minute: Option<u64>,
+    text: String,
+}
+
+impl Stamp {
+    fn prefix(&mut self) -> &str {
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() / 60)
+            .ok();
+        if minute.is_none() || minute != self.minute {
+            self.text = line_prefix(Local::now());
+            self.minute = minute;
+        }
+        &self.text
+    }
 }
 
 /// A debug line for `msg` at time `now`: `YYYY-MM-DD HH:MM:SS msg\n`.
@@ -96,6 +125,7 @@ struct Sinks {
     syslog_broken: bool,
     /// Test sink: every message of `log`/`error` (without date) in order.
     memory: Option<Vec<String>>,
+    stamp: Stamp,
 }
 
 /// The daemon's logger. See the module documentation.
@@ -122,6 +152,7 @@ impl Logger {
                 syslog: None,
                 syslog_broken: false,
                 memory: None,
+                stamp: Stamp::default(),
             }),
         };
         logger.reopen();
@@ -241,7 +272,7 @@ impl Logger {
         }
         let mut to_stderr = false;
         if let Some(path) = s.file_path.clone() {
-            let line = format_line(Local::now(), msg);
+            let line = format!("{}{msg}\n", s.stamp.prefix());
             if let Some(f) = s.file.as_mut() {
                 if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.flush()) {
                     s.file = None;
@@ -323,6 +354,22 @@ mod tests {
         );
         let t = Local.with_ymd_and_hms(1999, 12, 31, 23, 59, 0).unwrap();
         assert_eq!(format_line(t, "x"), "[1999-12-31 23:59] x\n");
+    }
+
+    #[test]
+    fn cached_stamp_is_the_current_minute() {
+        let mut st = Stamp::default();
+        let before = format_line(Local::now(), "");
+        let p = st.prefix().to_string();
+        let after = format_line(Local::now(), "");
+        assert!(
+            p == before.trim_end_matches('\n') || p == after.trim_end_matches('\n'),
+            "{p:?} vs {before:?}/{after:?}"
+        );
+        // A stale cache entry is replaced.
+        st.minute = Some(0);
+        st.text = "[1970-01-01 00:00] ".into();
+        assert_ne!(st.prefix(), "[1970-01-01 00:00] ");
     }
 
     #[test]
