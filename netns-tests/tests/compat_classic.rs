@@ -31,23 +31,29 @@ fn door_conf(lab: &Lab, sequence: &str, out: &str) -> String {
         .to_string()
 }
 
+/// The classic daemon with a one-door configuration, started in `lab`.
+fn classic_daemon(lab: &Lab, sequence: &str) -> netns_tests::Daemon {
+    classic_present();
+    lab.start_daemon(
+        CLASSIC_KNOCKD.as_ref(),
+        &door_conf(lab, sequence, "opened"),
+        &[],
+    )
+}
+
+/// Knock with the classic client from the lab's client namespace.
+fn classic_knock(lab: &Lab, args: &[&str]) {
+    lab.run(&lab.client_ns, CLASSIC_KNOCK, args)
+        .assert_success();
+}
+
 #[test]
 fn classic_tcp_sequence_opens() {
     require_root!("classic_tcp_sequence_opens");
-    classic_present();
     let lab = Lab::new("cc-tcp");
-    let d = lab.start_daemon(
-        CLASSIC_KNOCKD.as_ref(),
-        &door_conf(&lab, "7000,8000,9000", "opened"),
-        &[],
-    );
+    let d = classic_daemon(&lab, "7000,8000,9000");
     let host = lab.server_v4().to_string();
-    lab.run(
-        &lab.client_ns,
-        CLASSIC_KNOCK,
-        &[host.as_str(), "7000", "8000", "9000"],
-    )
-    .assert_success();
+    classic_knock(&lab, &[host.as_str(), "7000", "8000", "9000"]);
     let text = expect_file(&lab.path("opened"), &d);
     assert_eq!(text.trim(), lab.client_v4().to_string(), "{}", d.dump());
     d.expect_log(&format!("{}: door: Stage 1", lab.client_v4()));
@@ -57,20 +63,10 @@ fn classic_tcp_sequence_opens() {
 #[test]
 fn classic_udp_sequence_opens() {
     require_root!("classic_udp_sequence_opens");
-    classic_present();
     let lab = Lab::new("cc-udp");
-    let d = lab.start_daemon(
-        CLASSIC_KNOCKD.as_ref(),
-        &door_conf(&lab, "7001:udp,7002:udp,7003:udp", "opened"),
-        &[],
-    );
+    let d = classic_daemon(&lab, "7001:udp,7002:udp,7003:udp");
     let host = lab.server_v4().to_string();
-    lab.run(
-        &lab.client_ns,
-        CLASSIC_KNOCK,
-        &["-u", host.as_str(), "7001", "7002", "7003"],
-    )
-    .assert_success();
+    classic_knock(&lab, &["-u", host.as_str(), "7001", "7002", "7003"]);
     let text = expect_file(&lab.path("opened"), &d);
     assert_eq!(text.trim(), lab.client_v4().to_string(), "{}", d.dump());
 }
@@ -78,20 +74,10 @@ fn classic_udp_sequence_opens() {
 #[test]
 fn classic_mixed_sequence_over_ipv6_opens() {
     require_root!("classic_mixed_sequence_over_ipv6_opens");
-    classic_present();
     let lab = Lab::new("cc-v6");
-    let d = lab.start_daemon(
-        CLASSIC_KNOCKD.as_ref(),
-        &door_conf(&lab, "7000,8000:udp,9000", "opened"),
-        &[],
-    );
+    let d = classic_daemon(&lab, "7000,8000:udp,9000");
     let host = lab.server_v6().to_string();
-    lab.run(
-        &lab.client_ns,
-        CLASSIC_KNOCK,
-        &["-6", host.as_str(), "7000", "8000:udp", "9000"],
-    )
-    .assert_success();
+    classic_knock(&lab, &["-6", host.as_str(), "7000", "8000:udp", "9000"]);
     let text = expect_file(&lab.path("opened"), &d);
     assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
 }
@@ -99,40 +85,20 @@ fn classic_mixed_sequence_over_ipv6_opens() {
 #[test]
 fn classic_wrong_order_does_not_open() {
     require_root!("classic_wrong_order_does_not_open");
-    classic_present();
     let lab = Lab::new("cc-wrong");
-    let d = lab.start_daemon(
-        CLASSIC_KNOCKD.as_ref(),
-        &door_conf(&lab, "7000,8000,9000", "opened"),
-        &[],
-    );
+    let d = classic_daemon(&lab, "7000,8000,9000");
     let host = lab.server_v4().to_string();
-    lab.run(
-        &lab.client_ns,
-        CLASSIC_KNOCK,
-        &[host.as_str(), "8000", "7000", "9000"],
-    )
-    .assert_success();
+    classic_knock(&lab, &[host.as_str(), "8000", "7000", "9000"]);
     // The daemon saw the hits (the first one counts as stage 1 after the
     // failure) but did not open.
     d.expect_log("Stage 1");
     expect_no_file(&lab.path("opened"), Duration::from_millis(800), &d);
     assert!(!d.log_text().contains("OPEN SESAME"), "{}", d.dump());
     // A wrong port in the middle fails too.
-    lab.run(
-        &lab.client_ns,
-        CLASSIC_KNOCK,
-        &[host.as_str(), "7000", "7500", "9000"],
-    )
-    .assert_success();
+    classic_knock(&lab, &[host.as_str(), "7000", "7500", "9000"]);
     expect_no_file(&lab.path("opened"), Duration::from_millis(500), &d);
     // And the right order still works afterwards.
-    lab.run(
-        &lab.client_ns,
-        CLASSIC_KNOCK,
-        &[host.as_str(), "7000", "8000", "9000"],
-    )
-    .assert_success();
+    classic_knock(&lab, &[host.as_str(), "7000", "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
 }
 
@@ -164,12 +130,7 @@ fn classic_two_knockers_get_their_own_address() {
     )
     .assert_success();
     d.expect_log(&format!("{}: door: OPEN SESAME", second.v4));
-    lab.run(
-        &lab.client_ns,
-        CLASSIC_KNOCK,
-        &[host.as_str(), "7000", "8000", "9000"],
-    )
-    .assert_success();
+    classic_knock(&lab, &[host.as_str(), "7000", "8000", "9000"]);
     d.expect_log(&format!("{}: door: OPEN SESAME", lab.client_v4()));
     let text = netns_tests::wait::poll_until(Duration::from_secs(5), || {
         let t = std::fs::read_to_string(lab.path("opened")).ok()?;
