@@ -28,11 +28,16 @@
 //!
 //! Cost per hit: one hash lookup of the knock to find the doors whose
 //! sequence uses it (a hit on a port no door uses costs nothing more), then
-//! per such door one hash lookup by (source, door) plus O(log n) ordered-map
-//! updates when an attempt starts or ends. Nothing scans the attempts in
-//! flight, and the ordered maps hold exactly the live attempts.
+//! per such door one hash lookup by (source, door). Attempts live in a slab;
+//! each door keeps a queue of its attempts in order of first hit, which
+//! (the door's timeout being fixed) is also its order of expiry, so finding
+//! the oldest attempt or the next deadline looks only at each door's front
+//! (O(doors)). Entries of attempts removed early are skipped when they reach
+//! the front and dropped when a queue grows past twice its live attempts, so
+//! the work is amortised O(1) per attempt and memory stays proportional to
+//! the attempts in flight. Nothing scans the attempts in flight.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -111,103 +116,296 @@ pub enum Event {
 
 #[derive(Debug, Clone, Copy)]
 struct Attempt {
+    /// (source, door) this attempt belongs to.
+    key: Key,
     /// Knocks matched so far, 1..len-1 (a completed attempt is removed).
     matched: usize,
     /// Time of the first hit.
     started: Instant,
-    /// Last instant at which the attempt is still valid (`started +
-    /// timeout`); `None` if that is beyond what `Instant` can represent.
-    valid_until: Option<Instant>,
-    /// Unique per attempt; breaks ties in the ordered maps.
+    /// Unique per attempt, increasing: breaks ties between equal first-hit
+    /// times (the earlier attempt counts as older).
     id: u64,
+    /// Position of this attempt's entry in its door's queue, counted from
+    /// the queue's [`DoorQueue::head`] numbering.
+    pos: u64,
 }
 
 /// (source, door index). The door is kept as `u32`: 8 bytes less per
-/// attempt in the table and in both order maps (doors come from a
-/// configuration file, far fewer than `u32::MAX`).
+/// table entry (doors come from a configuration file, far fewer than
+/// `u32::MAX`).
 type Key = (IpAddr, u32);
 
 /// Largest attempt table allocated before it is needed.
 const PRESIZE_MAX: usize = 1 << 20;
 
-/// Attempts in flight with their eviction and expiry orders. Every live
-/// attempt is in `by_start`, and in `by_expiry` when it can expire; nothing
-/// else is in either.
-#[derive(Debug, Default)]
+/// Slack allowed in a door queue before it is compacted: a queue holds at
+/// most `2 * live + QUEUE_SLACK + 1` entries.
+const QUEUE_SLACK: usize = 16;
+
+/// One door's attempts in order of first hit.
+///
+/// A door's timeout is fixed, so within one door the order of first hits is
+/// also the order of deadlines: the front is both the door's oldest attempt
+/// and the first to expire. Entries are slot numbers. An attempt removed
+/// from the middle (open, fail) leaves its entry behind as *stale*: an entry
+/// at position `p` holding slot `s` is live exactly when slot `s` holds an
+/// attempt of this door whose `pos` is `p`. Positions are never shared by
+/// two entries of one queue, so a reused slot cannot revive a stale entry.
+#[derive(Debug)]
+struct DoorQueue {
+    /// Slots, ordered by (`started`, `id`) among the live entries. The
+    /// front entry, if any, is live.
+    q: VecDeque<u32>,
+    /// Position of `q[0]`; `q[i]` is at `head + i`.
+    head: u64,
+    /// Live attempts of this door.
+    live: usize,
+    /// Latest `started` among the entries pushed since the queue was last
+    /// empty or compacted (at least that of every live entry).
+    newest: Option<Instant>,
+    /// The door's `Seq_Timeout`.
+    timeout: Duration,
+}
+
+impl DoorQueue {
+    fn new(timeout: Duration) -> Self {
+        DoorQueue {
+            q: VecDeque::new(),
+            head: 0,
+            live: 0,
+            newest: None,
+            timeout,
+        }
+    }
+}
+
+/// Attempts in flight: a slab of attempts with a free list, a table from
+/// (source, door) to slab slot, and one [`DoorQueue`] per door giving the
+/// eviction and expiry orders. Every live attempt is in the table and has
+/// exactly one live entry in its door's queue; nothing else is live.
+#[derive(Debug)]
 struct Attempts {
-    map: HashMap<Key, Attempt>,
-    by_start: BTreeMap<(Instant, u64), Key>,
-    by_expiry: BTreeMap<(Instant, u64), Key>,
+    map: HashMap<Key, u32>,
+    slots: Vec<Option<Attempt>>,
+    free: Vec<u32>,
+    queues: Vec<DoorQueue>,
     next_id: u64,
 }
 
 impl Attempts {
-    /// Room for twice `cap` attempts up front (at most `PRESIZE_MAX`). A
-    /// flood removes and inserts attempts without pause, which leaves
-    /// tombstones in the table; once they use up its free slots, the table
-    /// is rebuilt in place only if it is at most half full, and doubled
-    /// otherwise (with old and new table alive at once). Sized for twice the
-    /// cap, it is never more than half full, so it never grows: memory stays
-    /// flat however many sources a flood uses.
-    fn with_capacity(cap: usize) -> Self {
+    /// Room for twice `cap` attempts in the table up front (at most
+    /// `PRESIZE_MAX`). A flood removes and inserts attempts without pause,
+    /// which leaves tombstones in the table; once they use up its free
+    /// slots, the table is rebuilt in place only if it is at most half full,
+    /// and doubled otherwise (with old and new table alive at once). Sized
+    /// for twice the cap, it is never more than half full, so it never
+    /// grows: memory stays flat however many sources a flood uses. The slab
+    /// never holds more than `cap` attempts.
+    fn new(timeouts: impl Iterator<Item = Duration>, cap: usize) -> Self {
+        let pre = cap.min(PRESIZE_MAX);
         Attempts {
-            map: HashMap::with_capacity(cap.min(PRESIZE_MAX).saturating_mul(2)),
-            ..Attempts::default()
+            map: HashMap::with_capacity(pre.saturating_mul(2)),
+            slots: Vec::with_capacity(pre),
+            free: Vec::new(),
+            queues: timeouts.map(DoorQueue::new).collect(),
+            next_id: 0,
         }
     }
 
-    fn insert(&mut self, key: Key, matched: usize, started: Instant, timeout: Duration) {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn get(&self, key: &Key) -> Option<&Attempt> {
+        let &slot = self.map.get(key)?;
+        self.slots[slot as usize].as_ref()
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Attempt> {
+        let &slot = self.map.get(key)?;
+        self.slots[slot as usize].as_mut()
+    }
+
+    /// Is the entry at position `pos` of `door`'s queue, holding `slot`,
+    /// live?
+    fn is_live(slots: &[Option<Attempt>], door: u32, pos: u64, slot: u32) -> bool {
+        matches!(slots.get(slot as usize), Some(Some(a)) if a.key.1 == door && a.pos == pos)
+    }
+
+    fn insert(&mut self, key: Key, matched: usize, started: Instant) {
+        // Callers remove first; keep the bookkeeping exact regardless.
+        self.remove(&key);
+        let Some(qu) = self.queues.get(key.1 as usize) else {
+            return;
+        };
+        if qu.q.len() >= 2 * qu.live + QUEUE_SLACK {
+            self.compact(key.1);
+        }
         let id = self.next_id;
         self.next_id += 1;
         let a = Attempt {
+            key,
             matched,
             started,
-            valid_until: started.checked_add(timeout),
             id,
+            // Not a position yet: matches no entry while the queue is
+            // compacted below.
+            pos: u64::MAX,
         };
-        self.by_start.insert((started, id), key);
-        if let Some(v) = a.valid_until {
-            self.by_expiry.insert((v, id), key);
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(a);
+                s
+            }
+            None => {
+                self.slots.push(Some(a));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.map.insert(key, slot);
+        let qu = &mut self.queues[key.1 as usize];
+        qu.live += 1;
+        if qu.newest.is_some_and(|n| started < n) {
+            // The clock went backwards: keep the queue ordered.
+            self.insert_sorted(key.1, slot);
+            return;
         }
-        if let Some(old) = self.map.insert(key, a) {
-            // Callers remove first; keep the orders exact regardless.
-            self.unlink(&old);
+        qu.newest = Some(started);
+        let pos = qu.head + qu.q.len() as u64;
+        qu.q.push_back(slot);
+        if let Some(a) = self.slots[slot as usize].as_mut() {
+            a.pos = pos;
         }
     }
 
-    fn unlink(&mut self, a: &Attempt) {
-        self.by_start.remove(&(a.started, a.id));
-        if let Some(v) = a.valid_until {
-            self.by_expiry.remove(&(v, a.id));
+    /// Slow path for a first hit earlier than the door's newest one (only
+    /// when `now` goes backwards): compact, then insert at the ordered
+    /// place and renumber. `slot` is already counted in `live`.
+    fn insert_sorted(&mut self, door: u32, slot: u32) {
+        self.compact(door);
+        let slots = &mut self.slots;
+        let qu = &mut self.queues[door as usize];
+        let Some(started) = slots[slot as usize].map(|a| a.started) else {
+            return;
+        };
+        // The new attempt has the largest id: it goes after every entry
+        // that started at or before it.
+        let at =
+            qu.q.partition_point(|&s| slots[s as usize].is_some_and(|a| a.started <= started));
+        qu.q.insert(at, slot);
+        for (i, &s) in qu.q.iter().enumerate().skip(at) {
+            if let Some(a) = slots[s as usize].as_mut() {
+                a.pos = qu.head + i as u64;
+            }
         }
+        qu.newest = qu.newest.max(Some(started));
+    }
+
+    /// Drop the stale entries of `door`'s queue and renumber the rest.
+    fn compact(&mut self, door: u32) {
+        let slots = &mut self.slots;
+        let Some(qu) = self.queues.get_mut(door as usize) else {
+            return;
+        };
+        let head = qu.head;
+        let mut old = head;
+        let mut new = head;
+        qu.q.retain(|&s| {
+            let live = Self::is_live(slots, door, old, s);
+            old += 1;
+            if live {
+                if let Some(a) = slots[s as usize].as_mut() {
+                    a.pos = new;
+                }
+                new += 1;
+            }
+            live
+        });
+        qu.newest =
+            qu.q.back()
+                .and_then(|&s| slots[s as usize].map(|a| a.started));
+        let want = 2 * qu.q.len() + QUEUE_SLACK;
+        if qu.q.capacity() > 2 * want {
+            qu.q.shrink_to(want);
+        }
+    }
+
+    /// Pop stale entries off the front of `door`'s queue.
+    fn trim_front(&mut self, door: u32) {
+        let slots = &self.slots;
+        let Some(qu) = self.queues.get_mut(door as usize) else {
+            return;
+        };
+        while let Some(&s) = qu.q.front() {
+            if Self::is_live(slots, door, qu.head, s) {
+                return;
+            }
+            qu.q.pop_front();
+            qu.head += 1;
+        }
+        qu.newest = None;
     }
 
     fn remove(&mut self, key: &Key) -> Option<Attempt> {
-        let a = self.map.remove(key)?;
-        self.unlink(&a);
+        let slot = self.map.remove(key)?;
+        let a = self.slots.get_mut(slot as usize)?.take()?;
+        self.free.push(slot);
+        if let Some(qu) = self.queues.get_mut(key.1 as usize) {
+            qu.live -= 1;
+        }
+        self.trim_front(key.1);
         Some(a)
+    }
+
+    /// The oldest attempt of each door (the front of its queue).
+    fn fronts(&self) -> impl Iterator<Item = (&DoorQueue, &Attempt)> {
+        self.queues.iter().filter_map(|qu| {
+            let &s = qu.q.front()?;
+            Some((qu, self.slots[s as usize].as_ref()?))
+        })
     }
 
     /// Remove and return the attempt with the oldest first hit.
     fn pop_oldest(&mut self) -> Option<(Key, Attempt)> {
-        let (_, key) = self.by_start.pop_first()?;
-        let a = self.map.remove(&key)?;
-        if let Some(v) = a.valid_until {
-            self.by_expiry.remove(&(v, a.id));
-        }
-        Some((key, a))
+        let (_, a) = self.fronts().min_by_key(|(_, a)| (a.started, a.id))?;
+        let key = a.key;
+        self.remove(&key).map(|a| (key, a))
+    }
+
+    /// The attempt that expires first: (last instant it is valid, id, key).
+    /// Attempts whose deadline `Instant` cannot represent never expire.
+    fn first_deadline(&self) -> Option<(Instant, u64, Key)> {
+        self.fronts()
+            .filter_map(|(qu, a)| Some((a.started.checked_add(qu.timeout)?, a.id, a.key)))
+            .min_by_key(|&(v, id, _)| (v, id))
     }
 
     /// Remove and return one attempt that is expired at `now`, if any.
     fn pop_expired(&mut self, now: Instant) -> Option<(Key, Attempt)> {
-        let (&(valid_until, _), _) = self.by_expiry.first_key_value()?;
+        let (valid_until, _, key) = self.first_deadline()?;
         if now <= valid_until {
             return None;
         }
-        let (_, key) = self.by_expiry.pop_first()?;
-        let a = self.map.remove(&key)?;
-        self.by_start.remove(&(a.started, a.id));
-        Some((key, a))
+        self.remove(&key).map(|a| (key, a))
+    }
+
+    /// Remove every attempt of `door`.
+    fn clear_door(&mut self, door: u32) {
+        let Some(qu) = self.queues.get_mut(door as usize) else {
+            return;
+        };
+        for (i, &s) in qu.q.iter().enumerate() {
+            if Self::is_live(&self.slots, door, qu.head + i as u64, s) {
+                if let Some(a) = self.slots[s as usize].take() {
+                    self.map.remove(&a.key);
+                    self.free.push(s);
+                }
+            }
+        }
+        qu.head += qu.q.len() as u64;
+        qu.q.clear();
+        qu.live = 0;
+        qu.newest = None;
     }
 }
 
@@ -225,11 +423,15 @@ pub struct Matcher {
 impl Matcher {
     /// `cap` is the maximum number of attempts in flight (at least 1 is used).
     pub fn new(doors: Vec<DoorRule>, cap: usize) -> Self {
+        // Slab slots are `u32`; more attempts than that could not fit in
+        // memory anyway.
+        let cap = cap.clamp(1, u32::MAX as usize);
+        let attempts = Attempts::new(doors.iter().map(|d| d.timeout), cap);
         let mut m = Matcher {
             doors,
             index: HashMap::new(),
-            cap: cap.max(1),
-            attempts: Attempts::with_capacity(cap.max(1)),
+            cap,
+            attempts,
         };
         m.rebuild_index();
         m
@@ -272,7 +474,7 @@ impl Matcher {
             let knocks = seq.knocks();
             let key = (hit.src, door as u32);
             let src = hit.src;
-            if let Some(a) = self.attempts.map.get_mut(&key) {
+            if let Some(a) = self.attempts.get_mut(&key) {
                 if knocks.get(a.matched) == Some(&knock) {
                     a.matched += 1;
                     let stage = a.matched;
@@ -296,7 +498,7 @@ impl Matcher {
                     });
                     out.push(Event::Open { door, src });
                 } else {
-                    while self.attempts.map.len() >= self.cap {
+                    while self.attempts.len() >= self.cap {
                         match self.attempts.pop_oldest() {
                             Some(((src, door), a)) => out.push(Event::Evicted {
                                 door: door as usize,
@@ -306,7 +508,7 @@ impl Matcher {
                             None => break,
                         }
                     }
-                    self.attempts.insert(key, 1, now, rule.timeout);
+                    self.attempts.insert(key, 1, now);
                     out.push(Event::Stage {
                         door,
                         src,
@@ -333,7 +535,7 @@ impl Matcher {
     /// something (one nanosecond after the oldest deadline, since an attempt
     /// exactly at its timeout is still valid); `None` with nothing pending.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let (&(valid_until, _), _) = self.attempts.by_expiry.first_key_value()?;
+        let (valid_until, _, _) = self.attempts.first_deadline()?;
         Some(
             valid_until
                 .checked_add(Duration::from_nanos(1))
@@ -350,21 +552,14 @@ impl Matcher {
         };
         rule.sequence = seq;
         self.rebuild_index();
-        let keys: Vec<Key> = self
-            .attempts
-            .map
-            .keys()
-            .filter(|(_, d)| *d as usize == door)
-            .copied()
-            .collect();
-        for k in keys {
-            self.attempts.remove(&k);
+        if let Ok(door) = u32::try_from(door) {
+            self.attempts.clear_door(door);
         }
     }
 
     /// Number of attempts in flight.
     pub fn attempts(&self) -> usize {
-        self.attempts.map.len()
+        self.attempts.len()
     }
 
     pub fn doors(&self) -> &[DoorRule] {
@@ -375,7 +570,7 @@ impl Matcher {
     /// attempt is in flight (ignores expiry that `expire` has not done yet).
     pub fn progress(&self, src: IpAddr, door: usize) -> Option<usize> {
         let door = u32::try_from(door).ok()?;
-        self.attempts.map.get(&(src, door)).map(|a| a.matched)
+        self.attempts.get(&(src, door)).map(|a| a.matched)
     }
 }
 
@@ -468,16 +663,54 @@ mod tests {
         fn check(&self) {
             let at = &self.attempts;
             assert!(at.map.len() <= self.cap);
-            assert_eq!(at.by_start.len(), at.map.len());
-            let expiring = at.map.values().filter(|a| a.valid_until.is_some()).count();
-            assert_eq!(at.by_expiry.len(), expiring);
-            for (key, a) in &at.map {
-                assert_eq!(at.by_start.get(&(a.started, a.id)), Some(key));
-                if let Some(v) = a.valid_until {
-                    assert_eq!(at.by_expiry.get(&(v, a.id)), Some(key));
-                }
+            assert!(at.slots.len() <= self.cap);
+            assert_eq!(at.queues.len(), self.doors.len());
+            // The table and the slab agree; free slots are empty, listed once.
+            for (key, &slot) in &at.map {
+                let a = at.slots[slot as usize].as_ref().expect("live slot");
+                assert_eq!(&a.key, key);
                 let len = self.doors[key.1 as usize].sequence.as_ref().unwrap().len();
                 assert!(a.matched >= 1 && a.matched < len);
+            }
+            let used = at.slots.iter().filter(|s| s.is_some()).count();
+            assert_eq!(used, at.map.len());
+            let mut free = at.free.clone();
+            free.sort_unstable();
+            free.dedup();
+            assert_eq!(free.len(), at.free.len());
+            assert_eq!(free.len() + used, at.slots.len());
+            assert!(free.iter().all(|&s| at.slots[s as usize].is_none()));
+            // Each door's queue holds each of its live attempts exactly once,
+            // in order of (first hit, id), with a live front.
+            for (d, qu) in at.queues.iter().enumerate() {
+                let d = d as u32;
+                assert_eq!(qu.timeout, self.doors[d as usize].timeout);
+                let live_at =
+                    |i: usize, s: u32| Attempts::is_live(&at.slots, d, qu.head + i as u64, s);
+                let live: Vec<&Attempt> =
+                    qu.q.iter()
+                        .enumerate()
+                        .filter(|&(i, &s)| live_at(i, s))
+                        .map(|(_, &s)| at.slots[s as usize].as_ref().unwrap())
+                        .collect();
+                let in_map = at.map.keys().filter(|k| k.1 == d).count();
+                assert_eq!(live.len(), in_map);
+                assert_eq!(qu.live, in_map);
+                let mut keys: Vec<Key> = live.iter().map(|a| a.key).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                assert_eq!(keys.len(), in_map);
+                match qu.q.front() {
+                    Some(&s) => assert!(live_at(0, s), "stale front"),
+                    None => assert_eq!(qu.newest, None),
+                }
+                assert!(live
+                    .windows(2)
+                    .all(|w| (w[0].started, w[0].id) < (w[1].started, w[1].id)));
+                if let Some(last) = live.last() {
+                    assert!(qu.newest >= Some(last.started));
+                }
+                assert!(qu.q.len() <= 2 * self.cap + QUEUE_SLACK);
             }
         }
     }
