@@ -1078,6 +1078,50 @@ mod tests {
     }
 
     #[test]
+    fn ties_across_doors_go_to_the_attempt_started_first() {
+        // Same first-hit time, door 1's attempt created before door 0's.
+        let doors = vec![door("7000,8000", 25), door("9000,8000", 25)];
+        let mut r = Rig::with_cap(doors.clone(), 2);
+        r.hit(0, tcp(A, 9000));
+        r.hit(0, tcp(B, 7000));
+        assert_eq!(
+            r.hit(0, tcp(OTHER, 7000)),
+            [
+                Event::Evicted {
+                    door: 1,
+                    src: A,
+                    stage: 1
+                },
+                stage(0, OTHER, 1)
+            ]
+        );
+        let mut r = Rig::new(doors);
+        r.hit(0, tcp(A, 9000));
+        r.hit(0, tcp(B, 7000));
+        assert_eq!(r.expire(25001), [expired(1, A, 1), expired(0, B, 1)]);
+    }
+
+    #[test]
+    fn attempts_removed_early_do_not_pile_up() {
+        let mut r = Rig::new(vec![door("7000,8000", 25)]);
+        // A long-lived attempt stays at the front of the door's queue while
+        // thousands of others start and open behind it.
+        r.hit(0, tcp(A, 7000));
+        for i in 0..5000u32 {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            r.m.on_hit(&tcp(src, 7000), r.at(1), &local, &mut Vec::new());
+            r.m.on_hit(&tcp(src, 8000), r.at(1), &local, &mut Vec::new());
+        }
+        r.m.check();
+        assert_eq!(r.m.attempts(), 1);
+        let qu = &r.m.attempts.queues[0];
+        assert!(qu.q.len() <= 2 + QUEUE_SLACK, "queue length {}", qu.q.len());
+        assert!(r.m.attempts.slots.len() <= 2);
+        assert_eq!(r.hit(2, tcp(A, 8000)), [stage(0, A, 2), open(0, A)]);
+        assert_eq!(r.m.next_deadline(), None);
+    }
+
+    #[test]
     fn cap_zero_is_treated_as_one() {
         let mut r = Rig::with_cap(vec![door("7000,8000", 25)], 0);
         r.hit(0, tcp(A, 7000));
@@ -1278,6 +1322,83 @@ mod tests {
             .collect()
     }
 
+    /// Model of the cap and of the eviction and expiry orders: attempts in
+    /// a list in order of creation. The attempt with the earliest first hit
+    /// (the earlier created on ties) is evicted; expiries are reported in
+    /// order of deadline (the earlier created on ties).
+    struct CappedModel {
+        doors: Vec<DoorRule>,
+        cap: usize,
+        attempts: Vec<(IpAddr, usize, usize, Instant)>,
+    }
+
+    impl CappedModel {
+        fn expire(&mut self, now: Instant, out: &mut Vec<Event>) {
+            let doors = &self.doors;
+            let mut gone: Vec<(Instant, usize)> = Vec::new();
+            for (i, &(_, d, _, t0)) in self.attempts.iter().enumerate() {
+                if now.saturating_duration_since(t0) > doors[d].timeout {
+                    gone.push((t0 + doors[d].timeout, i));
+                }
+            }
+            gone.sort();
+            for &(_, i) in &gone {
+                let (src, door, stage, _) = self.attempts[i];
+                out.push(expired(door, src, stage));
+            }
+            let mut i = 0;
+            self.attempts.retain(|_| {
+                i += 1;
+                !gone.iter().any(|g| g.1 == i - 1)
+            });
+        }
+
+        fn hit(&mut self, h: &Hit, now: Instant, out: &mut Vec<Event>) {
+            self.expire(now, out);
+            let k = h.knock();
+            for (d, rule) in self.doors.iter().enumerate() {
+                let Some(seq) = &rule.sequence else { continue };
+                if !rule.sees(h, &local) || !seq.contains(k) {
+                    continue;
+                }
+                let pos = self.attempts.iter().position(|a| a.0 == h.src && a.1 == d);
+                if let Some(i) = pos {
+                    let matched = self.attempts[i].2;
+                    if seq.knocks()[matched] == k {
+                        self.attempts[i].2 += 1;
+                        out.push(stage(d, h.src, matched + 1));
+                        if matched + 1 == seq.len() {
+                            self.attempts.remove(i);
+                            out.push(open(d, h.src));
+                        }
+                        continue;
+                    }
+                    self.attempts.remove(i);
+                    out.push(fail(d, h.src, matched));
+                }
+                if seq.first() == k {
+                    if seq.len() == 1 {
+                        out.push(stage(d, h.src, 1));
+                        out.push(open(d, h.src));
+                        continue;
+                    }
+                    while self.attempts.len() >= self.cap {
+                        let (i, _) = self
+                            .attempts
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|&(i, a)| (a.3, i))
+                            .unwrap();
+                        let (src, door, stage, _) = self.attempts.remove(i);
+                        out.push(Event::Evicted { door, src, stage });
+                    }
+                    self.attempts.push((h.src, d, 1, now));
+                    out.push(stage(d, h.src, 1));
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -1406,6 +1527,70 @@ mod tests {
                 }
                 let _ = m.next_deadline();
                 m.check();
+            }
+        }
+
+        /// Under a small cap, with huge timeouts, sequence changes and a
+        /// clock that sometimes goes backwards, every event (evictions and
+        /// expiries included, in order) matches the capped model.
+        #[test]
+        fn evicts_and_expires_in_model_order(
+            doors in proptest::collection::vec(
+                (arb_door(), proptest::bool::weighted(0.2)).prop_map(|(mut d, huge)| {
+                    if huge { d.timeout = Duration::MAX; }
+                    d
+                }),
+                1..4,
+            ),
+            steps in proptest::collection::vec(
+                (
+                    arb_step(),
+                    proptest::bool::weighted(0.1),
+                    proptest::option::weighted(
+                        0.05,
+                        (0usize..4, proptest::option::of(proptest::collection::vec(arb_knock(), 1..4))),
+                    ),
+                ),
+                0..150,
+            ),
+            cap in 1usize..6,
+        ) {
+            let mut m = Matcher::new(doors.clone(), cap);
+            let mut model = CappedModel { doors, cap, attempts: Vec::new() };
+            let mut now = Instant::now() + Duration::from_secs(3600);
+            for (s, backwards, new_seq) in &steps {
+                // Coarse steps (0 to 3.5 s by 0.5 s): equal first hits and
+                // deadlines across doors are common, so ties are exercised.
+                let dt = Duration::from_millis(s.dt_ms / 500 * 500);
+                now = if *backwards { now - dt } else { now + dt };
+                if let Some((door, knocks)) = new_seq {
+                    let seq = knocks.clone().and_then(Sequence::new);
+                    m.set_sequence(*door, seq.clone());
+                    if let Some(rule) = model.doors.get_mut(*door) {
+                        rule.sequence = seq;
+                        model.attempts.retain(|a| a.1 != *door);
+                    }
+                }
+                let mut out = Vec::new();
+                let mut want = Vec::new();
+                if s.expire {
+                    m.expire(now, &mut out);
+                    model.expire(now, &mut want);
+                } else {
+                    let h = step_hit(s);
+                    m.on_hit(&h, now, &local, &mut out);
+                    model.hit(&h, now, &mut want);
+                }
+                prop_assert_eq!(out, want);
+                m.check();
+                prop_assert_eq!(m.attempts(), model.attempts.len());
+                let deadline = model
+                    .attempts
+                    .iter()
+                    .filter_map(|a| a.3.checked_add(model.doors[a.1].timeout))
+                    .min()
+                    .map(|v| v + Duration::from_nanos(1));
+                prop_assert_eq!(m.next_deadline(), deadline);
             }
         }
     }
