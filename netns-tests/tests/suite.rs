@@ -45,6 +45,20 @@ fn simple(lab: &Lab, sequence: &str, extra: &[(&str, &str)]) -> Conf {
     Conf::new(&[]).door("door", &dirs)
 }
 
+/// A door `door` with `sequence` whose start and stop commands are
+/// `start_cmd` and `stop_cmd`, `cmd_timeout` seconds apart.
+fn start_stop(sequence: &str, start_cmd: &str, cmd_timeout: &str, stop_cmd: &str) -> Conf {
+    Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", sequence),
+            ("Start_Command", start_cmd),
+            ("Cmd_Timeout", cmd_timeout),
+            ("Stop_Command", stop_cmd),
+        ],
+    )
+}
+
 fn s4(lab: &Lab) -> String {
     lab.server_v4().to_string()
 }
@@ -243,15 +257,7 @@ fn stop_command_runs_after_cmd_timeout() {
     let lab = Lab::new("s-stop");
     let start_cmd = echo_ip(&lab, "start");
     let stop_cmd = echo_ip(&lab, "stop");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000,9000"),
-            ("Start_Command", start_cmd.as_str()),
-            ("Cmd_Timeout", "2"),
-            ("Stop_Command", stop_cmd.as_str()),
-        ],
-    );
+    let conf = start_stop("7000,8000,9000", &start_cmd, "2", &stop_cmd);
     let d = start(&lab, &conf);
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
@@ -276,15 +282,7 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     let lab = Lab::new("s-resched");
     let start_cmd = append_ip(&lab, "start");
     let stop_cmd = append_ip(&lab, "stop");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Start_Command", start_cmd.as_str()),
-            ("Cmd_Timeout", "2"),
-            ("Stop_Command", stop_cmd.as_str()),
-        ],
-    );
+    let conf = start_stop("7000,8000", &start_cmd, "2", &stop_cmd);
     let d = start(&lab, &conf);
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
@@ -693,15 +691,7 @@ fn sigterm_runs_pending_stop_commands() {
     let lab = Lab::new("s-term");
     let start_cmd = echo_ip(&lab, "start");
     let stop_cmd = echo_ip(&lab, "stop");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Start_Command", start_cmd.as_str()),
-            ("Cmd_Timeout", "60"),
-            ("Stop_Command", stop_cmd.as_str()),
-        ],
-    );
+    let conf = start_stop("7000,8000", &start_cmd, "60", &stop_cmd);
     let mut d = start(&lab, &conf);
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
