@@ -59,6 +59,15 @@ fn start_stop(sequence: &str, start_cmd: &str, cmd_timeout: &str, stop_cmd: &str
     )
 }
 
+/// Doors `alpha` and `beta` with sequences `seq_a` and `seq_b`, whose
+/// commands write the knocker's address to the files `a` and `b`.
+fn two_doors(lab: &Lab, seq_a: &str, seq_b: &str) -> Conf {
+    let (a, b) = (echo_ip(lab, "a"), echo_ip(lab, "b"));
+    Conf::new(&[])
+        .door("alpha", &[("Sequence", seq_a), ("Command", a.as_str())])
+        .door("beta", &[("Sequence", seq_b), ("Command", b.as_str())])
+}
+
 fn s4(lab: &Lab) -> String {
     lab.server_v4().to_string()
 }
@@ -429,16 +438,7 @@ fn two_knockers_interleaved_both_open() {
 fn two_doors_interleaved_both_open() {
     require_root!("two_doors_interleaved_both_open");
     let lab = Lab::new("s-twodoors");
-    let (a, b) = (echo_ip(&lab, "a"), echo_ip(&lab, "b"));
-    let conf = Conf::new(&[])
-        .door(
-            "alpha",
-            &[("Sequence", "7000,8000,9000"), ("Command", a.as_str())],
-        )
-        .door(
-            "beta",
-            &[("Sequence", "7100,8100:udp,9100"), ("Command", b.as_str())],
-        );
+    let conf = two_doors(&lab, "7000,8000,9000", "7100,8100:udp,9100");
     let d = start(&lab, &conf);
     let h = s4(&lab);
     knock(
@@ -456,16 +456,7 @@ fn two_doors_interleaved_both_open() {
 fn sequences_sharing_a_prefix_are_independent() {
     require_root!("sequences_sharing_a_prefix_are_independent");
     let lab = Lab::new("s-prefix");
-    let (a, b) = (echo_ip(&lab, "a"), echo_ip(&lab, "b"));
-    let conf = Conf::new(&[])
-        .door(
-            "alpha",
-            &[("Sequence", "7000,8000,9000"), ("Command", a.as_str())],
-        )
-        .door(
-            "beta",
-            &[("Sequence", "7000,8000,9100"), ("Command", b.as_str())],
-        );
+    let conf = two_doors(&lab, "7000,8000,9000", "7000,8000,9100");
     let d = start(&lab, &conf);
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9100"]);
