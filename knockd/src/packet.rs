@@ -1,8 +1,9 @@
 //! Decoding captured frames into knock candidates ([`Hit`]s).
 //!
 //! Pure code: no I/O and no libpcap calls. Every length is checked with
-//! slice `get` before it is read, so a truncated or malformed frame is
-//! reported as a [`Drop`] and never read past its end.
+//! Every header's fields are named in [`field`] (smoltcp style) and its
+//! length is checked once, before any field is read, so a truncated or
+//! malformed frame is reported as a [`DropReason`] and never read past its end.
 //!
 //! Supported link types (see [`LinkType::from_dlt`]): Ethernet with up to
 //! [`MAX_VLAN_TAGS`] 802.1Q / 802.1ad / 0x9100 tags, Linux cooked capture
@@ -42,13 +43,105 @@ const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
 
-const ETHERNET_HEADER: usize = 14;
-const SLL_HEADER: usize = 16;
-const SLL2_HEADER: usize = 20;
-const IPV4_MIN_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
-const TCP_MIN_HEADER: usize = 20;
-const UDP_HEADER: usize = 8;
+/// Byte range of a field inside its header.
+type Field = std::ops::Range<usize>;
+
+/// Wire layout of every header the decoder reads, by name (offsets are
+/// from the start of that header). Each decoder checks its header's length
+/// once, up front, and then reads fields only inside it.
+mod field {
+    use super::Field;
+
+    pub mod ethernet {
+        use super::Field;
+        pub const ETHERTYPE: Field = 12..14;
+        pub const HEADER_LEN: usize = 14;
+    }
+
+    /// Linux cooked capture v1.
+    pub mod sll {
+        use super::Field;
+        pub const PROTOCOL: Field = 14..16;
+        pub const HEADER_LEN: usize = 16;
+    }
+
+    /// Linux cooked capture v2.
+    pub mod sll2 {
+        use super::Field;
+        pub const PROTOCOL: Field = 0..2;
+        pub const HEADER_LEN: usize = 20;
+    }
+
+    /// An 802.1Q / 802.1ad tag after the ethertype that announced it.
+    pub mod vlan {
+        use super::Field;
+        /// Tag control information comes first (0..2), then this.
+        pub const NEXT_ETHERTYPE: Field = 2..4;
+        pub const TAG_LEN: usize = 4;
+    }
+
+    pub mod ipv4 {
+        use super::Field;
+        /// Version (high nibble) and header length in words (low nibble).
+        pub const VER_IHL: usize = 0;
+        pub const TOTAL_LEN: Field = 2..4;
+        /// Flags (3 bits) and fragment offset (13 bits).
+        pub const FLAGS_FRAG: Field = 6..8;
+        pub const FRAG_OFFSET_MASK: u16 = 0x1fff;
+        pub const PROTOCOL: usize = 9;
+        pub const SRC_ADDR: Field = 12..16;
+        pub const DST_ADDR: Field = 16..20;
+        pub const MIN_HEADER_LEN: usize = 20;
+        pub const MIN_IHL: u8 = 5;
+    }
+
+    pub mod ipv6 {
+        use super::Field;
+        /// Version in the high nibble.
+        pub const VER_TC: usize = 0;
+        pub const PAYLOAD_LEN: Field = 4..6;
+        pub const NEXT_HEADER: usize = 6;
+        pub const SRC_ADDR: Field = 8..24;
+        pub const DST_ADDR: Field = 24..40;
+        pub const HEADER_LEN: usize = 40;
+    }
+
+    /// Hop-by-hop, routing, destination-options and fragment headers.
+    pub mod ipv6_ext {
+        use super::Field;
+        pub const NEXT_HEADER: usize = 0;
+        /// Length in 8-byte units, not counting the first 8 bytes
+        /// (not present in a fragment header, which is always 8 bytes).
+        pub const HDR_EXT_LEN: usize = 1;
+        /// Fragment header: offset (13 bits) above 3 flag bits.
+        pub const FRAG_OFFSET: Field = 2..4;
+        pub const UNIT: usize = 8;
+        /// Bytes every extension header has at least (and a fragment
+        /// header exactly).
+        pub const MIN_LEN: usize = 8;
+    }
+
+    pub mod tcp {
+        use super::Field;
+        pub const SRC_PORT: Field = 0..2;
+        pub const DST_PORT: Field = 2..4;
+        /// Data offset in words (high nibble).
+        pub const DATA_OFFSET: usize = 12;
+        pub const FLAGS: usize = 13;
+        /// FIN, SYN, RST, PSH, ACK, URG: the bits the matcher knows.
+        pub const FLAGS_MASK: u8 = 0x3f;
+        pub const MIN_HEADER_LEN: usize = 20;
+        pub const MIN_DATA_OFFSET: u8 = 5;
+    }
+
+    pub mod udp {
+        use super::Field;
+        pub const SRC_PORT: Field = 0..2;
+        pub const DST_PORT: Field = 2..4;
+        pub const LENGTH: Field = 4..6;
+        pub const HEADER_LEN: usize = 8;
+    }
+}
 
 /// Link-layer framing of captured packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,7 +231,7 @@ impl fmt::Display for Layer {
 
 /// Why a frame is not a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Drop {
+pub enum DropReason {
     /// The frame ends inside this header.
     Truncated(Layer),
     /// The IP header announces more bytes than the frame holds.
@@ -165,84 +258,81 @@ pub enum Drop {
     BadUdpLength(u16),
 }
 
-impl fmt::Display for Drop {
+impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Drop::Truncated(layer) => write!(f, "truncated in the {layer}"),
-            Drop::TruncatedIpPayload {
+            DropReason::Truncated(layer) => write!(f, "truncated in the {layer}"),
+            DropReason::TruncatedIpPayload {
                 announced,
                 captured,
             } => write!(
                 f,
                 "truncated IP packet: header announces {announced} bytes, frame holds {captured}"
             ),
-            Drop::NotIp { ethertype } => write!(f, "not IP (ethertype 0x{ethertype:04x})"),
-            Drop::TooManyVlanTags => write!(f, "more than {MAX_VLAN_TAGS} VLAN tags"),
-            Drop::BadIpVersion(v) => write!(f, "unexpected IP version {v}"),
-            Drop::BadIhl(ihl) => write!(f, "bad IPv4 header length {ihl} (words, minimum 5)"),
-            Drop::BadTotalLength { total, header } => write!(
+            DropReason::NotIp { ethertype } => write!(f, "not IP (ethertype 0x{ethertype:04x})"),
+            DropReason::TooManyVlanTags => write!(f, "more than {MAX_VLAN_TAGS} VLAN tags"),
+            DropReason::BadIpVersion(v) => write!(f, "unexpected IP version {v}"),
+            DropReason::BadIhl(ihl) => write!(f, "bad IPv4 header length {ihl} (words, minimum 5)"),
+            DropReason::BadTotalLength { total, header } => write!(
                 f,
                 "bad IPv4 total length {total} (header alone is {header} bytes)"
             ),
-            Drop::NonFirstFragment => write!(f, "non-first fragment"),
-            Drop::NotTcpUdp(p) => write!(f, "not TCP or UDP (protocol {p})"),
-            Drop::TooManyExtensionHeaders => {
+            DropReason::NonFirstFragment => write!(f, "non-first fragment"),
+            DropReason::NotTcpUdp(p) => write!(f, "not TCP or UDP (protocol {p})"),
+            DropReason::TooManyExtensionHeaders => {
                 write!(f, "more than {MAX_IPV6_EXT_HEADERS} IPv6 extension headers")
             }
-            Drop::BadTcpOffset(off) => write!(f, "bad TCP data offset {off}"),
-            Drop::BadUdpLength(len) => write!(f, "bad UDP length {len}"),
+            DropReason::BadTcpOffset(off) => write!(f, "bad TCP data offset {off}"),
+            DropReason::BadUdpLength(len) => write!(f, "bad UDP length {len}"),
         }
     }
 }
 
-impl std::error::Error for Drop {}
+impl std::error::Error for DropReason {}
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes([s[0], s[1]]))
+/// The first `len` bytes of `b`: the one length check of a header.
+fn header(b: &[u8], len: usize, layer: Layer) -> Result<&[u8], DropReason> {
+    b.get(..len).ok_or(DropReason::Truncated(layer))
 }
 
-fn byte(b: &[u8], at: usize) -> Option<u8> {
-    b.get(at).copied()
+/// A big-endian 16-bit field of a header whose length was checked.
+fn be16(h: &[u8], f: Field) -> u16 {
+    u16::from_be_bytes([h[f.start], h[f.start + 1]])
 }
 
 /// Decode one captured frame of link type `link` into a [`Hit`].
-pub fn decode(link: LinkType, frame: &[u8]) -> Result<Hit, Drop> {
-    match link {
+pub fn decode(link: LinkType, frame: &[u8]) -> Result<Hit, DropReason> {
+    let (ethertype, rest) = match link {
         LinkType::Ethernet => {
-            let ethertype = be16(frame, 12).ok_or(Drop::Truncated(Layer::Link))?;
-            let rest = frame
-                .get(ETHERNET_HEADER..)
-                .ok_or(Drop::Truncated(Layer::Link))?;
-            by_ethertype(ethertype, rest)
+            use field::ethernet::{ETHERTYPE, HEADER_LEN};
+            let h = header(frame, HEADER_LEN, Layer::Link)?;
+            (be16(h, ETHERTYPE), &frame[HEADER_LEN..])
         }
         LinkType::LinuxSll => {
-            let rest = frame
-                .get(SLL_HEADER..)
-                .ok_or(Drop::Truncated(Layer::Link))?;
-            let proto = be16(frame, 14).ok_or(Drop::Truncated(Layer::Link))?;
-            by_ethertype(proto, rest)
+            use field::sll::{HEADER_LEN, PROTOCOL};
+            let h = header(frame, HEADER_LEN, Layer::Link)?;
+            (be16(h, PROTOCOL), &frame[HEADER_LEN..])
         }
         LinkType::LinuxSll2 => {
-            let rest = frame
-                .get(SLL2_HEADER..)
-                .ok_or(Drop::Truncated(Layer::Link))?;
-            let proto = be16(frame, 0).ok_or(Drop::Truncated(Layer::Link))?;
-            by_ethertype(proto, rest)
+            use field::sll2::{HEADER_LEN, PROTOCOL};
+            let h = header(frame, HEADER_LEN, Layer::Link)?;
+            (be16(h, PROTOCOL), &frame[HEADER_LEN..])
         }
         LinkType::RawIp => {
-            let first = byte(frame, 0).ok_or(Drop::Truncated(Layer::Link))?;
-            match first >> 4 {
+            let first = *frame.first().ok_or(DropReason::Truncated(Layer::Link))?;
+            return match first >> 4 {
                 4 => ipv4(frame),
                 6 => ipv6(frame),
-                v => Err(Drop::BadIpVersion(v)),
-            }
+                v => Err(DropReason::BadIpVersion(v)),
+            };
         }
-    }
+    };
+    by_ethertype(ethertype, rest)
 }
 
 /// Skip VLAN tags, then dispatch on the (inner) ethertype.
-fn by_ethertype(mut ethertype: u16, mut rest: &[u8]) -> Result<Hit, Drop> {
+fn by_ethertype(mut ethertype: u16, mut rest: &[u8]) -> Result<Hit, DropReason> {
+    use field::vlan::{NEXT_ETHERTYPE, TAG_LEN};
     let mut tags = 0;
     while matches!(
         ethertype,
@@ -250,157 +340,151 @@ fn by_ethertype(mut ethertype: u16, mut rest: &[u8]) -> Result<Hit, Drop> {
     ) {
         tags += 1;
         if tags > MAX_VLAN_TAGS {
-            return Err(Drop::TooManyVlanTags);
+            return Err(DropReason::TooManyVlanTags);
         }
-        // Tag control information (2 bytes), then the next ethertype.
-        ethertype = be16(rest, 2).ok_or(Drop::Truncated(Layer::Vlan))?;
-        rest = rest.get(4..).ok_or(Drop::Truncated(Layer::Vlan))?;
+        let tag = header(rest, TAG_LEN, Layer::Vlan)?;
+        ethertype = be16(tag, NEXT_ETHERTYPE);
+        rest = &rest[TAG_LEN..];
     }
     match ethertype {
         ETHERTYPE_IPV4 => ipv4(rest),
         ETHERTYPE_IPV6 => ipv6(rest),
-        other => Err(Drop::NotIp { ethertype: other }),
+        other => Err(DropReason::NotIp { ethertype: other }),
     }
 }
 
-fn ipv4(pkt: &[u8]) -> Result<Hit, Drop> {
-    let first = byte(pkt, 0).ok_or(Drop::Truncated(Layer::Ipv4))?;
-    if pkt.len() < IPV4_MIN_HEADER {
-        return Err(Drop::Truncated(Layer::Ipv4));
-    }
-    let version = first >> 4;
+fn addr4(h: &[u8], f: Field) -> Ipv4Addr {
+    let mut o = [0u8; 4];
+    o.copy_from_slice(&h[f]);
+    Ipv4Addr::from(o)
+}
+
+fn addr6(h: &[u8], f: Field) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    o.copy_from_slice(&h[f]);
+    Ipv6Addr::from(o)
+}
+
+fn ipv4(pkt: &[u8]) -> Result<Hit, DropReason> {
+    use field::ipv4::*;
+    let h = header(pkt, MIN_HEADER_LEN, Layer::Ipv4)?;
+    let version = h[VER_IHL] >> 4;
     if version != 4 {
-        return Err(Drop::BadIpVersion(version));
+        return Err(DropReason::BadIpVersion(version));
     }
-    let ihl = first & 0x0f;
-    if ihl < 5 {
-        return Err(Drop::BadIhl(ihl));
+    let ihl = h[VER_IHL] & 0x0f;
+    if ihl < MIN_IHL {
+        return Err(DropReason::BadIhl(ihl));
     }
-    let header = usize::from(ihl) * 4;
-    let total = be16(pkt, 2).ok_or(Drop::Truncated(Layer::Ipv4))?;
-    if usize::from(total) < header {
-        return Err(Drop::BadTotalLength { total, header });
+    let header_len = usize::from(ihl) * 4;
+    let total = be16(h, TOTAL_LEN);
+    if usize::from(total) < header_len {
+        return Err(DropReason::BadTotalLength {
+            total,
+            header: header_len,
+        });
     }
+    // The total length bounds the packet; padding after it is ignored.
     let packet = pkt
         .get(..usize::from(total))
-        .ok_or(Drop::TruncatedIpPayload {
+        .ok_or(DropReason::TruncatedIpPayload {
             announced: usize::from(total),
             captured: pkt.len(),
         })?;
-    let frag = be16(packet, 6).ok_or(Drop::Truncated(Layer::Ipv4))?;
-    if frag & 0x1fff != 0 {
-        return Err(Drop::NonFirstFragment);
+    if be16(h, FLAGS_FRAG) & FRAG_OFFSET_MASK != 0 {
+        return Err(DropReason::NonFirstFragment);
     }
-    let proto = byte(packet, 9).ok_or(Drop::Truncated(Layer::Ipv4))?;
-    let src = addr4(packet, 12).ok_or(Drop::Truncated(Layer::Ipv4))?;
-    let dst = addr4(packet, 16).ok_or(Drop::Truncated(Layer::Ipv4))?;
-    let payload = packet.get(header..).ok_or(Drop::Truncated(Layer::Ipv4))?;
-    transport(proto, IpAddr::V4(src), IpAddr::V4(dst), payload)
+    let src = IpAddr::V4(addr4(h, SRC_ADDR));
+    let dst = IpAddr::V4(addr4(h, DST_ADDR));
+    // `header_len <= total == packet.len()`, checked above.
+    transport(h[PROTOCOL], src, dst, &packet[header_len..])
 }
 
-fn addr4(b: &[u8], at: usize) -> Option<Ipv4Addr> {
-    let s: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(Ipv4Addr::from(s))
-}
-
-fn addr6(b: &[u8], at: usize) -> Option<Ipv6Addr> {
-    let s: [u8; 16] = b.get(at..at + 16)?.try_into().ok()?;
-    Some(Ipv6Addr::from(s))
-}
-
-fn ipv6(pkt: &[u8]) -> Result<Hit, Drop> {
-    if pkt.len() < IPV6_HEADER {
-        return Err(Drop::Truncated(Layer::Ipv6));
-    }
-    let version = byte(pkt, 0).ok_or(Drop::Truncated(Layer::Ipv6))? >> 4;
+fn ipv6(pkt: &[u8]) -> Result<Hit, DropReason> {
+    use field::ipv6::*;
+    let h = header(pkt, HEADER_LEN, Layer::Ipv6)?;
+    let version = h[VER_TC] >> 4;
     if version != 6 {
-        return Err(Drop::BadIpVersion(version));
+        return Err(DropReason::BadIpVersion(version));
     }
-    let payload_len = usize::from(be16(pkt, 4).ok_or(Drop::Truncated(Layer::Ipv6))?);
-    let mut next = byte(pkt, 6).ok_or(Drop::Truncated(Layer::Ipv6))?;
-    let src = addr6(pkt, 8).ok_or(Drop::Truncated(Layer::Ipv6))?;
-    let dst = addr6(pkt, 24).ok_or(Drop::Truncated(Layer::Ipv6))?;
-    let announced = IPV6_HEADER + payload_len;
-    let packet = pkt.get(..announced).ok_or(Drop::TruncatedIpPayload {
+    let announced = HEADER_LEN + usize::from(be16(h, PAYLOAD_LEN));
+    let packet = pkt.get(..announced).ok_or(DropReason::TruncatedIpPayload {
         announced,
         captured: pkt.len(),
     })?;
-    let mut rest = packet
-        .get(IPV6_HEADER..)
-        .ok_or(Drop::Truncated(Layer::Ipv6))?;
+    let src = IpAddr::V6(addr6(h, SRC_ADDR));
+    let dst = IpAddr::V6(addr6(h, DST_ADDR));
+    let (next, payload) = skip_extension_headers(h[NEXT_HEADER], &packet[HEADER_LEN..])?;
+    transport(next, src, dst, payload)
+}
+
+/// Follow the IPv6 extension-header chain from `next` to the transport
+/// header; returns its protocol number and bytes.
+fn skip_extension_headers(mut next: u8, mut rest: &[u8]) -> Result<(u8, &[u8]), DropReason> {
+    use field::ipv6_ext::*;
     let mut seen = 0;
     loop {
         match next {
-            IPPROTO_TCP | IPPROTO_UDP => break,
+            IPPROTO_TCP | IPPROTO_UDP => return Ok((next, rest)),
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => {
                 seen += 1;
                 if seen > MAX_IPV6_EXT_HEADERS {
-                    return Err(Drop::TooManyExtensionHeaders);
+                    return Err(DropReason::TooManyExtensionHeaders);
                 }
-                let nh = byte(rest, 0).ok_or(Drop::Truncated(Layer::Ipv6Extension))?;
+                let h = header(rest, MIN_LEN, Layer::Ipv6Extension)?;
                 let len = if next == IPPROTO_FRAGMENT {
-                    let off = be16(rest, 2).ok_or(Drop::Truncated(Layer::Ipv6Extension))?;
-                    if off >> 3 != 0 {
-                        return Err(Drop::NonFirstFragment);
+                    if be16(h, FRAG_OFFSET) >> 3 != 0 {
+                        return Err(DropReason::NonFirstFragment);
                     }
-                    8
+                    MIN_LEN
                 } else {
-                    let units = byte(rest, 1).ok_or(Drop::Truncated(Layer::Ipv6Extension))?;
-                    (usize::from(units) + 1) * 8
+                    (usize::from(h[HDR_EXT_LEN]) + 1) * UNIT
                 };
+                next = h[NEXT_HEADER];
                 rest = rest
                     .get(len..)
-                    .ok_or(Drop::Truncated(Layer::Ipv6Extension))?;
-                next = nh;
+                    .ok_or(DropReason::Truncated(Layer::Ipv6Extension))?;
             }
-            other => return Err(Drop::NotTcpUdp(other)),
+            other => return Err(DropReason::NotTcpUdp(other)),
         }
     }
-    transport(next, IpAddr::V6(src), IpAddr::V6(dst), rest)
 }
 
-fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit, Drop> {
+fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit, DropReason> {
     match proto {
         IPPROTO_TCP => {
-            if payload.len() < TCP_MIN_HEADER {
-                return Err(Drop::Truncated(Layer::Tcp));
+            use field::tcp::*;
+            let h = header(payload, MIN_HEADER_LEN, Layer::Tcp)?;
+            let offset = h[DATA_OFFSET] >> 4;
+            if offset < MIN_DATA_OFFSET || usize::from(offset) * 4 > payload.len() {
+                return Err(DropReason::BadTcpOffset(offset));
             }
-            let src_port = be16(payload, 0).ok_or(Drop::Truncated(Layer::Tcp))?;
-            let dst_port = be16(payload, 2).ok_or(Drop::Truncated(Layer::Tcp))?;
-            let offset = byte(payload, 12).ok_or(Drop::Truncated(Layer::Tcp))? >> 4;
-            if offset < 5 || usize::from(offset) * 4 > payload.len() {
-                return Err(Drop::BadTcpOffset(offset));
-            }
-            let flags = byte(payload, 13).ok_or(Drop::Truncated(Layer::Tcp))? & 0x3f;
             Ok(Hit {
                 src,
                 dst,
-                src_port,
-                dst_port,
+                src_port: be16(h, SRC_PORT),
+                dst_port: be16(h, DST_PORT),
                 proto: Proto::Tcp,
-                tcp_flags: flags,
+                tcp_flags: h[FLAGS] & FLAGS_MASK,
             })
         }
         IPPROTO_UDP => {
-            if payload.len() < UDP_HEADER {
-                return Err(Drop::Truncated(Layer::Udp));
-            }
-            let src_port = be16(payload, 0).ok_or(Drop::Truncated(Layer::Udp))?;
-            let dst_port = be16(payload, 2).ok_or(Drop::Truncated(Layer::Udp))?;
-            let len = be16(payload, 4).ok_or(Drop::Truncated(Layer::Udp))?;
-            if usize::from(len) < UDP_HEADER {
-                return Err(Drop::BadUdpLength(len));
+            use field::udp::*;
+            let h = header(payload, HEADER_LEN, Layer::Udp)?;
+            let len = be16(h, LENGTH);
+            if usize::from(len) < HEADER_LEN {
+                return Err(DropReason::BadUdpLength(len));
             }
             Ok(Hit {
                 src,
                 dst,
-                src_port,
-                dst_port,
+                src_port: be16(h, SRC_PORT),
+                dst_port: be16(h, DST_PORT),
                 proto: Proto::Udp,
                 tcp_flags: 0,
             })
         }
-        other => Err(Drop::NotTcpUdp(other)),
+        other => Err(DropReason::NotTcpUdp(other)),
     }
 }
 
@@ -612,7 +696,10 @@ mod tests {
             hit6(7001, Proto::Udp, 0)
         );
         let f = ether(ETHERTYPE_IPV4, &[ETHERTYPE_8021Q; MAX_VLAN_TAGS + 1], &ip);
-        assert_eq!(decode(LinkType::Ethernet, &f), Err(Drop::TooManyVlanTags));
+        assert_eq!(
+            decode(LinkType::Ethernet, &f),
+            Err(DropReason::TooManyVlanTags)
+        );
     }
 
     #[test]
@@ -638,11 +725,11 @@ mod tests {
         // ARP on a cooked capture.
         assert_eq!(
             decode(LinkType::LinuxSll, &sll(0x0806, &[0; 28])),
-            Err(Drop::NotIp { ethertype: 0x0806 })
+            Err(DropReason::NotIp { ethertype: 0x0806 })
         );
         assert_eq!(
             decode(LinkType::LinuxSll2, &sll2(0x0806, &[0; 28])),
-            Err(Drop::NotIp { ethertype: 0x0806 })
+            Err(DropReason::NotIp { ethertype: 0x0806 })
         );
     }
 
@@ -660,17 +747,23 @@ mod tests {
         );
         let mut bad = ip4.clone();
         bad[0] = 0x55;
-        assert_eq!(decode(LinkType::RawIp, &bad), Err(Drop::BadIpVersion(5)));
+        assert_eq!(
+            decode(LinkType::RawIp, &bad),
+            Err(DropReason::BadIpVersion(5))
+        );
         assert_eq!(
             decode(LinkType::RawIp, &[]),
-            Err(Drop::Truncated(Layer::Link))
+            Err(DropReason::Truncated(Layer::Link))
         );
     }
 
     #[test]
     fn ethertype_and_version_must_agree() {
         let f = ether(ETHERTYPE_IPV4, &[], &ipv6(6, &tcp(1, 2, SYN, 0, 0)));
-        assert_eq!(decode(LinkType::Ethernet, &f), Err(Drop::BadIpVersion(6)));
+        assert_eq!(
+            decode(LinkType::Ethernet, &f),
+            Err(DropReason::BadIpVersion(6))
+        );
         let f = ether(ETHERTYPE_IPV6, &[], &ipv4(6, &tcp(1, 2, SYN, 0, 0)));
         assert!(decode(LinkType::Ethernet, &f).is_err());
     }
@@ -698,12 +791,12 @@ mod tests {
     fn ipv4_bad_header_lengths() {
         let mut p = ipv4(6, &tcp(1, 2, SYN, 0, 0));
         p[0] = 0x44;
-        assert_eq!(decode(LinkType::RawIp, &p), Err(Drop::BadIhl(4)));
+        assert_eq!(decode(LinkType::RawIp, &p), Err(DropReason::BadIhl(4)));
         let mut p = ipv4(6, &tcp(1, 2, SYN, 0, 0));
         p[2..4].copy_from_slice(&19u16.to_be_bytes());
         assert_eq!(
             decode(LinkType::RawIp, &p),
-            Err(Drop::BadTotalLength {
+            Err(DropReason::BadTotalLength {
                 total: 19,
                 header: 20
             })
@@ -713,14 +806,14 @@ mod tests {
         p[2..4].copy_from_slice(&30u16.to_be_bytes());
         assert_eq!(
             decode(LinkType::RawIp, &p),
-            Err(Drop::Truncated(Layer::Tcp))
+            Err(DropReason::Truncated(Layer::Tcp))
         );
         // Total length larger than the frame.
         let mut p = ipv4(6, &tcp(1, 2, SYN, 0, 0));
         p[2..4].copy_from_slice(&100u16.to_be_bytes());
         assert_eq!(
             decode(LinkType::RawIp, &p),
-            Err(Drop::TruncatedIpPayload {
+            Err(DropReason::TruncatedIpPayload {
                 announced: 100,
                 captured: 40
             })
@@ -733,13 +826,13 @@ mod tests {
         t[12] = 4 << 4;
         assert_eq!(
             decode(LinkType::RawIp, &ipv4(6, &t)),
-            Err(Drop::BadTcpOffset(4))
+            Err(DropReason::BadTcpOffset(4))
         );
         let mut t = tcp(1, 7000, SYN, 0, 8);
         t[12] = 8 << 4; // 32 bytes > 28 available
         assert_eq!(
             decode(LinkType::RawIp, &ipv4(6, &t)),
-            Err(Drop::BadTcpOffset(8))
+            Err(DropReason::BadTcpOffset(8))
         );
         t[12] = 7 << 4; // 28 bytes: exactly the segment
         assert!(decode(LinkType::RawIp, &ipv4(6, &t)).is_ok());
@@ -751,7 +844,7 @@ mod tests {
         u[4..6].copy_from_slice(&7u16.to_be_bytes());
         assert_eq!(
             decode(LinkType::RawIp, &ipv4(17, &u)),
-            Err(Drop::BadUdpLength(7))
+            Err(DropReason::BadUdpLength(7))
         );
     }
 
@@ -770,7 +863,7 @@ mod tests {
             let p = ipv4_with(6, 0, frag, &t);
             assert_eq!(
                 decode(LinkType::RawIp, &p),
-                Err(Drop::NonFirstFragment),
+                Err(DropReason::NonFirstFragment),
                 "frag {frag:#x}"
             );
         }
@@ -778,7 +871,7 @@ mod tests {
         let p = ipv4_with(6, 0, 0x2000, &t[..12]);
         assert_eq!(
             decode(LinkType::RawIp, &p),
-            Err(Drop::Truncated(Layer::Tcp))
+            Err(DropReason::Truncated(Layer::Tcp))
         );
         // Don't-fragment bit alone is fine.
         let p = ipv4_with(17, 0, 0x4000, &udp(1, 9, 0));
@@ -790,26 +883,26 @@ mod tests {
         let icmp = [8u8, 0, 0, 0, 0, 1, 0, 1];
         assert_eq!(
             decode(LinkType::RawIp, &ipv4(1, &icmp)),
-            Err(Drop::NotTcpUdp(1))
+            Err(DropReason::NotTcpUdp(1))
         );
         assert_eq!(
             decode(LinkType::RawIp, &ipv6(58, &icmp)),
-            Err(Drop::NotTcpUdp(58))
+            Err(DropReason::NotTcpUdp(58))
         );
         // ESP after hop-by-hop.
         let hbh = [50u8, 0, 1, 4, 0, 0, 0, 0];
         assert_eq!(
             decode(LinkType::RawIp, &ipv6_with(0, &hbh, &[0; 16])),
-            Err(Drop::NotTcpUdp(50))
+            Err(DropReason::NotTcpUdp(50))
         );
         // No next header.
         assert_eq!(
             decode(LinkType::RawIp, &ipv6(59, &[])),
-            Err(Drop::NotTcpUdp(59))
+            Err(DropReason::NotTcpUdp(59))
         );
         assert_eq!(
             decode(LinkType::Ethernet, &ether(0x0806, &[], &[0; 28])),
-            Err(Drop::NotIp { ethertype: 0x0806 })
+            Err(DropReason::NotIp { ethertype: 0x0806 })
         );
     }
 
@@ -850,7 +943,10 @@ mod tests {
         );
         // Non-first IPv6 fragment.
         let p = ipv6_with(0, &ext_chain(6, 185), &tcp(40000, 7000, SYN, 0, 0));
-        assert_eq!(decode(LinkType::RawIp, &p), Err(Drop::NonFirstFragment));
+        assert_eq!(
+            decode(LinkType::RawIp, &p),
+            Err(DropReason::NonFirstFragment)
+        );
     }
 
     #[test]
@@ -870,7 +966,7 @@ mod tests {
         let p = ipv6_with(60, &ext, &udp(1, 7000, 0));
         assert_eq!(
             decode(LinkType::RawIp, &p),
-            Err(Drop::TooManyExtensionHeaders)
+            Err(DropReason::TooManyExtensionHeaders)
         );
     }
 
@@ -881,21 +977,21 @@ mod tests {
         let p = ipv6_with(0, &hbh, &tcp(1, 7000, SYN, 0, 0));
         assert_eq!(
             decode(LinkType::RawIp, &p),
-            Err(Drop::Truncated(Layer::Ipv6Extension))
+            Err(DropReason::Truncated(Layer::Ipv6Extension))
         );
         // Payload length shorter than the TCP header, rest is padding.
         let mut p = ipv6(6, &tcp(1, 7000, SYN, 0, 0));
         p[4..6].copy_from_slice(&10u16.to_be_bytes());
         assert_eq!(
             decode(LinkType::RawIp, &p),
-            Err(Drop::Truncated(Layer::Tcp))
+            Err(DropReason::Truncated(Layer::Tcp))
         );
         // Payload length longer than the frame.
         let mut p = ipv6(6, &tcp(1, 7000, SYN, 0, 0));
         p[4..6].copy_from_slice(&21u16.to_be_bytes());
         assert_eq!(
             decode(LinkType::RawIp, &p),
-            Err(Drop::TruncatedIpPayload {
+            Err(DropReason::TruncatedIpPayload {
                 announced: 61,
                 captured: 60
             })
@@ -963,18 +1059,21 @@ mod tests {
     #[test]
     fn drop_messages_say_why() {
         assert_eq!(
-            Drop::Truncated(Layer::Tcp).to_string(),
+            DropReason::Truncated(Layer::Tcp).to_string(),
             "truncated in the TCP header"
         );
         assert_eq!(
-            Drop::NotTcpUdp(1).to_string(),
+            DropReason::NotTcpUdp(1).to_string(),
             "not TCP or UDP (protocol 1)"
         );
         assert_eq!(
-            Drop::NotIp { ethertype: 0x0806 }.to_string(),
+            DropReason::NotIp { ethertype: 0x0806 }.to_string(),
             "not IP (ethertype 0x0806)"
         );
-        assert_eq!(Drop::NonFirstFragment.to_string(), "non-first fragment");
+        assert_eq!(
+            DropReason::NonFirstFragment.to_string(),
+            "non-first fragment"
+        );
     }
 
     fn any_link() -> impl Strategy<Value = LinkType> {
