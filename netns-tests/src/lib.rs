@@ -16,6 +16,7 @@ pub mod bins;
 pub mod frames;
 pub mod lab;
 pub mod netlink;
+pub mod ns;
 pub mod proc;
 pub mod wait;
 

@@ -9,23 +9,14 @@ use std::fs::File;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
-use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
 use nix::sched::{setns, CloneFlags};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, NetworkNamespace, RouteMessageBuilder, NETNS_PATH};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, NetworkNamespace, RouteMessageBuilder};
 
-/// Path of the bind mount that keeps namespace `name` alive.
-pub fn ns_path(name: &str) -> String {
-    format!("{NETNS_PATH}{name}")
-}
-
-/// Whether namespace `name` exists.
-pub fn ns_exists(name: &str) -> bool {
-    Path::new(&ns_path(name)).exists()
-}
+pub use crate::ns::{ns_exists, ns_path};
 
 /// Open the namespace file of `name` (to pass to `setns` or `setns_by_fd`).
 pub fn open_ns(name: &str) -> Result<File> {

@@ -194,7 +194,7 @@ fn ns_inode(path: &str) -> Option<u64> {
 
 /// Pids of the processes whose network namespace is `ns`.
 pub fn pids_in_ns(ns: &str) -> Vec<Pid> {
-    let Some(ino) = ns_inode(&crate::netlink::ns_path(ns)) else {
+    let Some(ino) = ns_inode(&crate::ns::ns_path(ns)) else {
         return Vec::new();
     };
     let me = std::process::id() as i32;
