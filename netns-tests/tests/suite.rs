@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{append_ip, echo_ip, knock_until, lines, wait_lines, QUIET};
 use netns_tests::wait::{self, poll_until, DEFAULT_TIMEOUT};
@@ -210,8 +210,9 @@ fn seq_timeout_expires_the_attempt() {
     knock(&lab, c, &["-d", "1200", &h, "7000", "8000", "9000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
     // Expiry happens without a further packet: hit two ports, wait, finish.
+    let timeouts = d.log_count("door: sequence timeout");
     knock(&lab, c, &[&h, "7000", "8000"]);
-    std::thread::sleep(Duration::from_millis(1400));
+    d.expect_log_count("door: sequence timeout", timeouts + 1);
     knock(&lab, c, &[&h, "9000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
     // Fast enough: opens.
@@ -264,23 +265,22 @@ fn single_port_door_opens_on_every_knock() {
 fn stop_command_runs_after_cmd_timeout() {
     require_root!("stop_command_runs_after_cmd_timeout");
     let lab = Lab::new("s-stop");
-    let start_cmd = echo_ip(&lab, "start");
-    let stop_cmd = echo_ip(&lab, "stop");
+    // Each command records when it ran (by the daemon's clock, not the
+    // test's polling), and the address.
+    let start_cmd = stamp_ip(&lab, "start");
+    let stop_cmd = stamp_ip(&lab, "stop");
     let conf = start_stop("7000,8000,9000", &start_cmd, "2", &stop_cmd);
     let d = start(&lab, &conf);
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    expect_file(&lab.path("start"), &d);
-    let t0 = Instant::now();
+    let started = wait_stamps(&lab.path("start"), 1, &d).remove(0);
     expect_no_file(&lab.path("stop"), Duration::from_millis(1500), &d);
-    let text = expect_file(&lab.path("stop"), &d);
-    let waited = t0.elapsed();
-    assert_eq!(text.trim(), lab.client_v4().to_string());
-    assert!(
-        waited < Duration::from_millis(3500),
-        "stop ran {waited:?} after start\n{}",
-        d.dump()
-    );
+    let stopped = wait_stamps(&lab.path("stop"), 1, &d).remove(0);
+    assert_eq!(started.1, lab.client_v4().to_string());
+    assert_eq!(stopped.1, lab.client_v4().to_string());
+    // Cmd_Timeout counts from the end of the start command: never earlier.
+    let gap = stopped.0 - started.0;
+    assert!(gap >= 2.0, "stop ran {gap:.3} s after start\n{}", d.dump());
     d.expect_log(&format!("{}: door: command timeout", lab.client_v4()));
     d.expect_log_count("door: running command: ", 2);
 }
@@ -289,34 +289,83 @@ fn stop_command_runs_after_cmd_timeout() {
 fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     require_root!("knocking_an_open_door_reschedules_the_stop_instead_of_restarting");
     let lab = Lab::new("s-resched");
-    let start_cmd = append_ip(&lab, "start");
-    let stop_cmd = append_ip(&lab, "stop");
+    let start_cmd = stamp_ip(&lab, "start");
+    let stop_cmd = stamp_ip(&lab, "stop");
     let conf = start_stop("7000,8000", &start_cmd, "2", &stop_cmd);
     let d = start(&lab, &conf);
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
-    wait_lines(&lab.path("start"), 1, &d);
-    std::thread::sleep(Duration::from_millis(1000));
+    let started = wait_stamps(&lab.path("start"), 1, &d)[0].0;
+    // Knock again once the first stop is at most a second away.
+    poll_until(DEFAULT_TIMEOUT, || {
+        (unix_now() >= started + 1.0).then_some(())
+    })
+    .expect("the clock moves");
+    let second_knock = unix_now();
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
     d.expect_log_count("OPEN SESAME", 2);
-    let t1 = Instant::now();
-    // Not before ~2 s after the second knock, and the start ran once.
-    expect_no_file(&lab.path("stop"), Duration::from_millis(1500), &d);
-    wait_lines(&lab.path("stop"), 1, &d);
-    assert!(t1.elapsed() < Duration::from_millis(3500), "{}", d.dump());
+    let stopped = wait_stamps(&lab.path("stop"), 1, &d)[0].0;
+    // Had the stop kept its first schedule it would have run about
+    // `started + 2`, before `second_knock + 2`.
+    assert!(
+        stopped >= second_knock + 2.0,
+        "stop ran {:.3} s after the second knock, not rescheduled\n{}",
+        stopped - second_knock,
+        d.dump()
+    );
     assert_eq!(
         lines(&lab.path("start")).len(),
         1,
         "start command ran twice\n{}",
         d.dump()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // A knock after the stop opens the door again: the daemon is listening,
+    // and every stop of the first opening has run before this one's stop
+    // (`Cmd_Timeout` after its start) can.
+    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    let reopened = wait_stamps(&lab.path("start"), 2, &d)[1].0;
+    let stops_of_first_opening = read_stamps(&lab.path("stop"))
+        .iter()
+        .filter(|(t, _)| *t < reopened + 2.0)
+        .count();
     assert_eq!(
-        lines(&lab.path("stop")).len(),
+        stops_of_first_opening,
         1,
         "stop command ran twice\n{}",
         d.dump()
     );
+}
+
+/// A command that appends `SECONDS.NANOS IP` (when it ran, and for whom).
+fn stamp_ip(lab: &Lab, file: &str) -> String {
+    format!("echo $(date +%s.%N) %IP% >> {}", lab.path(file).display())
+}
+
+/// Wait for `n` lines written by [`stamp_ip`]; (unix time, address) each.
+fn wait_stamps(path: &std::path::Path, n: usize, d: &Daemon) -> Vec<(f64, String)> {
+    wait_lines(path, n, d);
+    read_stamps(path)
+}
+
+/// The complete lines written by [`stamp_ip`] so far.
+fn read_stamps(path: &std::path::Path) -> Vec<(f64, String)> {
+    lines(path)
+        .iter()
+        .map(|l| {
+            let (t, ip) = l
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("bad stamp line {l:?}"));
+            let t = t.parse().unwrap_or_else(|e| panic!("bad time {t:?}: {e}"));
+            (t, ip.to_string())
+        })
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
 }
 
 #[test]
@@ -558,19 +607,20 @@ fn one_time_sequences_end_to_end() {
         .chain(seqs[0].iter().map(String::as_str))
         .collect();
     knock(&lab, &lab.client_ns, &replay);
-    std::thread::sleep(QUIET);
-    assert_eq!(
-        lines(&opens).len(),
-        1,
-        "a used sequence opened again\n{}",
-        d.dump()
-    );
 
     // The next lines work, one after the other.
     knock(&lab, &lab.client_ns, &["--otp", &cf, &h]);
     wait_lines(&opens, 2, &d);
     knock(&lab, &lab.client_ns, &["--otp", &cf, &h]);
     wait_lines(&opens, 3, &d);
+    // Packets are handled in order and OPEN SESAME is logged before the
+    // command runs, so an opening by the replay would be counted by now.
+    assert_eq!(
+        (d.log_count("OPEN SESAME"), lines(&opens).len()),
+        (3, 3),
+        "a used sequence opened again\n{}",
+        d.dump()
+    );
     assert_eq!(marked(&server_file), [true, true, true], "{}", d.dump());
 
     // The client has nothing left and says so.
@@ -734,7 +784,7 @@ fn interface_deleted_and_recreated_capture_recovers() {
     expect_file(&lab.path("opened"), &d);
     fs::remove_file(lab.path("opened")).unwrap();
     lab.delete_server_link();
-    std::thread::sleep(Duration::from_millis(700));
+    d.expect_log("capture lost");
     d.assert_running();
     lab.create_server_link();
     let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
@@ -764,13 +814,13 @@ fn malformed_packets_do_not_kill_the_daemon() {
     let sent = frames::send_frames(&lab.client_ns, &lab.client_if, all, 3)
         .unwrap_or_else(|e| panic!("sending malformed frames: {e:#}"));
     assert_eq!(sent, 3 * n);
-    std::thread::sleep(Duration::from_millis(500));
-    d.assert_running();
-    assert_eq!(d.log_count("OPEN SESAME"), 0, "{}", d.dump());
+    // The knock after the frames is handled after them: when it has opened
+    // the door, the daemon has survived all of them and none opened it.
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
     d.assert_running();
+    assert_eq!(d.log_count("OPEN SESAME"), 1, "{}", d.dump());
 }
 
 #[test]
