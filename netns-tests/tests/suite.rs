@@ -1,5 +1,6 @@
 //! End-to-end scenarios of the suite's own `knockd`, `knock` and
-//! `knock-gen` in network namespaces (SPEC sections 2 to 8).
+//! `knock-gen` in network namespaces: matching, commands, one-time
+//! sequences, logging, signals and capture recovery.
 
 mod common;
 
