@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use knock_testkit::frames::{self as kit, tcp, udp};
 use knockd::matcher::{DoorRule, Event, Matcher};
 use knockd::packet::{decode, LinkType};
 
@@ -21,57 +22,18 @@ fn is_local(ip: IpAddr) -> bool {
     ip == IpAddr::V4(LOCAL4) || ip == IpAddr::V6(LOCAL6)
 }
 
-fn tcp(dport: u16, flags: u8) -> Vec<u8> {
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = flags;
-    t
-}
-
-fn udp(dport: u16) -> Vec<u8> {
-    let mut u = vec![0u8; 8];
-    u[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    u[2..4].copy_from_slice(&dport.to_be_bytes());
-    u[4..6].copy_from_slice(&8u16.to_be_bytes());
-    u
-}
-
 fn ipv4(src: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
-    let mut p = vec![0u8; 20];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = proto;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&LOCAL4.octets());
-    p.extend_from_slice(l4);
-    p
+    kit::Ipv4::new(src, LOCAL4, proto).build(l4)
 }
 
+/// IPv6 with a hop-by-hop header before `l4`.
 fn ipv6_hbh(src: Ipv6Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
-    let mut p = vec![0u8; 40];
-    p[0] = 0x60;
-    p[4..6].copy_from_slice(&((8 + l4.len()) as u16).to_be_bytes());
-    p[6] = 0; // hop-by-hop
-    p[7] = 64;
-    p[8..24].copy_from_slice(&src.octets());
-    p[24..40].copy_from_slice(&LOCAL6.octets());
-    p.extend_from_slice(&[proto, 0, 1, 4, 0, 0, 0, 0]);
-    p.extend_from_slice(l4);
-    p
+    kit::Ipv6::new(src, LOCAL6, kit::IPPROTO_HOPOPTS).build(&kit::ext_header(proto), l4)
 }
 
 fn ether(ethertype: u16, vlan: bool, ip: &[u8]) -> Vec<u8> {
-    let mut f = vec![0xaa; 12];
-    if vlan {
-        f.extend_from_slice(&0x8100u16.to_be_bytes());
-        f.extend_from_slice(&7u16.to_be_bytes());
-    }
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(ip);
-    f
+    let tags: &[u16] = if vlan { &[kit::ETHERTYPE_8021Q] } else { &[] };
+    kit::ethernet(ethertype, tags, ip)
 }
 
 /// Deterministic xorshift so the workload is the same on every run.

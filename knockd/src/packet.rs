@@ -492,6 +492,7 @@ fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit,
 mod tests {
     use super::*;
     use knock_common::flags::{ACK, FIN, PSH, SYN};
+    use knock_testkit::frames as kit;
     use proptest::prelude::*;
 
     const SRC4: [u8; 4] = [192, 0, 2, 7];
@@ -504,44 +505,30 @@ mod tests {
         "2001:db8::1".parse().unwrap()
     }
 
-    /// TCP header with `opts_words` 32-bit words of options and `data` bytes of payload.
+    /// TCP header with `opts_words` 32-bit words of options and `data`
+    /// bytes of payload; the reserved/ECN bits (0xc0) are set, so the
+    /// decoder must mask them off.
     fn tcp(sport: u16, dport: u16, flags: u8, opts_words: usize, data: usize) -> Vec<u8> {
-        let mut t = vec![0u8; 20 + opts_words * 4 + data];
-        t[0..2].copy_from_slice(&sport.to_be_bytes());
-        t[2..4].copy_from_slice(&dport.to_be_bytes());
-        t[12] = ((5 + opts_words) as u8) << 4;
-        // Reserved/ECN bits (0xc0) must be masked off.
-        t[13] = flags | 0xc0;
-        for (i, b) in t[20 + opts_words * 4..].iter_mut().enumerate() {
-            *b = i as u8;
+        kit::Tcp {
+            src_port: sport,
+            options_words: opts_words,
+            data,
+            ..kit::Tcp::new(dport, flags | 0xc0)
         }
-        t
+        .build()
     }
 
     fn udp(sport: u16, dport: u16, data: usize) -> Vec<u8> {
-        let mut u = vec![0u8; 8 + data];
-        u[0..2].copy_from_slice(&sport.to_be_bytes());
-        u[2..4].copy_from_slice(&dport.to_be_bytes());
-        u[4..6].copy_from_slice(&((8 + data) as u16).to_be_bytes());
-        u
+        kit::udp_with(sport, dport, data, None)
     }
 
     fn ipv4_with(proto: u8, opts_words: usize, frag: u16, l4: &[u8]) -> Vec<u8> {
-        let hl = 20 + opts_words * 4;
-        let mut p = vec![0u8; hl];
-        p[0] = 0x40 | (5 + opts_words) as u8;
-        let total = (hl + l4.len()) as u16;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p[6..8].copy_from_slice(&frag.to_be_bytes());
-        p[8] = 64;
-        p[9] = proto;
-        p[12..16].copy_from_slice(&SRC4);
-        p[16..20].copy_from_slice(&DST4);
-        for b in &mut p[20..] {
-            *b = 1; // NOP options
+        kit::Ipv4 {
+            options_words: opts_words,
+            frag,
+            ..kit::Ipv4::new(SRC4.into(), DST4.into(), proto)
         }
-        p.extend_from_slice(l4);
-        p
+        .build(l4)
     }
 
     fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
@@ -551,58 +538,14 @@ mod tests {
     /// IPv6 packet; `ext` is the already-encoded extension chain, `first_nh`
     /// the next-header value in the fixed header.
     fn ipv6_with(first_nh: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
-        let mut p = vec![0u8; 40];
-        p[0] = 0x60;
-        let plen = (ext.len() + l4.len()) as u16;
-        p[4..6].copy_from_slice(&plen.to_be_bytes());
-        p[6] = first_nh;
-        p[7] = 64;
-        p[8..24].copy_from_slice(&src6().octets());
-        p[24..40].copy_from_slice(&dst6().octets());
-        p.extend_from_slice(ext);
-        p.extend_from_slice(l4);
-        p
+        kit::Ipv6::new(src6(), dst6(), first_nh).build(ext, l4)
     }
 
     fn ipv6(proto: u8, l4: &[u8]) -> Vec<u8> {
         ipv6_with(proto, &[], l4)
     }
 
-    fn ether(ethertype: u16, tags: &[u16], ip: &[u8]) -> Vec<u8> {
-        let mut f = vec![0xaa; 12];
-        let mut types: Vec<u16> = tags.to_vec();
-        types.push(ethertype);
-        f.extend_from_slice(&types[0].to_be_bytes());
-        for (i, _) in tags.iter().enumerate() {
-            f.extend_from_slice(&(100 + i as u16).to_be_bytes()); // TCI
-            f.extend_from_slice(&types[i + 1].to_be_bytes());
-        }
-        f.extend_from_slice(ip);
-        f
-    }
-
-    fn sll(proto: u16, ip: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 16];
-        f[0..2].copy_from_slice(&0u16.to_be_bytes()); // packet type: to us
-        f[2..4].copy_from_slice(&1u16.to_be_bytes()); // ARPHRD_ETHER
-        f[4..6].copy_from_slice(&6u16.to_be_bytes());
-        f[6..12].copy_from_slice(&[0xbb; 6]);
-        f[14..16].copy_from_slice(&proto.to_be_bytes());
-        f.extend_from_slice(ip);
-        f
-    }
-
-    fn sll2(proto: u16, ip: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 20];
-        f[0..2].copy_from_slice(&proto.to_be_bytes());
-        f[4..8].copy_from_slice(&3u32.to_be_bytes()); // ifindex
-        f[8..10].copy_from_slice(&1u16.to_be_bytes());
-        f[10] = 0;
-        f[11] = 6;
-        f[12..18].copy_from_slice(&[0xcc; 6]);
-        f.extend_from_slice(ip);
-        f
-    }
+    use kit::{ethernet as ether, sll, sll2};
 
     fn hit4(dport: u16, proto: Proto, flags: u8) -> Hit {
         Hit {

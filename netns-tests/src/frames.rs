@@ -8,20 +8,14 @@ use pnet::datalink::{self, Channel};
 
 use crate::netlink::in_ns_thread;
 
-const BROADCAST: [u8; 6] = [0xff; 6];
-const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x42];
+use knock_testkit::frames::{self as kit, Tcp};
 
 fn ether(ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + payload.len());
-    f.extend_from_slice(&BROADCAST);
-    f.extend_from_slice(&SRC_MAC);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
+    kit::ethernet(ethertype, &[], payload)
 }
 
-/// An IPv4 header (no checksum) with the given header-length word count,
-/// total length, protocol and fragment field, followed by `rest`.
+/// An IPv4 header (20 bytes) that claims the given header-length word
+/// count, total length, protocol and fragment field, followed by `rest`.
 fn ipv4(
     ihl: u8,
     total: u16,
@@ -31,36 +25,31 @@ fn ipv4(
     dst: Ipv4Addr,
     rest: &[u8],
 ) -> Vec<u8> {
-    let mut h = vec![0x40 | (ihl & 0x0f), 0];
-    h.extend_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&[0x12, 0x34]);
-    h.extend_from_slice(&frag.to_be_bytes());
-    h.extend_from_slice(&[64, proto, 0, 0]);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    h.extend_from_slice(rest);
-    h
+    kit::Ipv4 {
+        ihl: Some(ihl),
+        total_len: Some(total),
+        frag,
+        ..kit::Ipv4::new(src, dst, proto)
+    }
+    .build(rest)
 }
 
 fn ipv6(payload_len: u16, next: u8, src: Ipv6Addr, dst: Ipv6Addr, rest: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&payload_len.to_be_bytes());
-    h.extend_from_slice(&[next, 64]);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    h.extend_from_slice(rest);
-    h
+    kit::Ipv6 {
+        payload_len: Some(payload_len),
+        ..kit::Ipv6::new(src, dst, next)
+    }
+    .build(&[], rest)
 }
 
-/// A TCP header to `port` with data offset `doff` words and flags SYN.
+/// A 20-byte TCP SYN header to `port` that claims data offset `doff` words.
 fn tcp(port: u16, doff: u8) -> Vec<u8> {
-    let mut t = vec![0x30, 0x39];
-    t.extend_from_slice(&port.to_be_bytes());
-    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
-    t.push(doff << 4);
-    t.push(0x02);
-    t.extend_from_slice(&[0x20, 0, 0, 0, 0, 0]);
-    t
+    Tcp {
+        src_port: 12345,
+        data_offset: Some(doff),
+        ..Tcp::new(port, 0x02)
+    }
+    .build()
 }
 
 /// The malformed frames: truncated and inconsistent IPv4/IPv6/TCP/UDP
@@ -167,37 +156,23 @@ pub fn malformed_frames(
     ]
 }
 
-fn checksum_fold(mut sum: u32, data: &[u8]) -> u32 {
-    for chunk in data.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    sum
-}
-
 /// A well-formed TCP segment over IPv6 carrying a Hop-by-Hop Options and a
 /// Destination Options header (both PadN only) before the TCP header, with
 /// the given flags and a correct checksum: a knock a daemon only sees if it
 /// follows the extension-header chain.
 pub fn ipv6_tcp_with_ext_headers(src6: Ipv6Addr, dst6: Ipv6Addr, port: u16, flags: u8) -> Vec<u8> {
-    let mut tcp_seg = tcp(port, 5);
-    tcp_seg[13] = flags;
-    // Pseudo-header checksum (RFC 8200 section 8.1).
-    let mut sum = checksum_fold(0, &src6.octets());
-    sum = checksum_fold(sum, &dst6.octets());
-    sum = checksum_fold(sum, &(tcp_seg.len() as u32).to_be_bytes());
-    sum = checksum_fold(sum, &[0, 0, 0, 6]);
-    sum = checksum_fold(sum, &tcp_seg);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let ck = !(sum as u16);
-    tcp_seg[16..18].copy_from_slice(&ck.to_be_bytes());
-    // Hop-by-Hop (next: Destination Options), then Destination Options
-    // (next: TCP); each 8 bytes: next, length 0, PadN of 4 bytes.
-    let mut rest = vec![60, 0, 1, 4, 0, 0, 0, 0, 6, 0, 1, 4, 0, 0, 0, 0];
-    rest.extend_from_slice(&tcp_seg);
-    ether(0x86dd, &ipv6(rest.len() as u16, 0, src6, dst6, &rest))
+    let ext = [
+        kit::ext_header(kit::IPPROTO_DSTOPTS),
+        kit::ext_header(kit::IPPROTO_TCP),
+    ]
+    .concat();
+    let segment = Tcp::new(port, flags).build();
+    let ip = kit::Ipv6::new(src6, dst6, kit::IPPROTO_HOPOPTS).build_checked(
+        &ext,
+        kit::IPPROTO_TCP,
+        &segment,
+    );
+    ether(kit::ETHERTYPE_IPV6, &ip)
 }
 
 /// Send every frame `copies` times out of interface `iface` in namespace

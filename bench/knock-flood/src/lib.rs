@@ -137,29 +137,7 @@ impl fmt::Display for Ipv4Net {
     }
 }
 
-/// One's-complement sum of 16-bit big-endian words (odd tail padded).
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        acc += u32::from(*b) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-/// The Internet checksum of `data`.
-pub fn checksum(data: &[u8]) -> u16 {
-    fold(sum16(data, 0))
-}
+pub use knock_testkit::frames::{checksum, fold, sum16};
 
 /// A TCP SYN frame whose source address, source port and sequence number
 /// change from packet to packet; everything else is built once.
