@@ -18,6 +18,7 @@ pub mod lab;
 pub mod netlink;
 pub mod ns;
 pub mod proc;
+pub mod scenario;
 pub mod wait;
 
 use std::fmt::Write as _;

@@ -6,38 +6,17 @@
 //!
 //! Every test runs our `knockd` in a throw-away namespace lab (root only).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{knock_until, lines, QUIET};
 use netns_tests::proc::{pids_in_ns, run_with_timeout};
+use netns_tests::scenario::{knock_until, lines, wait_lines, QUIET};
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, expect_file, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
-
-/// Run our `knock` from the client namespace; it must succeed.
-fn knock(lab: &Lab, args: &[&str]) {
-    lab.run(&lab.client_ns, bins::knock(), args)
-        .assert_success();
-}
-
-fn s4(lab: &Lab) -> String {
-    lab.server_v4().to_string()
-}
-
-fn start(lab: &Lab, conf: &Conf) -> Daemon {
-    lab.start_daemon(&bins::knockd(), conf.text(), &[])
-}
-
-/// `echo %IP% >> FILE` inside the lab directory.
-fn append_ip(lab: &Lab, file: &str) -> String {
-    format!("echo %IP% >> {}", lab.path(file).display())
-}
 
 /// Wait until `cond` holds on the daemon's log file and stdout/stderr
 /// together; panic with both otherwise.
@@ -191,16 +170,16 @@ fn otp_ports(n: u32) -> [String; 2] {
 }
 
 fn knock_otp_line(lab: &Lab, n: u32) {
-    let h = s4(lab);
+    let h = lab.s4();
     let [a, b] = otp_ports(n);
-    knock(lab, &[&h, &a, &b]);
+    lab.knock(&lab.client_ns, &[&h, &a, &b]);
 }
 
 /// An OTP door on `otp_path` appending to `opens`, and a fixed door
 /// 5000,5001 appending to `fixed`.
 fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
-    let opens = append_ip(lab, "opens");
-    let fixed = append_ip(lab, "fixed");
+    let opens = lab.append_ip("opens");
+    let fixed = lab.append_ip("fixed");
     let p = otp_path.display().to_string();
     Conf::new(&[])
         .door(
@@ -223,9 +202,9 @@ fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
 
 /// The fixed door of [`otp_and_fixed`] still opens (n-th time).
 fn fixed_door_works(lab: &Lab, d: &Daemon, n: usize) {
-    let h = s4(lab);
-    knock(lab, &[&h, "5000", "5001"]);
-    common::wait_lines(&lab.path("fixed"), n, d);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "5000", "5001"]);
+    wait_lines(&lab.path("fixed"), n, d);
 }
 
 #[test]
@@ -242,8 +221,8 @@ fn fault_interface_deleted_and_recreated_twice() {
             ("Start_Command", cmd.as_str()),
         ],
     );
-    let mut d = start(&lab, &conf);
-    let h = s4(&lab);
+    let mut d = lab.our_daemon(&conf);
+    let h = lab.s4();
     for round in 1..=2 {
         lab.delete_server_link();
         d.expect_log_count("capture lost", round);
@@ -256,7 +235,7 @@ fn fault_interface_deleted_and_recreated_twice() {
         d.expect_log_count("capture reopened", round);
         let _ = fs::remove_file(&opened);
         let ok = knock_until(&opened, Duration::from_secs(10), || {
-            knock(&lab, &[&h, "7000", "8000"]);
+            lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
         });
         assert!(ok, "no knock works after re-creation {round}\n{}", d.dump());
     }
@@ -282,7 +261,7 @@ fn fault_log_file_unwritable_or_directory_removed() {
     );
     let logarg = log.display().to_string();
     let mut d = spawn_custom(&lab, &[], conf.text(), &[], &log);
-    let h = s4(&lab);
+    let h = lab.s4();
 
     // The log directory disappears; SIGHUP (log rotation) reopens the file.
     fs::remove_dir_all(&logs).unwrap();
@@ -290,8 +269,8 @@ fn fault_log_file_unwritable_or_directory_removed() {
     expect_output(&d, "a complaint naming the log file", |all| {
         all.contains(&logarg)
     });
-    knock(&lab, &[&h, "7000", "8000"]);
-    common::wait_lines(&opens, 1, &d);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    wait_lines(&opens, 1, &d);
     // Lines meant for the file went to stderr instead.
     expect_output(&d, "OPEN SESAME on stderr", |_| {
         d.proc.output_text().contains("door: OPEN SESAME")
@@ -303,16 +282,16 @@ fn fault_log_file_unwritable_or_directory_removed() {
     d.signal(Signal::SIGHUP);
     let back = poll_until(DEFAULT_TIMEOUT, || log.exists().then_some(()));
     assert!(back.is_some(), "log file not reopened\n{}", d.dump());
-    knock(&lab, &[&h, "7000", "8000"]);
-    common::wait_lines(&opens, 2, &d);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    wait_lines(&opens, 2, &d);
     d.expect_log("OPEN SESAME");
 
     // A log path that can never be written (a directory): the daemon
     // starts anyway, says so, and logs to stderr.
     let mut d2 = spawn_custom(&lab, &[], conf.text(), &[], lab.dir());
     d.proc.kill();
-    knock(&lab, &[&h, "7000", "8000"]);
-    common::wait_lines(&opens, 3, &d2);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    wait_lines(&opens, 3, &d2);
     expect_output(&d2, "OPEN SESAME on stderr", |_| {
         d2.proc.output_text().contains("door: OPEN SESAME")
     });
@@ -328,7 +307,7 @@ fn fault_hanging_start_command_blocks_nothing() {
         "trap '' TERM; echo %IP% >> {}; while :; do sleep 1; done",
         lab.path("hung").display()
     );
-    let ok = append_ip(&lab, "ok");
+    let ok = lab.append_ip("ok");
     let conf = Conf::new(&[])
         .door(
             "hang",
@@ -342,17 +321,17 @@ fn fault_hanging_start_command_blocks_nothing() {
                 ("Start_Command", ok.as_str()),
             ],
         );
-    let mut d = start(&lab, &conf);
-    let h = s4(&lab);
+    let mut d = lab.our_daemon(&conf);
+    let h = lab.s4();
     for n in 1..=3 {
-        knock(&lab, &[&h, "7000"]);
-        common::wait_lines(&lab.path("hung"), n, &d);
+        lab.knock(&lab.client_ns, &[&h, "7000"]);
+        wait_lines(&lab.path("hung"), n, &d);
     }
     // Three commands hang; the other door and the capture loop do not care.
-    knock(&lab, &[&h, "8000", "9000"]);
-    common::wait_lines(&lab.path("ok"), 1, &d);
-    knock(&lab, &[&h, "8000", "9000"]);
-    common::wait_lines(&lab.path("ok"), 2, &d);
+    lab.knock(&lab.client_ns, &[&h, "8000", "9000"]);
+    wait_lines(&lab.path("ok"), 1, &d);
+    lab.knock(&lab.client_ns, &[&h, "8000", "9000"]);
+    wait_lines(&lab.path("ok"), 2, &d);
 
     // Shutdown completes: the hung commands are killed after the grace
     // period, with their children (process groups).
@@ -404,12 +383,12 @@ fn fault_thousand_doors_open_at_once() {
             &[("Sequence", "7000:udp"), ("Start_Command", cmd.as_str())],
         );
     }
-    let d = start(&lab, &conf);
+    let d = lab.our_daemon(&conf);
     let pid = d.proc.pid().unwrap().as_raw();
-    let h = s4(&lab);
+    let h = lab.s4();
     let t0 = Instant::now();
     // One datagram opens all thousand doors.
-    knock(&lab, &[&h, "7000:udp"]);
+    lab.knock(&lab.client_ns, &[&h, "7000:udp"]);
     let all = poll_until(Duration::from_secs(90), || {
         (lines(&lab.path("done")).len() >= 1000).then_some(())
     });
@@ -451,7 +430,7 @@ fn fault_thousand_doors_open_at_once() {
 fn fault_sighup_with_missing_garbage_or_endless_config() {
     require_root!("fault_sighup_with_missing_garbage_or_endless_config");
     let lab = Lab::new("f-hup");
-    let opens = append_ip(&lab, "opens");
+    let opens = lab.append_ip("opens");
     let conf = Conf::new(&[]).door(
         "door",
         &[
@@ -460,8 +439,8 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
             ("Start_Command", opens.as_str()),
         ],
     );
-    let mut d = start(&lab, &conf);
-    let h = s4(&lab);
+    let mut d = lab.our_daemon(&conf);
+    let h = lab.s4();
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
     type Breaker = Box<dyn Fn(&Path)>;
     let breakers: Vec<(&str, Breaker)> = vec![
@@ -487,8 +466,8 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
         d.expect_log_count("keeping the running configuration", n + 1);
         let _ = what;
         d.assert_running();
-        knock(&lab, &[&h, "7000", "8000"]);
-        common::wait_lines(&lab.path("opens"), n + 1, &d);
+        lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+        wait_lines(&lab.path("opens"), n + 1, &d);
     }
     assert!(
         d.log_count(&d.conf.display().to_string()) >= breakers.len(),
@@ -515,9 +494,9 @@ fn fault_kill_9_right_after_one_time_knock() {
             ("Start_Command", cmd.as_str()),
         ],
     );
-    let mut d = start(&lab, &conf);
+    let mut d = lab.our_daemon(&conf);
     knock_otp_line(&lab, 1);
-    common::wait_lines(&opens, 1, &d);
+    wait_lines(&opens, 1, &d);
     let st = d.proc.wait_exit(DEFAULT_TIMEOUT);
     assert!(st.is_some(), "the daemon survived kill -9\n{}", d.dump());
     assert!(
@@ -527,15 +506,15 @@ fn fault_kill_9_right_after_one_time_knock() {
     );
 
     // Restarted: line 1 never works again, line 2 does.
-    let mut d = start(&lab, &conf);
+    let mut d = lab.our_daemon(&conf);
     knock_otp_line(&lab, 1);
     expect_no_file_lines(&opens, 1, QUIET, &d);
     knock_otp_line(&lab, 2);
-    common::wait_lines(&opens, 2, &d);
+    wait_lines(&opens, 2, &d);
     let _ = d.proc.wait_exit(DEFAULT_TIMEOUT);
 
     // The test kills it from outside right after the OPEN SESAME line.
-    let fast = append_ip(&lab, "opens");
+    let fast = lab.append_ip("opens");
     let conf2 = Conf::new(&[]).door(
         "otp",
         &[
@@ -544,7 +523,7 @@ fn fault_kill_9_right_after_one_time_knock() {
             ("Start_Command", fast.as_str()),
         ],
     );
-    let mut d = start(&lab, &conf2);
+    let mut d = lab.our_daemon(&conf2);
     knock_otp_line(&lab, 3);
     d.expect_log("OPEN SESAME");
     d.signal(Signal::SIGKILL);
@@ -554,7 +533,7 @@ fn fault_kill_9_right_after_one_time_knock() {
         "{:?}",
         lines(&otp)
     );
-    let d = start(&lab, &conf2);
+    let d = lab.our_daemon(&conf2);
     knock_otp_line(&lab, 3);
     expect_no_file_lines(&opens, 3, QUIET, &d);
     d.expect_log("no one-time sequences left");
@@ -580,9 +559,9 @@ fn fault_one_time_file_deleted_while_running() {
     require_root!("fault_one_time_file_deleted_while_running");
     let lab = Lab::new("f-otpdel");
     let otp = lab.write_file("seqs", OTP3);
-    let d = start(&lab, &otp_and_fixed(&lab, &otp));
+    let d = lab.our_daemon(&otp_and_fixed(&lab, &otp));
     knock_otp_line(&lab, 1);
-    common::wait_lines(&lab.path("opens"), 1, &d);
+    wait_lines(&lab.path("opens"), 1, &d);
     fs::remove_file(&otp).unwrap();
     // Noticed within the once-a-second re-check, said once.
     d.expect_log("cannot read one-time sequences");
@@ -602,10 +581,10 @@ fn fault_one_time_file_read_only_while_running() {
     let fs_ = Tmpfs::mount(lab.path("mnt"), "1m");
     let otp = fs_.path("seqs");
     fs::write(&otp, OTP3).unwrap();
-    let d = start(&lab, &otp_and_fixed(&lab, &otp));
+    let d = lab.our_daemon(&otp_and_fixed(&lab, &otp));
     let opens = lab.path("opens");
     knock_otp_line(&lab, 1);
-    common::wait_lines(&opens, 1, &d);
+    wait_lines(&opens, 1, &d);
 
     fs_.remount("ro");
     knock_otp_line(&lab, 2);
@@ -626,7 +605,7 @@ fn fault_one_time_file_read_only_while_running() {
     knock_otp_line(&lab, 2);
     expect_no_file_lines(&opens, 1, QUIET, &d);
     knock_otp_line(&lab, 3);
-    common::wait_lines(&opens, 2, &d);
+    wait_lines(&opens, 2, &d);
     let l = lines(&otp);
     assert!(l.iter().all(|l| l.starts_with('#')), "{l:?}");
     fixed_door_works(&lab, &d, 2);
@@ -642,12 +621,12 @@ fn fault_disk_full_when_marking() {
     let fs_ = Tmpfs::mount(lab.path("mnt"), "256k");
     let otp = fs_.path("seqs");
     fs::write(&otp, OTP3).unwrap();
-    let d = start(&lab, &otp_and_fixed(&lab, &otp));
+    let d = lab.our_daemon(&otp_and_fixed(&lab, &otp));
     let filled = fs_.fill();
     assert!(filled > 0);
     let opens = lab.path("opens");
     knock_otp_line(&lab, 1);
-    common::wait_lines(&opens, 1, &d);
+    wait_lines(&opens, 1, &d);
     assert!(lines(&otp)[0].starts_with('#'), "{:?}", lines(&otp));
     knock_otp_line(&lab, 1);
     expect_no_file_lines(&opens, 1, QUIET, &d);
@@ -781,8 +760,8 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
         "effective capabilities"
     );
     // A file only root could write stays out of reach.
-    let h = s4(&lab);
-    knock(&lab, &[&h, "7000", "8000:udp"]);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000:udp"]);
     let text = expect_file(&opened, &d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
     assert_eq!(fs::read_to_string(own.join("uid")).unwrap().trim(), "65534");

@@ -2,49 +2,14 @@
 //! `knock-gen` in network namespaces: matching, commands, one-time
 //! sequences, logging, signals and capture recovery.
 
-mod common;
-
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{append_ip, echo_ip, knock_until, lines, wait_lines, QUIET};
+use netns_tests::scenario::{knock_until, lines, wait_lines, QUIET};
 use netns_tests::wait::{self, poll_until, DEFAULT_TIMEOUT};
-use netns_tests::{
-    bins, expect_file, expect_no_file, frames, require_root, Conf, Daemon, Lab, RunOutput,
-};
+use netns_tests::{bins, expect_file, expect_no_file, frames, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
-
-fn knockd() -> PathBuf {
-    bins::knockd()
-}
-
-/// Run our `knock` with `args` in namespace `ns`; it must succeed.
-fn knock(lab: &Lab, ns: &str, args: &[&str]) -> RunOutput {
-    let out = lab.run(ns, bins::knock(), args);
-    out.assert_success();
-    out
-}
-
-/// Our daemon on the lab's server veth.
-fn start(lab: &Lab, conf: &Conf) -> Daemon {
-    lab.start_daemon(&knockd(), conf.text(), &[])
-}
-
-/// A one-door configuration: `door` with `sequence` and `echo %IP% > opened`.
-fn simple(lab: &Lab, sequence: &str, extra: &[(&str, &str)]) -> Conf {
-    let cmd = echo_ip(lab, "opened");
-    let mut dirs = vec![("Sequence", sequence), ("Start_Command", cmd.as_str())];
-    if !extra
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("Seq_Timeout"))
-    {
-        dirs.push(("Seq_Timeout", "5"));
-    }
-    dirs.extend_from_slice(extra);
-    Conf::new(&[]).door("door", &dirs)
-}
 
 /// A door `door` with `sequence` whose start and stop commands are
 /// `start_cmd` and `stop_cmd`, `cmd_timeout` seconds apart.
@@ -63,30 +28,19 @@ fn start_stop(sequence: &str, start_cmd: &str, cmd_timeout: &str, stop_cmd: &str
 /// Doors `alpha` and `beta` with sequences `seq_a` and `seq_b`, whose
 /// commands write the knocker's address to the files `a` and `b`.
 fn two_doors(lab: &Lab, seq_a: &str, seq_b: &str) -> Conf {
-    let (a, b) = (echo_ip(lab, "a"), echo_ip(lab, "b"));
+    let (a, b) = (lab.echo_ip("a"), lab.echo_ip("b"));
     Conf::new(&[])
         .door("alpha", &[("Sequence", seq_a), ("Command", a.as_str())])
         .door("beta", &[("Sequence", seq_b), ("Command", b.as_str())])
-}
-
-fn s4(lab: &Lab) -> String {
-    lab.server_v4().to_string()
-}
-
-fn s6(lab: &Lab) -> String {
-    lab.server_v6().to_string()
 }
 
 #[test]
 fn tcp_syn_sequence_opens_with_client_address() {
     require_root!("tcp_syn_sequence_opens_with_client_address");
     let lab = Lab::new("s-tcp");
-    let d = start(
-        &lab,
-        &simple(&lab, "7000,8000,9000", &[("TCPFlags", "syn")]),
-    );
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("TCPFlags", "syn")]));
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     let text = expect_file(&lab.path("opened"), &d);
     assert_eq!(text, format!("{}\n", lab.client_v4()), "{}", d.dump());
     let c = lab.client_v4();
@@ -101,9 +55,9 @@ fn tcp_syn_sequence_opens_with_client_address() {
 fn udp_sequence_opens() {
     require_root!("udp_sequence_opens");
     let lab = Lab::new("s-udp");
-    let d = start(&lab, &simple(&lab, "7001:udp,7002:udp,7003:udp", &[]));
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &["-u", &h, "7001", "7002", "7003"]);
+    let d = lab.our_daemon(&lab.one_door("7001:udp,7002:udp,7003:udp", &[]));
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &["-u", &h, "7001", "7002", "7003"]);
     let text = expect_file(&lab.path("opened"), &d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
 }
@@ -112,16 +66,12 @@ fn udp_sequence_opens() {
 fn mixed_sequence_opens() {
     require_root!("mixed_sequence_opens");
     let lab = Lab::new("s-mixed");
-    let d = start(&lab, &simple(&lab, "7000,8000:udp,9000:tcp", &[]));
-    let h = s4(&lab);
+    let d = lab.our_daemon(&lab.one_door("7000,8000:udp,9000:tcp", &[]));
+    let h = lab.s4();
     // The same ports with the wrong protocols do nothing.
-    knock(
-        &lab,
-        &lab.client_ns,
-        &[&h, "7000:udp", "8000:tcp", "9000:udp"],
-    );
+    lab.knock(&lab.client_ns, &[&h, "7000:udp", "8000:tcp", "9000:udp"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000:udp", "9000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000:udp", "9000"]);
     expect_file(&lab.path("opened"), &d);
 }
 
@@ -129,15 +79,11 @@ fn mixed_sequence_opens() {
 fn tcpflags_fin_not_ack_door_opens_with_fin_knock_only() {
     require_root!("tcpflags_fin_not_ack_door_opens_with_fin_knock_only");
     let lab = Lab::new("s-fin");
-    let d = start(
-        &lab,
-        &simple(&lab, "7000,8000,9000", &[("TCPFlags", "fin,!ack")]),
-    );
-    let h = s4(&lab);
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("TCPFlags", "fin,!ack")]));
+    let h = lab.s4();
     // SYN hits (the default) and FIN+ACK hits are invisible to this door.
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    knock(
-        &lab,
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    lab.knock(
         &lab.client_ns,
         &["--flags", "fin,ack", &h, "7000", "8000", "9000"],
     );
@@ -148,8 +94,7 @@ fn tcpflags_fin_not_ack_door_opens_with_fin_knock_only() {
         "non-matching hits were counted\n{}",
         d.dump()
     );
-    knock(
-        &lab,
+    lab.knock(
         &lab.client_ns,
         &["--flags", "fin", &h, "7000", "8000", "9000"],
     );
@@ -161,20 +106,17 @@ fn tcpflags_fin_not_ack_door_opens_with_fin_knock_only() {
 fn hits_with_non_matching_flags_neither_advance_nor_reset() {
     require_root!("hits_with_non_matching_flags_neither_advance_nor_reset");
     let lab = Lab::new("s-flagmix");
-    let d = start(
-        &lab,
-        &simple(&lab, "7000,8000,9000", &[("TCPFlags", "fin,!ack")]),
-    );
-    let h = s4(&lab);
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("TCPFlags", "fin,!ack")]));
+    let h = lab.s4();
     let c = &lab.client_ns;
-    knock(&lab, c, &["--flags", "fin", &h, "7000"]);
+    lab.knock(c, &["--flags", "fin", &h, "7000"]);
     // SYN on the right port, SYN on a wrong port of the sequence, and a
     // FIN+ACK: none of them may reset the attempt.
-    knock(&lab, c, &[&h, "9000"]);
-    knock(&lab, c, &[&h, "8000"]);
-    knock(&lab, c, &["--flags", "fin,ack", &h, "7000"]);
+    lab.knock(c, &[&h, "9000"]);
+    lab.knock(c, &[&h, "8000"]);
+    lab.knock(c, &["--flags", "fin,ack", &h, "7000"]);
     expect_no_file(&lab.path("opened"), Duration::from_millis(300), &d);
-    knock(&lab, c, &["--flags", "fin", &h, "8000", "9000"]);
+    lab.knock(c, &["--flags", "fin", &h, "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
     assert_eq!(d.log_count("Stage 1"), 1, "{}", d.dump());
 }
@@ -183,17 +125,17 @@ fn hits_with_non_matching_flags_neither_advance_nor_reset() {
 fn wrong_order_and_wrong_port_do_not_open() {
     require_root!("wrong_order_and_wrong_port_do_not_open");
     let lab = Lab::new("s-wrong");
-    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
-    let h = s4(&lab);
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
+    let h = lab.s4();
     let c = &lab.client_ns;
-    knock(&lab, c, &[&h, "8000", "7000", "9000"]);
-    knock(&lab, c, &[&h, "7000", "9000", "8000"]);
-    knock(&lab, c, &[&h, "7000", "8000", "9001"]);
-    knock(&lab, c, &[&h, "7001", "8000", "9000"]);
+    lab.knock(c, &[&h, "8000", "7000", "9000"]);
+    lab.knock(c, &[&h, "7000", "9000", "8000"]);
+    lab.knock(c, &[&h, "7000", "8000", "9001"]);
+    lab.knock(c, &[&h, "7001", "8000", "9000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
     assert_eq!(d.log_count("OPEN SESAME"), 0, "{}", d.dump());
     // The daemon is fine and the right sequence opens.
-    knock(&lab, c, &[&h, "7000", "8000", "9000"]);
+    lab.knock(c, &[&h, "7000", "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
 }
 
@@ -201,23 +143,20 @@ fn wrong_order_and_wrong_port_do_not_open() {
 fn seq_timeout_expires_the_attempt() {
     require_root!("seq_timeout_expires_the_attempt");
     let lab = Lab::new("s-seqto");
-    let d = start(
-        &lab,
-        &simple(&lab, "7000,8000,9000", &[("Seq_Timeout", "1")]),
-    );
-    let h = s4(&lab);
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("Seq_Timeout", "1")]));
+    let h = lab.s4();
     let c = &lab.client_ns;
     // 2.4 s from first to last hit with a 1 s timeout.
-    knock(&lab, c, &["-d", "1200", &h, "7000", "8000", "9000"]);
+    lab.knock(c, &["-d", "1200", &h, "7000", "8000", "9000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
     // Expiry happens without a further packet: hit two ports, wait, finish.
     let timeouts = d.log_count("door: sequence timeout");
-    knock(&lab, c, &[&h, "7000", "8000"]);
+    lab.knock(c, &[&h, "7000", "8000"]);
     d.expect_log_count("door: sequence timeout", timeouts + 1);
-    knock(&lab, c, &[&h, "9000"]);
+    lab.knock(c, &[&h, "9000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
     // Fast enough: opens.
-    knock(&lab, c, &["-d", "100", &h, "7000", "8000", "9000"]);
+    lab.knock(c, &["-d", "100", &h, "7000", "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
 }
 
@@ -226,7 +165,7 @@ fn timeout_and_command_aliases_work() {
     // Seq_Timeout and Start_Command given through their aliases.
     require_root!("timeout_and_command_aliases_work");
     let lab = Lab::new("s-alias");
-    let cmd = echo_ip(&lab, "opened");
+    let cmd = lab.echo_ip("opened");
     let conf = Conf::new(&[]).door(
         "door",
         &[
@@ -235,11 +174,11 @@ fn timeout_and_command_aliases_work() {
             ("Command", cmd.as_str()),
         ],
     );
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &["-d", "1500", &h, "7000", "8000"]);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &["-d", "1500", &h, "7000", "8000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     expect_file(&lab.path("opened"), &d);
 }
 
@@ -247,14 +186,14 @@ fn timeout_and_command_aliases_work() {
 fn single_port_door_opens_on_every_knock() {
     require_root!("single_port_door_opens_on_every_knock");
     let lab = Lab::new("s-single");
-    let cmd = append_ip(&lab, "opened");
+    let cmd = lab.append_ip("opened");
     let conf = Conf::new(&[]).door("door", &[("Sequence", "7000"), ("Command", cmd.as_str())]);
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000"]);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000"]);
     wait_lines(&lab.path("opened"), 1, &d);
     // Without a stop command the command runs on every successful knock.
-    knock(&lab, &lab.client_ns, &[&h, "7000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000"]);
     let l = wait_lines(&lab.path("opened"), 2, &d);
     assert_eq!(
         l,
@@ -271,9 +210,9 @@ fn stop_command_runs_after_cmd_timeout() {
     let start_cmd = stamp_ip(&lab, "start");
     let stop_cmd = stamp_ip(&lab, "stop");
     let conf = start_stop("7000,8000,9000", &start_cmd, "2", &stop_cmd);
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     let started = wait_stamps(&lab.path("start"), 1, &d).remove(0);
     expect_no_file(&lab.path("stop"), Duration::from_millis(1500), &d);
     let stopped = wait_stamps(&lab.path("stop"), 1, &d).remove(0);
@@ -293,9 +232,9 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     let start_cmd = stamp_ip(&lab, "start");
     let stop_cmd = stamp_ip(&lab, "stop");
     let conf = start_stop("7000,8000", &start_cmd, "2", &stop_cmd);
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     let started = wait_stamps(&lab.path("start"), 1, &d)[0].0;
     // Knock again once the first stop is at most a second away.
     poll_until(DEFAULT_TIMEOUT, || {
@@ -303,7 +242,7 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     })
     .expect("the clock moves");
     let second_knock = unix_now();
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     d.expect_log_count("OPEN SESAME", 2);
     let stopped = wait_stamps(&lab.path("stop"), 1, &d)[0].0;
     // Had the stop kept its first schedule it would have run about
@@ -323,7 +262,7 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     // A knock after the stop opens the door again: the daemon is listening,
     // and every stop of the first opening has run before this one's stop
     // (`Cmd_Timeout` after its start) can.
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     let reopened = wait_stamps(&lab.path("start"), 2, &d)[1].0;
     let stops_of_first_opening = read_stamps(&lab.path("stop"))
         .iter()
@@ -378,9 +317,9 @@ fn ip_token_is_substituted_and_nothing_else() {
         "door",
         &[("Sequence", "7000,8000"), ("Command", cmd.as_str())],
     );
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     let text = expect_file(&lab.path("opened"), &d);
     assert_eq!(
         text,
@@ -394,8 +333,8 @@ fn ip_token_is_substituted_and_nothing_else() {
 fn ipv6_knock_runs_start_command_6() {
     require_root!("ipv6_knock_runs_start_command_6");
     let lab = Lab::new("s-v6cmd6");
-    let c4 = echo_ip(&lab, "v4");
-    let c6 = echo_ip(&lab, "v6");
+    let c4 = lab.echo_ip("v4");
+    let c6 = lab.echo_ip("v6");
     let conf = Conf::new(&[]).door(
         "door",
         &[
@@ -404,20 +343,16 @@ fn ipv6_knock_runs_start_command_6() {
             ("Start_Command_6", c6.as_str()),
         ],
     );
-    let d = start(&lab, &conf);
-    let h = s6(&lab);
-    knock(
-        &lab,
-        &lab.client_ns,
-        &["-6", &h, "7000", "8000:udp", "9000"],
-    );
+    let d = lab.our_daemon(&conf);
+    let h = lab.s6();
+    lab.knock(&lab.client_ns, &["-6", &h, "7000", "8000:udp", "9000"]);
     let text = expect_file(&lab.path("v6"), &d);
     assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
     d.expect_log(&format!("{}: door: OPEN SESAME", lab.client_v6()));
     expect_no_file(&lab.path("v4"), Duration::from_millis(300), &d);
     // And IPv4 runs the plain one.
-    let h4 = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h4, "7000", "8000:udp", "9000"]);
+    let h4 = lab.s4();
+    lab.knock(&lab.client_ns, &[&h4, "7000", "8000:udp", "9000"]);
     let text = expect_file(&lab.path("v4"), &d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
 }
@@ -426,9 +361,9 @@ fn ipv6_knock_runs_start_command_6() {
 fn ipv6_knock_falls_back_to_start_command() {
     require_root!("ipv6_knock_falls_back_to_start_command");
     let lab = Lab::new("s-v6fallback");
-    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
-    let h = s6(&lab);
-    knock(&lab, &lab.client_ns, &["-6", &h, "7000", "8000", "9000"]);
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
+    let h = lab.s6();
+    lab.knock(&lab.client_ns, &["-6", &h, "7000", "8000", "9000"]);
     let text = expect_file(&lab.path("opened"), &d);
     assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
 }
@@ -437,9 +372,9 @@ fn ipv6_knock_falls_back_to_start_command() {
 fn empty_start_command_6_does_nothing_for_ipv6() {
     require_root!("empty_start_command_6_does_nothing_for_ipv6");
     let lab = Lab::new("s-v6empty");
-    let d = start(&lab, &simple(&lab, "7000,8000", &[("Start_Command_6", "")]));
-    let h = s6(&lab);
-    knock(&lab, &lab.client_ns, &["-6", &h, "7000", "8000"]);
+    let d = lab.our_daemon(&lab.one_door("7000,8000", &[("Start_Command_6", "")]));
+    let h = lab.s6();
+    lab.knock(&lab.client_ns, &["-6", &h, "7000", "8000"]);
     d.expect_log(&format!("{}: door: OPEN SESAME", lab.client_v6()));
     expect_no_file(&lab.path("opened"), QUIET, &d);
 }
@@ -452,11 +387,11 @@ fn target_directive_matches_the_target_address_only() {
     // The client sends packets for the target address to the server's MAC.
     lab.add_route(&lab.client_ns, target.into(), 32, lab.server_v4().into());
     let t = target.to_string();
-    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[("Target", &t)]));
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("Target", &t)]));
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
-    knock(&lab, &lab.client_ns, &[&t, "7000", "8000", "9000"]);
+    lab.knock(&lab.client_ns, &[&t, "7000", "8000", "9000"]);
     let text = expect_file(&lab.path("opened"), &d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
 }
@@ -466,16 +401,16 @@ fn two_knockers_interleaved_both_open() {
     require_root!("two_knockers_interleaved_both_open");
     let mut lab = Lab::new("s-twoknockers");
     let other = lab.add_client();
-    let cmd = append_ip(&lab, "opened");
+    let cmd = lab.append_ip("opened");
     let conf = Conf::new(&[]).door(
         "door",
         &[("Sequence", "7000,8000,9000"), ("Command", cmd.as_str())],
     );
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
     for port in ["7000", "8000", "9000"] {
-        knock(&lab, &lab.client_ns, &[&h, port]);
-        knock(&lab, &other.ns, &[&h, port]);
+        lab.knock(&lab.client_ns, &[&h, port]);
+        lab.knock(&other.ns, &[&h, port]);
     }
     let mut got = wait_lines(&lab.path("opened"), 2, &d);
     got.sort();
@@ -489,10 +424,9 @@ fn two_doors_interleaved_both_open() {
     require_root!("two_doors_interleaved_both_open");
     let lab = Lab::new("s-twodoors");
     let conf = two_doors(&lab, "7000,8000,9000", "7100,8100:udp,9100");
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(
-        &lab,
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(
         &lab.client_ns,
         &[&h, "7000", "7100", "8000", "8100:udp", "9000", "9100"],
     );
@@ -507,13 +441,13 @@ fn sequences_sharing_a_prefix_are_independent() {
     require_root!("sequences_sharing_a_prefix_are_independent");
     let lab = Lab::new("s-prefix");
     let conf = two_doors(&lab, "7000,8000,9000", "7000,8000,9100");
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9100"]);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9100"]);
     expect_file(&lab.path("b"), &d);
     expect_no_file(&lab.path("a"), Duration::from_millis(300), &d);
     fs::remove_file(lab.path("b")).unwrap();
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_file(&lab.path("a"), &d);
     expect_no_file(&lab.path("b"), Duration::from_millis(300), &d);
 }
@@ -522,10 +456,9 @@ fn sequences_sharing_a_prefix_are_independent() {
 fn repeated_first_knock_does_not_lock_out() {
     require_root!("repeated_first_knock_does_not_lock_out");
     let lab = Lab::new("s-repeat");
-    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
-    let h = s4(&lab);
-    knock(
-        &lab,
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
+    let h = lab.s4();
+    lab.knock(
         &lab.client_ns,
         &[&h, "7000", "7000", "7000", "8000", "9000"],
     );
@@ -570,8 +503,8 @@ fn one_time_sequences_end_to_end() {
     fs::write(&client_file, &original).unwrap();
     let seqs = otp_lines(&server_file);
     let opens = lab.path("opens");
-    let other = echo_ip(&lab, "other");
-    let cmd = append_ip(&lab, "opens");
+    let other = lab.echo_ip("other");
+    let cmd = lab.append_ip("opens");
     let sf = server_file.display().to_string();
     let conf = Conf::new(&[])
         .door(
@@ -586,13 +519,13 @@ fn one_time_sequences_end_to_end() {
             "plain",
             &[("Sequence", "5000,5001"), ("Command", other.as_str())],
         );
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
     let cf = client_file.display().to_string();
 
     // First use: opens; both copies have line 1 marked used, and the
     // server's copy was marked before the command ran.
-    knock(&lab, &lab.client_ns, &["--otp", &cf, &h]);
+    lab.knock(&lab.client_ns, &["--otp", &cf, &h]);
     wait_lines(&opens, 1, &d);
     let marked = |p: &std::path::Path| {
         lines(p)
@@ -607,12 +540,12 @@ fn one_time_sequences_end_to_end() {
     let replay: Vec<&str> = std::iter::once(h.as_str())
         .chain(seqs[0].iter().map(String::as_str))
         .collect();
-    knock(&lab, &lab.client_ns, &replay);
+    lab.knock(&lab.client_ns, &replay);
 
     // The next lines work, one after the other.
-    knock(&lab, &lab.client_ns, &["--otp", &cf, &h]);
+    lab.knock(&lab.client_ns, &["--otp", &cf, &h]);
     wait_lines(&opens, 2, &d);
-    knock(&lab, &lab.client_ns, &["--otp", &cf, &h]);
+    lab.knock(&lab.client_ns, &["--otp", &cf, &h]);
     wait_lines(&opens, 3, &d);
     // Packets are handled in order and OPEN SESAME is logged before the
     // command runs, so an opening by the replay would be counted by now.
@@ -635,8 +568,8 @@ fn one_time_sequences_end_to_end() {
     let replay: Vec<&str> = std::iter::once(h.as_str())
         .chain(seqs[2].iter().map(String::as_str))
         .collect();
-    knock(&lab, &lab.client_ns, &replay);
-    knock(&lab, &lab.client_ns, &[&h, "5000", "5001"]);
+    lab.knock(&lab.client_ns, &replay);
+    lab.knock(&lab.client_ns, &[&h, "5000", "5001"]);
     expect_file(&lab.path("other"), &d);
     assert_eq!(lines(&opens).len(), 3, "{}", d.dump());
     let mut dd = d;
@@ -648,7 +581,7 @@ fn otp_file_appended_while_running_is_picked_up() {
     require_root!("otp_file_appended_while_running_is_picked_up");
     let lab = Lab::new("s-otpappend");
     let server_file = lab.path("server.otp");
-    let cmd = append_ip(&lab, "opens");
+    let cmd = lab.append_ip("opens");
     fs::write(&server_file, " 7000,8000,9000\n").unwrap();
     let sf = server_file.display().to_string();
     let conf = Conf::new(&[]).door(
@@ -658,9 +591,9 @@ fn otp_file_appended_while_running_is_picked_up() {
             ("Command", cmd.as_str()),
         ],
     );
-    let d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     wait_lines(&lab.path("opens"), 1, &d);
     let mut f = fs::OpenOptions::new()
         .append(true)
@@ -670,7 +603,7 @@ fn otp_file_appended_while_running_is_picked_up() {
     drop(f);
     // The daemon may need a moment to notice the new line.
     let again = poll_until(DEFAULT_TIMEOUT, || {
-        knock(&lab, &lab.client_ns, &[&h, "7100", "8100", "9100"]);
+        lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
         wait::wait_for_log_count(&lab.path("opens"), "\n", 2, Duration::from_millis(400)).ok()
     });
     assert!(
@@ -685,13 +618,13 @@ fn otp_file_appended_while_running_is_picked_up() {
 fn sighup_with_valid_config_swaps_it_in() {
     require_root!("sighup_with_valid_config_swaps_it_in");
     let lab = Lab::new("s-hupok");
-    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
-    let new_conf = simple(&lab, "7100,8100,9100", &[]);
+    let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
+    let new_conf = lab.one_door("7100,8100,9100", &[]);
     fs::write(&d.conf, new_conf.text()).unwrap();
     d.signal(Signal::SIGHUP);
-    let h = s4(&lab);
+    let h = lab.s4();
     let opened = knock_until(&lab.path("opened"), DEFAULT_TIMEOUT, || {
-        knock(&lab, &lab.client_ns, &[&h, "7100", "8100", "9100"]);
+        lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
     });
     assert!(
         opened,
@@ -699,7 +632,7 @@ fn sighup_with_valid_config_swaps_it_in() {
         d.dump()
     );
     fs::remove_file(lab.path("opened")).unwrap();
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
     d.assert_running();
 }
@@ -708,7 +641,7 @@ fn sighup_with_valid_config_swaps_it_in() {
 fn sighup_with_broken_config_keeps_the_old_one() {
     require_root!("sighup_with_broken_config_keeps_the_old_one");
     let lab = Lab::new("s-hupbad");
-    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
     fs::write(&d.conf, "[options]\n[door]\n    Sequence = 7100,80x,9100\n").unwrap();
     d.signal(Signal::SIGHUP);
     let said = poll_until(DEFAULT_TIMEOUT, || {
@@ -722,8 +655,8 @@ fn sighup_with_broken_config_keeps_the_old_one() {
         d.dump()
     );
     d.assert_running();
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
 }
 
@@ -731,12 +664,12 @@ fn sighup_with_broken_config_keeps_the_old_one() {
 fn sigterm_runs_pending_stop_commands() {
     require_root!("sigterm_runs_pending_stop_commands");
     let lab = Lab::new("s-term");
-    let start_cmd = echo_ip(&lab, "start");
-    let stop_cmd = echo_ip(&lab, "stop");
+    let start_cmd = lab.echo_ip("start");
+    let stop_cmd = lab.echo_ip("stop");
     let conf = start_stop("7000,8000", &start_cmd, "60", &stop_cmd);
-    let mut d = start(&lab, &conf);
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    let mut d = lab.our_daemon(&conf);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     expect_file(&lab.path("start"), &d);
     expect_no_file(&lab.path("stop"), Duration::from_millis(300), &d);
     d.signal(Signal::SIGTERM);
@@ -755,9 +688,9 @@ fn sigterm_runs_pending_stop_commands() {
 fn interface_down_and_up_capture_recovers() {
     require_root!("interface_down_and_up_capture_recovers");
     let lab = Lab::new("s-downup");
-    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
     fs::remove_file(lab.path("opened")).unwrap();
     lab.set_server_link(false);
@@ -765,7 +698,7 @@ fn interface_down_and_up_capture_recovers() {
     d.assert_running();
     lab.set_server_link(true);
     let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
-        knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+        lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     });
     assert!(
         opened,
@@ -779,9 +712,9 @@ fn interface_down_and_up_capture_recovers() {
 fn interface_deleted_and_recreated_capture_recovers() {
     require_root!("interface_deleted_and_recreated_capture_recovers");
     let lab = Lab::new("s-recreate");
-    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
     fs::remove_file(lab.path("opened")).unwrap();
     lab.delete_server_link();
@@ -789,7 +722,7 @@ fn interface_deleted_and_recreated_capture_recovers() {
     d.assert_running();
     lab.create_server_link();
     let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
-        knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+        lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     });
     assert!(
         opened,
@@ -803,7 +736,7 @@ fn interface_deleted_and_recreated_capture_recovers() {
 fn malformed_packets_do_not_kill_the_daemon() {
     require_root!("malformed_packets_do_not_kill_the_daemon");
     let lab = Lab::new("s-malformed");
-    let mut d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
     let all = frames::malformed_frames(
         lab.client_v4(),
         lab.server_v4(),
@@ -817,8 +750,8 @@ fn malformed_packets_do_not_kill_the_daemon() {
     assert_eq!(sent, 3 * n);
     // The knock after the frames is handled after them: when it has opened
     // the door, the daemon has survived all of them and none opened it.
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_file(&lab.path("opened"), &d);
     d.assert_running();
     assert_eq!(d.log_count("OPEN SESAME"), 1, "{}", d.dump());
@@ -828,7 +761,7 @@ fn malformed_packets_do_not_kill_the_daemon() {
 fn ipv6_knock_behind_extension_headers_is_seen() {
     require_root!("ipv6_knock_behind_extension_headers_is_seen");
     let lab = Lab::new("s-v6ext");
-    let d = start(&lab, &simple(&lab, "7000,8000,9000", &[]));
+    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
     let hits = [7000, 8000, 9000]
         .into_iter()
         .map(|p| {
@@ -865,9 +798,9 @@ fn has_classic_stamp(line: &str) -> bool {
 fn log_file_has_classic_format_and_messages() {
     require_root!("log_file_has_classic_format_and_messages");
     let lab = Lab::new("s-logformat");
-    let mut d = start(&lab, &simple(&lab, "7000,8000", &[]));
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    let mut d = lab.our_daemon(&lab.one_door("7000,8000", &[]));
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     expect_file(&lab.path("opened"), &d);
     d.signal(Signal::SIGTERM);
     d.proc.wait_exit(DEFAULT_TIMEOUT);
@@ -914,8 +847,8 @@ fn daemon_mode_writes_and_removes_the_pid_file() {
     let pidfile = lab.path("knockd.pid");
     let pf = pidfile.display().to_string();
     let mut d = lab.spawn_daemon(
-        &knockd(),
-        simple(&lab, "7000,8000", &[]).text(),
+        &bins::knockd(),
+        lab.one_door("7000,8000", &[]).text(),
         &["-d", "-p", &pf],
     );
     let st = d.proc.wait_exit(DEFAULT_TIMEOUT);
@@ -937,8 +870,8 @@ fn daemon_mode_writes_and_removes_the_pid_file() {
     );
     wait::wait_for_log(&d.log, "listening on", DEFAULT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", d.dump()));
-    let h = s4(&lab);
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+    let h = lab.s4();
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     expect_file(&lab.path("opened"), &d);
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
     let gone = poll_until(DEFAULT_TIMEOUT, || {
@@ -955,10 +888,14 @@ fn daemon_mode_writes_and_removes_the_pid_file() {
 fn only_ipv4_option_ignores_ipv6_knocks() {
     require_root!("only_ipv4_option_ignores_ipv6_knocks");
     let lab = Lab::new("s-only4");
-    let d = lab.start_daemon(&knockd(), simple(&lab, "7000,8000", &[]).text(), &["-4"]);
-    knock(&lab, &lab.client_ns, &["-6", &s6(&lab), "7000", "8000"]);
+    let d = lab.start_daemon(
+        &bins::knockd(),
+        lab.one_door("7000,8000", &[]).text(),
+        &["-4"],
+    );
+    lab.knock(&lab.client_ns, &["-6", &lab.s6(), "7000", "8000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
-    knock(&lab, &lab.client_ns, &[&s4(&lab), "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
     expect_file(&lab.path("opened"), &d);
 }
 
@@ -967,8 +904,8 @@ fn failing_command_status_is_logged() {
     require_root!("failing_command_status_is_logged");
     let lab = Lab::new("s-cmdfail");
     let conf = Conf::new(&[]).door("door", &[("Sequence", "7000,8000"), ("Command", "exit 3")]);
-    let d = start(&lab, &conf);
-    knock(&lab, &lab.client_ns, &[&s4(&lab), "7000", "8000"]);
+    let d = lab.our_daemon(&conf);
+    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
     d.expect_log("door: command returned non-zero status code (3)");
 }
 
@@ -977,7 +914,7 @@ fn invalid_config_fails_at_start_naming_the_line() {
     require_root!("invalid_config_fails_at_start_naming_the_line");
     let lab = Lab::new("s-badconf");
     let mut d = lab.spawn_daemon(
-        &knockd(),
+        &bins::knockd(),
         "[options]\n[door]\n    Sequence = 7000,70000\n",
         &[],
     );

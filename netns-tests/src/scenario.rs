@@ -1,0 +1,130 @@
+//! What the scenarios of every test file do again and again, in one place:
+//! knock with our client or the classic one, start our daemon or the
+//! classic one, build the usual one-door configuration and the commands
+//! that record who was let in, and wait for the lines those commands write.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::bins::{self, CLASSIC_KNOCK, CLASSIC_KNOCKD};
+use crate::wait::{self, DEFAULT_TIMEOUT};
+use crate::{Conf, Daemon, Lab, RunOutput};
+
+/// How long "nothing happens" is watched for.
+pub const QUIET: Duration = Duration::from_millis(800);
+
+/// `Seq_Timeout` of [`Lab::one_door`] unless the test gives its own.
+pub const ONE_DOOR_SEQ_TIMEOUT: &str = "5";
+
+impl Lab {
+    /// The server's IPv4 address as text (a `knock` argument).
+    pub fn s4(&self) -> String {
+        self.server_v4().to_string()
+    }
+
+    /// The server's IPv6 address as text.
+    pub fn s6(&self) -> String {
+        self.server_v6().to_string()
+    }
+
+    /// `echo %IP% > FILE` (FILE inside the lab directory): the last knocker.
+    pub fn echo_ip(&self, file: &str) -> String {
+        format!("echo %IP% > {}", self.path(file).display())
+    }
+
+    /// `echo %IP% >> FILE`: one line per run of the command.
+    pub fn append_ip(&self, file: &str) -> String {
+        format!("echo %IP% >> {}", self.path(file).display())
+    }
+
+    /// A configuration with one door `door`: `sequence`, a start command
+    /// writing the knocker's address to the file `opened`, `Seq_Timeout`
+    /// [`ONE_DOOR_SEQ_TIMEOUT`] unless `extra` sets it, then `extra`.
+    /// Both daemons read it.
+    pub fn one_door(&self, sequence: &str, extra: &[(&str, &str)]) -> Conf {
+        let cmd = self.echo_ip("opened");
+        let mut dirs = vec![("Sequence", sequence), ("Start_Command", cmd.as_str())];
+        if !extra.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("Seq_Timeout") || k.eq_ignore_ascii_case("Timeout")
+        }) {
+            dirs.push(("Seq_Timeout", ONE_DOOR_SEQ_TIMEOUT));
+        }
+        dirs.extend_from_slice(extra);
+        Conf::new(&[]).door("door", &dirs)
+    }
+
+    /// Run our `knock` with `args` in namespace `ns`; it must succeed.
+    pub fn knock(&self, ns: &str, args: &[&str]) -> RunOutput {
+        let out = self.run(ns, bins::knock(), args);
+        out.assert_success();
+        out
+    }
+
+    /// Run the classic `knock` with `args` in namespace `ns`; it must succeed.
+    pub fn classic_knock(&self, ns: &str, args: &[&str]) -> RunOutput {
+        require_classic(CLASSIC_KNOCK);
+        let out = self.run(ns, CLASSIC_KNOCK, args);
+        out.assert_success();
+        out
+    }
+
+    /// Our daemon on the server veth with `conf`, once it listens.
+    pub fn our_daemon(&self, conf: &Conf) -> Daemon {
+        self.start_daemon(&bins::knockd(), conf.text(), &[])
+    }
+
+    /// The classic daemon on the server veth with `conf`, once it listens.
+    pub fn classic_daemon(&self, conf: &Conf) -> Daemon {
+        require_classic(CLASSIC_KNOCKD);
+        self.start_daemon(CLASSIC_KNOCKD.as_ref(), conf.text(), &[])
+    }
+}
+
+fn require_classic(path: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install the Debian package `knockd` (scripts/setup.sh)"
+    );
+}
+
+/// Lines of `path` (empty when it does not exist).
+pub fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Wait until `path` has at least `n` complete lines; panic with the logs.
+pub fn wait_lines(path: &Path, n: usize, d: &Daemon) -> Vec<String> {
+    wait::poll_until(DEFAULT_TIMEOUT, || {
+        let text = fs::read_to_string(path).ok()?;
+        (text.ends_with('\n') && text.lines().count() >= n).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} does not have {n} line(s) within {DEFAULT_TIMEOUT:?}: {:?}\n{}",
+            path.display(),
+            lines(path),
+            d.dump()
+        )
+    });
+    lines(path)
+}
+
+/// Repeat `knock` until `file` appears (for states right after a reload or
+/// an interface outage), for at most `timeout`. Returns whether it did.
+pub fn knock_until(file: &Path, timeout: Duration, mut knock: impl FnMut()) -> bool {
+    let start = Instant::now();
+    loop {
+        knock();
+        if wait::wait_for_file(file, Duration::from_millis(500)).is_ok() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+    }
+}
