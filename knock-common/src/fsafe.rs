@@ -258,7 +258,21 @@ pub fn open_for_read_append_safely(path: &Path, mode: u32) -> Result<File, FileE
     )
 }
 
-/// Open `path` for writing from the start (a pid file), creating it with
+/// Open `path` for reading and writing without truncating it (a pid file,
+/// which is locked before it is emptied), creating it with `mode` when
+/// missing, under the same rules as [`open_for_append_safely`].
+pub fn open_for_update_safely(path: &Path, mode: u32) -> Result<File, FileError> {
+    open_for_writing(
+        path,
+        Access {
+            read: true,
+            append: false,
+        },
+        mode,
+    )
+}
+
+/// Open `path` for writing from the start, creating it with
 /// `mode` when missing, under the same rules as [`open_for_append_safely`].
 /// The file is truncated only after it passed the checks.
 pub fn create_or_truncate_safely(path: &Path, mode: u32) -> Result<File, FileError> {
