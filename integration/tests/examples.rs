@@ -21,11 +21,12 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
-/// Run `knockd -i lo --check -c FILE`; returns (stdout, stderr) after
-/// asserting success. `-i lo`: the interface exists everywhere.
+/// Run `knockd -i lo --check --show-secrets -c FILE`; returns (stdout,
+/// stderr) after asserting success. `-i lo`: the interface exists
+/// everywhere.
 fn check(path: &Path) -> (String, String) {
     let out = integration::command("knockd", "knockd")
-        .args(["-i", "lo", "--check", "-c"])
+        .args(["-i", "lo", "--check", "--show-secrets", "-c"])
         .arg(path)
         .output()
         .unwrap();

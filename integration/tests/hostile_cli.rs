@@ -122,7 +122,12 @@ fn cases(dir: &Path) -> Vec<Case> {
             "huge-line.conf:4",
         ),
         case("knockd", "knockd", &["-t", "-c", &f("loop")], "loop"),
-        case("knockd", "knockd", &["-t", "-c", &f("zero")], "larger than"),
+        case(
+            "knockd",
+            "knockd",
+            &["-t", "-c", &f("zero")],
+            "writable by group or others",
+        ),
         // Fails at the capture (no such interface, or no privilege).
         case(
             "knockd",

@@ -503,3 +503,57 @@ fn knockd_check_accepts_a_generated_file() {
     // Checking marks nothing used.
     assert_eq!(fs::read_to_string(&seqs).unwrap(), text);
 }
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user.
+    fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+#[test]
+fn append_through_a_symlink_of_another_user_is_refused_and_the_target_untouched() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to give a link to nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("root-only");
+    fs::write(&target, b"root's file\n").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("seqs");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    knock_gen()
+        .args(["-n", "2", "--append", "-o"])
+        .arg(&link)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains(link.display().to_string())
+                .and(predicate::str::contains("symbolic link owned by uid 65534")),
+        );
+    assert_eq!(fs::read(&target).unwrap(), b"root's file\n");
+}
+
+#[test]
+fn append_to_a_file_of_another_user_is_refused() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to give a file to nobody");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seqs");
+    fs::write(&path, b" 1000:tcp\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    knock_gen()
+        .args(["-n", "2", "--append", "-o"])
+        .arg(&path)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains(path.display().to_string())
+                .and(predicate::str::contains("owned by uid 65534")),
+        );
+    assert_eq!(fs::read(&path).unwrap(), b" 1000:tcp\n");
+}

@@ -33,6 +33,14 @@ fn check(path: &Path) -> assert_cmd::assert::Assert {
         .assert()
 }
 
+/// [`check`] with `--show-secrets`: sequences and one-time lines shown.
+fn check_showing_secrets(path: &Path) -> assert_cmd::assert::Assert {
+    knockd()
+        .args(["-i", "lo", "--check", "--show-secrets", "-c"])
+        .arg(path)
+        .assert()
+}
+
 #[test]
 fn help_shows_every_option_and_examples() {
     for flag in ["-h", "--help"] {
@@ -121,7 +129,7 @@ fn man_page_examples_and_debian_config_pass_the_check() {
         ),
     ];
     for (file, needles) in cases {
-        let mut a = check(&fixture(file))
+        let mut a = check_showing_secrets(&fixture(file))
             .success()
             .stdout(contains("configuration OK"));
         for n in *needles {
@@ -257,7 +265,7 @@ fn without_check_a_bad_config_still_exits_1() {
 #[test]
 fn crlf_file_is_accepted() {
     let (_dir, path) = conf("[options]\r\n  UseSyslog\r\n[web]\r\n  sequence = 1000,2000:udp\r\n  command = echo %IP%\r\n");
-    check(&path)
+    check_showing_secrets(&path)
         .success()
         .stdout(
             contains("[web]")
@@ -297,11 +305,154 @@ fn one_time_door_reports_remaining_sequences() {
         ),
     )
     .unwrap();
-    check(&path).success().stdout(
+    check_showing_secrets(&path).success().stdout(
         contains(otp.display().to_string())
             .and(contains("3 unused sequences left (1 used)"))
             .and(contains("current: line 2: 3333:tcp,4444:udp")),
     );
+}
+
+/// Every port number of `text` (runs of digits of 3 to 5 characters).
+fn ports_in(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|w| (3..=5).contains(&w.len()))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn check_output_holds_no_sequence_or_one_time_line_without_show_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let otp = dir.path().join("seqs");
+    // A used line, the current line, a later line, and one that does not
+    // parse (its text is as secret as a good line).
+    std::fs::write(
+        &otp,
+        "# 11111,22222\n 23456,34567:udp\n 45678,56789\n 61234x,7123\n",
+    )
+    .unwrap();
+    let path = dir.path().join("knockd.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "[fixed]\nsequence = 31337,42424:udp,51515\ncommand = echo %IP%\n\
+             [otp]\none_time_sequences = {}\ncommand = echo %IP%\n",
+            otp.display()
+        ),
+    )
+    .unwrap();
+    let secrets = [
+        "31337", "42424", "51515", "11111", "22222", "23456", "34567", "45678", "56789", "61234",
+        "7123",
+    ];
+    let out = check(&path).success().get_output().clone();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    // The random temporary directory name could hold digits by chance.
+    let dir_name = dir.path().display().to_string();
+    for text in [
+        &stdout.replace(&dir_name, ""),
+        &stderr.replace(&dir_name, ""),
+    ] {
+        for s in secrets {
+            assert!(!text.contains(s), "{s} is shown:\n{stdout}\n{stderr}");
+        }
+    }
+    // Line numbers and counts are what is shown instead.
+    assert!(
+        stdout.contains("(3 hits; hidden; --show-secrets shows it)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("current: line 2 (hidden"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("{}:4: line is skipped", otp.display())),
+        "{stderr}"
+    );
+
+    // With --show-secrets they are all there (the file's used line apart).
+    let out = check_showing_secrets(&path).success().get_output().clone();
+    let shown =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for s in ["31337", "42424", "51515", "23456", "34567", "61234"] {
+        assert!(
+            ports_in(&shown).contains(&s.to_string()),
+            "{s} missing:\n{shown}"
+        );
+    }
+}
+
+#[test]
+fn show_secrets_without_check_is_a_usage_error() {
+    knockd()
+        .arg("--show-secrets")
+        .assert()
+        .failure()
+        .code(2)
+        .stderr(contains("--check"));
+}
+
+#[test]
+fn group_writable_config_is_refused_by_check_naming_file_and_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, path) = conf("[d]\nsequence = 1\ncommand = true\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+    check(&path).failure().code(1).stderr(contains(format!(
+        "{}: refusing a file writable by group or others (mode 0664; chmod go-w fixes it)",
+        path.display()
+    )));
+    // Started as a daemon, the same refusal, before anything is opened.
+    knockd()
+        .args(["-i", "lo", "-c"])
+        .arg(&path)
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(contains(format!(
+            "{}: refusing a file writable by group or others",
+            path.display()
+        )));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    check(&path).success();
+}
+
+#[test]
+fn config_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user.
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        eprintln!("skipped: needs root to give the file to nobody");
+        return;
+    }
+    let (_dir, path) = conf("[d]\nsequence = 1\ncommand = true\n");
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    check(&path).failure().code(1).stderr(contains(format!(
+        "{}: refusing a file owned by uid 65534 (it must be owned by root)",
+        path.display()
+    )));
+}
+
+#[test]
+fn group_writable_one_time_file_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let otp = dir.path().join("seqs");
+    std::fs::write(&otp, " 1111,2222\n").unwrap();
+    std::fs::set_permissions(&otp, std::fs::Permissions::from_mode(0o620)).unwrap();
+    let path = dir.path().join("knockd.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "[otp]\none_time_sequences = {}\ncommand = x\n",
+            otp.display()
+        ),
+    )
+    .unwrap();
+    check(&path)
+        .success()
+        .stdout(contains("(file not readable now)"))
+        .stderr(contains("writable by group or others").and(contains(otp.display().to_string())));
 }
 
 #[test]

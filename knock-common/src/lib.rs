@@ -3,6 +3,7 @@
 //! the network or libpcap.
 
 pub mod flags;
+pub mod fsafe;
 pub mod otp;
 pub mod sequence;
 

@@ -140,8 +140,9 @@ pub fn all_sequences_bytes(bytes: &[u8]) -> Vec<Sequence> {
 /// five hits take about 40 MB).
 const MAX_FILE_BYTES: u64 = 64 << 20;
 
-/// Read a one-time file: a regular file of at most [`MAX_FILE_BYTES`].
-/// Anything else (a FIFO, a device such as `/dev/zero`, a directory) is an
+/// Read a one-time file: a regular file of at most [`MAX_FILE_BYTES`],
+/// owned by root or the effective user and not writable by group or others
+/// ([`crate::fsafe::check_readable_meta`]). Anything else (a FIFO, a device such as `/dev/zero`, a directory) is an
 /// error instead of a read that blocks forever or never ends. The open does
 /// not block either (`O_NONBLOCK`, which does not affect regular files).
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
@@ -156,6 +157,9 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
             "not a regular file",
         ));
     }
+    // Whoever may change the file may choose what opens the door.
+    crate::fsafe::check_readable_meta(&meta, nix::unistd::geteuid().as_raw())
+        .map_err(crate::fsafe::Refusal::into_io)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
@@ -221,24 +225,16 @@ pub fn render(seqs: &[Sequence]) -> String {
 }
 
 /// Append sequences to a one-time file, creating it with mode 0600 when it
-/// does not exist. Existing lines are never rewritten; a missing final
+/// does not exist. The file is opened under the write rules of
+/// [`crate::fsafe`] (no untrusted symlink, a regular file of the effective
+/// user's that nobody else may write). Existing lines are never rewritten; a missing final
 /// newline is added first so the last old line stays intact. Flushed to disk
 /// before returning.
 pub fn append(path: &Path, seqs: &[Sequence]) -> Result<(), OtpError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io_err(path))?;
-    if !file.metadata().map_err(io_err(path))?.is_file() {
-        return Err(io_err(path)(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
-    }
+    // No untrusted symlink, only a regular file of our own that nobody else
+    // may write (see `fsafe`).
+    let mut file = crate::fsafe::open_for_read_append_safely(path, 0o600)
+        .map_err(|e| io_err(path)(e.reason.into_io()))?;
     let mut text = String::new();
     if needs_newline(&mut file).map_err(io_err(path))? {
         text.push('\n');

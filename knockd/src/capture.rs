@@ -42,6 +42,11 @@ impl Capture {
             })
             .and_then(|c| c.setnonblock())
             .map_err(|e| format!("cannot capture on {iface}: {e}"))?;
+        // libpcap opens its packet socket, and on Linux an eventfd, without
+        // close-on-exec: mark them, or every command inherits them.
+        crate::fds::set_cloexec(cap.as_fd())
+            .and_then(|()| crate::fds::cloexec_from(3))
+            .map_err(|e| format!("cannot capture on {iface}: close-on-exec: {e}"))?;
         let dlt = cap.get_datalink();
         let link = LinkType::from_dlt(dlt.0).ok_or_else(|| {
             format!(

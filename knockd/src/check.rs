@@ -1,5 +1,12 @@
 //! `knockd --check`: validate the configuration and show what it defines,
 //! without capturing anything.
+//!
+//! Secrets stay out of the output unless `--show-secrets` is given, because
+//! service units run the check on every reload and its output lands in the
+//! journal: a fixed sequence is shown as its number of hits, a one-time file
+//! by its counts and the *line number* of its current sequence, and a
+//! one-time line that does not parse by its line number only (its text and
+//! the parser's complaint, which quotes part of it, are secrets too).
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -89,7 +96,7 @@ pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<String>) {
 
     for door in &cfg.doors {
         let _ = writeln!(s, "\n[{}]  (line {})", door.name, door.line);
-        describe_door(&mut s, &mut warnings, door);
+        describe_door(&mut s, &mut warnings, door, cli.show_secrets);
     }
     (s, warnings)
 }
@@ -102,12 +109,21 @@ fn field(s: &mut String, name: &str, value: &str) {
     let _ = writeln!(s, "    {:<19} {value}", format!("{name}:"));
 }
 
-fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door) {
+/// What stands in for a hidden secret.
+const HIDDEN: &str = "hidden; --show-secrets shows it";
+
+fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door, secrets: bool) {
     match &door.sequence {
-        SequenceSpec::Fixed(seq) => field(s, "Sequence", &seq.to_string()),
+        SequenceSpec::Fixed(seq) if secrets => field(s, "Sequence", &seq.to_string()),
+        SequenceSpec::Fixed(seq) => {
+            let n = seq.knocks().len();
+            let hits = if n == 1 { "hit" } else { "hits" };
+            field(s, "Sequence", &format!("({n} {hits}; {HIDDEN})"));
+        }
         SequenceSpec::OneTime(path) => {
             field(s, "One_Time_Sequences", &path.display().to_string());
-            field(s, "File state", &one_time_state(warnings, &door.name, path));
+            let state = one_time_state(warnings, &door.name, path, secrets);
+            field(s, "File state", &state);
         }
     }
     field(
@@ -170,7 +186,7 @@ fn command_fields(
 }
 
 /// The state of a one-time file, for the summary; problems become warnings.
-fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path) -> String {
+fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path, secrets: bool) -> String {
     match otp::scan(path) {
         Err(e) => {
             warnings.push(format!(
@@ -180,13 +196,21 @@ fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path) -> String
         }
         Ok(scan) => {
             for w in &scan.warnings {
-                warnings.push(format!(
-                    "{}:{}: line \"{}\" is skipped: {}",
-                    path.display(),
-                    w.line_no,
-                    w.text,
-                    w.error
-                ));
+                warnings.push(if secrets {
+                    format!(
+                        "{}:{}: line \"{}\" is skipped: {}",
+                        path.display(),
+                        w.line_no,
+                        w.text,
+                        w.error
+                    )
+                } else {
+                    format!(
+                        "{}:{}: line is skipped: not a valid sequence (what it says is {HIDDEN})",
+                        path.display(),
+                        w.line_no
+                    )
+                });
             }
             let left = scan.usable.len();
             match scan.current() {
@@ -197,13 +221,19 @@ fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path) -> String
                     ));
                     format!("no unused sequence left ({} used)", scan.used)
                 }
-                Some(cur) => format!(
-                    "{left} unused sequence{} left ({} used); current: line {}: {}",
-                    if left == 1 { "" } else { "s" },
-                    scan.used,
-                    cur.line_no,
-                    cur.sequence
-                ),
+                Some(cur) => {
+                    let shown = if secrets {
+                        format!(": {}", cur.sequence)
+                    } else {
+                        format!(" ({HIDDEN})")
+                    };
+                    format!(
+                        "{left} unused sequence{} left ({} used); current: line {}{shown}",
+                        if left == 1 { "" } else { "s" },
+                        scan.used,
+                        cur.line_no,
+                    )
+                }
             }
         }
     }
@@ -238,7 +268,7 @@ mod tests {
     #[test]
     fn valid_config_summary() {
         let text = "[options]\nUseSyslog\nInterface = lo\n[web]\nsequence = 1,2:udp\ntcpflags = syn,!ack\ntarget = 192.0.2.1\ncommand = open %IP%\ncommand_6 =\nstop_command = close %IP%\ncmd_timeout = 7\n";
-        let (code, out, err, _d) = run_on(text, &[]);
+        let (code, out, err, _d) = run_on(text, &["--show-secrets"]);
         assert_eq!(code, 0, "{err}");
         assert!(err.is_empty(), "{err}");
         for needle in [
@@ -311,6 +341,28 @@ mod tests {
     }
 
     #[test]
+    fn sequences_are_hidden_without_show_secrets() {
+        let text = "[web]\nsequence = 31337,42424:udp,51515\ncommand = open %IP%\n";
+        let (code, out, err, _d) = run_on(text, &["-i", "lo"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("Sequence:           (3 hits; hidden; --show-secrets shows it)"),
+            "{out}"
+        );
+        for port in ["31337", "42424", "51515"] {
+            assert!(
+                !out.contains(port) && !err.contains(port),
+                "{port} shown:\n{out}{err}"
+            );
+        }
+        let (_, out, _, _d) = run_on(text, &["-i", "lo", "--show-secrets"]);
+        assert!(
+            out.contains("Sequence:           31337:tcp,42424:udp,51515:tcp"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn one_time_file_states() {
         let dir = tempfile::tempdir().unwrap();
         let otp_path = dir.path().join("otp");
@@ -324,7 +376,7 @@ mod tests {
             missing.display(),
             empty.display()
         );
-        let (code, out, err, _d) = run_on(&text, &["-i", "lo"]);
+        let (code, out, err, _d) = run_on(&text, &["-i", "lo", "--show-secrets"]);
         assert_eq!(code, 0, "{err}");
         assert!(
             out.contains("2 unused sequences left (1 used); current: line 2: 3:tcp,4:udp"),
@@ -347,5 +399,37 @@ mod tests {
             err.contains("door \"c\": its one-time sequence file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn one_time_lines_are_hidden_without_show_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let otp_path = dir.path().join("otp");
+        std::fs::write(&otp_path, "# 1,2\n 23456,34567:udp\n 45678x\n").unwrap();
+        let text = format!(
+            "[a]\none_time_sequences = {}\ncommand = x\n",
+            otp_path.display()
+        );
+        let (code, out, err, _d) = run_on(&text, &["-i", "lo"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains(
+                "1 unused sequence left (1 used); current: line 2 (hidden; --show-secrets shows it)"
+            ),
+            "{out}"
+        );
+        assert!(
+            err.contains(&format!(
+                "{}:3: line is skipped: not a valid sequence",
+                otp_path.display()
+            )),
+            "{err}"
+        );
+        for secret in ["23456", "34567", "45678"] {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{secret}:\n{out}{err}"
+            );
+        }
     }
 }

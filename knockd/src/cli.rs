@@ -10,6 +10,7 @@ const AFTER_HELP: &str = "\
 Examples:
   knockd -t                      check /etc/knockd.conf and show what it defines
   knockd -t -c ./knockd.conf     check another file before installing it
+  knockd -t --show-secrets       ... and show the sequences too (keep them off logs)
   knockd -i eth1 -v              listen on eth1, print status messages
   knockd -d -i eth0              run in the background as a daemon
   knockd -d -c /etc/knockd.conf -p /run/knockd.pid -g /var/log/knockd.log
@@ -102,9 +103,16 @@ pub struct Cli {
     )]
     pub logfile: Option<PathBuf>,
 
-    /// Check the configuration, print what it defines and exit (0: valid, 1: errors); captures nothing
+    /// Check the configuration, print what it defines and exit (0: valid, 1: errors); captures nothing.
+    /// Sequences and one-time lines are hidden (see --show-secrets)
     #[arg(short = 't', long)]
     pub check: bool,
+
+    /// With --check: also print the sequences, the current one-time lines and the text of
+    /// one-time lines that do not parse. Only on a terminal: the output of a service's
+    /// reload (which runs --check) ends up in the journal
+    #[arg(long, requires = "check")]
+    pub show_secrets: bool,
 }
 
 /// Where a setting in effect comes from.
@@ -208,6 +216,7 @@ mod tests {
                 pidfile: None,
                 logfile: None,
                 check: false,
+                show_secrets: false,
             }
         );
     }
@@ -225,6 +234,7 @@ mod tests {
             pidfile: Some("/run/k.pid".into()),
             logfile: Some("/var/log/k.log".into()),
             check: true,
+            show_secrets: false,
         };
         let short = cli(&[
             "-i",
@@ -287,6 +297,12 @@ mod tests {
         assert_eq!(kind(&["-i", "/dev/eth0"]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["-i", ""]), ErrorKind::ValueValidation);
         assert_eq!(kind(&["extra"]), ErrorKind::UnknownArgument);
+        // Secrets are shown only by a check that asks for them.
+        assert_eq!(
+            kind(&["--show-secrets"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert!(cli(&["-t", "--show-secrets"]).show_secrets);
     }
 
     #[test]
@@ -304,6 +320,7 @@ mod tests {
             "--pidfile",
             "--logfile",
             "--check",
+            "--show-secrets",
             "Examples:",
             "knockd -t -c ./knockd.conf",
             "Sequence",

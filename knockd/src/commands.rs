@@ -29,8 +29,20 @@
 //!   hang forever cannot stop all others; they are still reaped when they end.
 //! * Every child is reaped. A non-zero exit status and death by a signal are
 //!   logged; a command that cannot be started is logged, never fatal.
+//! * Memory is bounded whatever arrives (a storm of completed knocks from
+//!   spoofed sources): at most [`DEFAULT_MAX_QUEUED_STARTS`] start commands
+//!   from new knocks wait for a slot, and at most [`DEFAULT_MAX_OPEN_DOORS`]
+//!   (door, source) pairs are tracked. Past either bound a knock is not acted
+//!   on (nothing is started, so nothing is left open without its stop
+//!   command); an open door is never forgotten to make room. Stop commands
+//!   and re-opens belong to tracked pairs, at most one waiting job each, so
+//!   the whole queue never exceeds the sum of the two bounds. A knock whose
+//!   command (same door, same source) is already waiting is merged into it.
+//! * Knocks not acted on are logged at most once per [`DROP_REPORT_INTERVAL`]:
+//!   the first at once, the rest as one line with their count, so the
+//!   dropping itself cannot flood the log.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -48,6 +60,19 @@ pub const DEFAULT_MAX_CHILDREN: usize = 64;
 
 /// Default time after which a still-running command frees its slot.
 pub const DEFAULT_SLOT_RELEASE: Duration = Duration::from_secs(60);
+
+/// Default bound on start commands from new knocks waiting for a slot (the
+/// queue behind the [`DEFAULT_MAX_CHILDREN`] running ones). About 200 bytes
+/// each.
+pub const DEFAULT_MAX_QUEUED_STARTS: usize = 1024;
+
+/// Default bound on tracked (door, source) pairs of doors with a stop
+/// command: doors opening, open or closing. About 300 bytes each, so the
+/// table stays under about 5 MiB.
+pub const DEFAULT_MAX_OPEN_DOORS: usize = 16_384;
+
+/// Knocks not acted on are reported at most once per interval.
+pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Default time [`Commands::shutdown`] waits for commands before killing them.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -72,6 +97,56 @@ pub enum OpenOutcome {
     AlreadyOpen,
     /// The door has no start command for this address family: nothing runs.
     NoCommand,
+    /// The same door's command for the same source is already waiting for a
+    /// slot: this knock is merged into it.
+    Merged,
+    /// Nothing runs: a bound was reached (see the module rules).
+    Dropped(DropReason),
+}
+
+/// Why a knock was not acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `limit` start commands already wait for a slot.
+    QueueFull { limit: usize },
+    /// `limit` (door, source) pairs are already tracked.
+    TooManyOpen { limit: usize },
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropReason::QueueFull { limit } => {
+                write!(f, "command queue full ({limit} commands waiting)")
+            }
+            DropReason::TooManyOpen { limit } => {
+                write!(f, "too many open doors ({limit})")
+            }
+        }
+    }
+}
+
+/// Knocks not acted on since the last report line.
+#[derive(Debug, Default)]
+struct Drops {
+    /// When the last report line was written.
+    last_line: Option<Instant>,
+    queue_full: u64,
+    too_many_open: u64,
+}
+
+impl Drops {
+    fn pending(&self) -> u64 {
+        self.queue_full + self.too_many_open
+    }
+
+    /// When the pending count is due to be reported.
+    fn due(&self) -> Option<Instant> {
+        match self.last_line {
+            Some(t) if self.pending() > 0 => Some(t + DROP_REPORT_INTERVAL),
+            _ => None,
+        }
+    }
 }
 
 type Key = (usize, IpAddr);
@@ -88,6 +163,9 @@ struct Job {
     cmd: String,
     /// Set for commands of doors that have a stop command.
     key: Option<Key>,
+    /// Set for waiting start commands of doors without a stop command, so
+    /// that a second knock from the same source merges into the first.
+    merge: Option<Key>,
     kind: Kind,
 }
 
@@ -136,6 +214,11 @@ pub struct Commands {
     running: Vec<Running>,
     entries: HashMap<Key, Entry>,
     deadlines: BTreeSet<(Instant, Key)>,
+    /// The `merge` keys of the jobs in `start_queue`.
+    waiting: HashSet<Key>,
+    max_queued_starts: usize,
+    max_open_doors: usize,
+    drops: Drops,
     shutting_down: bool,
     /// Every pid ever spawned, to check for zombies in tests.
     #[cfg(test)]
@@ -154,10 +237,26 @@ impl Commands {
             running: Vec::new(),
             entries: HashMap::new(),
             deadlines: BTreeSet::new(),
+            waiting: HashSet::new(),
+            max_queued_starts: DEFAULT_MAX_QUEUED_STARTS,
+            max_open_doors: DEFAULT_MAX_OPEN_DOORS,
+            drops: Drops::default(),
             shutting_down: false,
             #[cfg(test)]
             spawned: Vec::new(),
         }
+    }
+
+    /// Change the bounds on waiting start commands and tracked open doors
+    /// (each at least 1).
+    pub fn set_bounds(&mut self, max_queued_starts: usize, max_open_doors: usize) {
+        self.max_queued_starts = max_queued_starts.max(1);
+        self.max_open_doors = max_open_doors.max(1);
+    }
+
+    /// Number of tracked (door, source) pairs: doors opening, open or closing.
+    pub fn tracked(&self) -> usize {
+        self.entries.len()
     }
 
     /// Change the time after which a still-running command frees its slot.
@@ -206,18 +305,28 @@ impl Commands {
         let Some(start) = door.start_command_for(is_v6) else {
             return OpenOutcome::NoCommand;
         };
-        let start_cmd = substitute(start, src);
-        let Some(stop_cmd) = door.stop_command_for(is_v6).map(|s| substitute(s, src)) else {
+        let key = (door_idx, src);
+        let queue_full = self.start_queue.len() >= self.max_queued_starts;
+        let Some(stop) = door.stop_command_for(is_v6) else {
+            if self.waiting.contains(&key) {
+                return OpenOutcome::Merged;
+            }
+            if queue_full {
+                return self.drop_knock(door, src, self.queue_full(), now, log);
+            }
+            self.waiting.insert(key);
             self.start_queue.push_back(Job {
                 door: door.name.clone(),
-                cmd: start_cmd,
+                cmd: substitute(start, src),
                 key: None,
+                merge: Some(key),
                 kind: Kind::Start,
             });
             self.pump(now, log);
             return OpenOutcome::Opened;
         };
-        let key = (door_idx, src);
+        let start_cmd = substitute(start, src);
+        let stop_cmd = substitute(stop, src);
         if let Some(e) = self.entries.get_mut(&key) {
             e.cmd_timeout = door.cmd_timeout;
             match &mut e.phase {
@@ -243,6 +352,15 @@ impl Commands {
                 }
             }
         }
+        if self.entries.len() >= self.max_open_doors {
+            let reason = DropReason::TooManyOpen {
+                limit: self.max_open_doors,
+            };
+            return self.drop_knock(door, src, reason, now, log);
+        }
+        if queue_full {
+            return self.drop_knock(door, src, self.queue_full(), now, log);
+        }
         self.entries.insert(
             key,
             Entry {
@@ -257,10 +375,82 @@ impl Commands {
             door: door.name.clone(),
             cmd: start_cmd,
             key: Some(key),
+            merge: None,
             kind: Kind::Start,
         });
         self.pump(now, log);
         OpenOutcome::Opened
+    }
+
+    fn queue_full(&self) -> DropReason {
+        DropReason::QueueFull {
+            limit: self.max_queued_starts,
+        }
+    }
+
+    /// A knock that a bound keeps from being acted on: counted, and logged
+    /// at once only when no drop line was written in the last
+    /// [`DROP_REPORT_INTERVAL`].
+    fn drop_knock(
+        &mut self,
+        door: &Door,
+        src: IpAddr,
+        reason: DropReason,
+        now: Instant,
+        log: &Logger,
+    ) -> OpenOutcome {
+        let quiet = self
+            .drops
+            .last_line
+            .is_some_and(|t| now.saturating_duration_since(t) < DROP_REPORT_INTERVAL);
+        if quiet {
+            match reason {
+                DropReason::QueueFull { .. } => self.drops.queue_full += 1,
+                DropReason::TooManyOpen { .. } => self.drops.too_many_open += 1,
+            }
+        } else {
+            self.report_drops(now, log);
+            log.error(&format!(
+                "{src}: {}: knock not acted on: {reason}",
+                door.name
+            ));
+            self.drops.last_line = Some(now);
+        }
+        OpenOutcome::Dropped(reason)
+    }
+
+    /// Write the count of knocks not acted on since the last drop line, if
+    /// any (no more than once per [`DROP_REPORT_INTERVAL`] unless `force`).
+    fn report_drops_due(&mut self, now: Instant, log: &Logger, force: bool) {
+        if self.drops.pending() == 0 {
+            return;
+        }
+        if force || self.drops.due().is_some_and(|due| now >= due) {
+            self.report_drops(now, log);
+            self.drops.last_line = Some(now);
+        }
+    }
+
+    fn report_drops(&mut self, now: Instant, log: &Logger) {
+        if self.drops.pending() == 0 {
+            return;
+        }
+        let since = self
+            .drops
+            .last_line
+            .map_or(0, |t| now.saturating_duration_since(t).as_secs());
+        log.error(&format!(
+            "{} more knocks not acted on in the last {since} s: \
+             {} with the command queue full ({} commands waiting), \
+             {} with too many open doors ({})",
+            self.drops.pending(),
+            self.drops.queue_full,
+            self.max_queued_starts,
+            self.drops.too_many_open,
+            self.max_open_doors
+        ));
+        self.drops.queue_full = 0;
+        self.drops.too_many_open = 0;
     }
 
     /// Reap finished commands, run due stop commands, start queued commands.
@@ -279,6 +469,7 @@ impl Commands {
         self.reap(now, log);
         self.fire_due(now, log, describe);
         self.pump(now, log);
+        self.report_drops_due(now, log, false);
     }
 
     /// When [`poll`](Commands::poll) next has timed work to do (a stop
@@ -295,10 +486,7 @@ impl Commands {
         } else {
             None
         };
-        match (stop, slot) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [stop, slot, self.drops.due()].into_iter().flatten().min()
     }
 
     /// Close everything for `SIGTERM`/`SIGINT`; blocks for at most about
@@ -399,6 +587,8 @@ impl Commands {
         }
         self.stop_queue.clear();
         self.start_queue.clear();
+        self.waiting.clear();
+        self.report_drops_due(Instant::now(), log, true);
         for e in self.entries.values() {
             if matches!(e.phase, Phase::Open { .. } | Phase::Starting) {
                 log.error(&format!(
@@ -467,6 +657,7 @@ impl Commands {
                         door: e.door.clone(),
                         cmd: r.start_cmd,
                         key: Some(key),
+                        merge: None,
                         kind: Kind::Start,
                     });
                 }
@@ -496,6 +687,7 @@ impl Commands {
                     door: e.door.clone(),
                     cmd: e.stop_cmd.clone(),
                     key: Some(key),
+                    merge: None,
                     kind: Kind::Stop,
                 });
             }
@@ -518,6 +710,7 @@ impl Commands {
                     door: e.door.clone(),
                     cmd: e.stop_cmd.clone(),
                     key: Some(*key),
+                    merge: None,
                     kind: Kind::Stop,
                 });
             }
@@ -553,6 +746,9 @@ impl Commands {
             else {
                 break;
             };
+            if let Some(k) = job.merge {
+                self.waiting.remove(&k);
+            }
             if self.spawn(job, now, log) {
                 busy += 1;
             }
@@ -1194,5 +1390,169 @@ mod tests {
             log.captured()
         );
         c.shutdown(&log, Duration::from_secs(1));
+    }
+
+    /// `n` distinct IPv4 sources (10.0.0.0/8 and up).
+    fn storm_source(i: u32) -> IpAddr {
+        IpAddr::from((10u32 << 24).wrapping_add(i).to_be_bytes())
+    }
+
+    #[test]
+    fn a_million_completed_knocks_keep_queue_and_open_doors_at_their_bounds() {
+        let log = Logger::memory(false, false);
+        let mut c = Commands::new(1);
+        // One command occupies the only slot for the whole storm.
+        let tracked = door(
+            "tracked",
+            Some("sleep 30"),
+            None,
+            Some("true"),
+            None,
+            Duration::from_secs(60),
+        );
+        let plain = door("plain", Some("sleep 30"), None, None, None, Duration::ZERO);
+        let now = Instant::now();
+        let mut dropped = 0u32;
+        for i in 0..1_000_000u32 {
+            let (idx, d) = if i % 2 == 0 {
+                (0, &tracked)
+            } else {
+                (1, &plain)
+            };
+            match c.open(idx, d, storm_source(i), now, &log) {
+                OpenOutcome::Opened => {}
+                OpenOutcome::Dropped(_) => dropped += 1,
+                other => panic!("knock {i}: unexpected {other:?}"),
+            }
+            assert!(c.queued() <= DEFAULT_MAX_QUEUED_STARTS);
+            assert!(c.tracked() <= DEFAULT_MAX_OPEN_DOORS);
+        }
+        assert_eq!(c.running(), 1);
+        assert_eq!(c.queued(), DEFAULT_MAX_QUEUED_STARTS);
+        assert!(c.tracked() <= DEFAULT_MAX_QUEUED_STARTS + 1);
+        assert_eq!(dropped as usize, 1_000_000 - 1 - DEFAULT_MAX_QUEUED_STARTS);
+        assert!(c.waiting.len() <= DEFAULT_MAX_QUEUED_STARTS);
+        // The dropping is logged once, not a million times.
+        let lines = log.captured();
+        let drop_lines: Vec<_> = lines
+            .iter()
+            .filter(|l| l.contains("not acted on"))
+            .collect();
+        assert_eq!(drop_lines.len(), 1, "{drop_lines:?}");
+        assert_eq!(
+            drop_lines[0],
+            "10.0.4.1: plain: knock not acted on: command queue full (1024 commands waiting)"
+        );
+        // After the interval one summary line counts the rest.
+        c.poll(now + DROP_REPORT_INTERVAL, &log);
+        let summary = format!(
+            "{} more knocks not acted on in the last 10 s: {} with the command queue full \
+             (1024 commands waiting), 0 with too many open doors (16384)",
+            dropped - 1,
+            dropped - 1
+        );
+        assert!(has(&log, &summary), "{:?}", &log.captured()[..4]);
+        c.shutdown(&log, Duration::from_millis(200));
+        assert_eq!(c.running(), 0);
+    }
+
+    #[test]
+    fn open_doors_are_bounded_and_never_forgotten() {
+        let log = Logger::memory(false, false);
+        let mut c = Commands::new(64);
+        c.set_bounds(1_000_000, 100);
+        let d = door(
+            "d",
+            Some("true"),
+            None,
+            Some("true"),
+            None,
+            Duration::from_secs(3600),
+        );
+        for i in 0..100u32 {
+            assert_eq!(
+                c.open(0, &d, storm_source(i), Instant::now(), &log),
+                OpenOutcome::Opened
+            );
+        }
+        assert!(wait_until(&mut c, &log, |c| c.running() == 0 && c.queued() == 0));
+        for i in 100..10_000u32 {
+            assert_eq!(
+                c.open(0, &d, storm_source(i), Instant::now(), &log),
+                OpenOutcome::Dropped(DropReason::TooManyOpen { limit: 100 })
+            );
+        }
+        assert_eq!(c.tracked(), 100);
+        // Every door opened before the storm is still open, its stop pending.
+        for i in 0..100u32 {
+            assert!(c.is_open(0, storm_source(i)), "door {i} forgotten");
+            assert!(c.stop_due(0, storm_source(i)).is_some());
+        }
+        assert!(log
+            .captured()
+            .iter()
+            .any(|l| l == "10.0.0.100: d: knock not acted on: too many open doors (100)"));
+        // A door already open still takes a re-knock (postponed stop).
+        assert_eq!(
+            c.open(0, &d, storm_source(7), Instant::now(), &log),
+            OpenOutcome::AlreadyOpen
+        );
+        // The pending drop count is reported by the shutdown at the latest.
+        c.shutdown(&log, Duration::from_secs(5));
+        assert!(
+            log.captured()
+                .iter()
+                .any(|l| l.starts_with("9899 more knocks not acted on")),
+            "{:?}",
+            log.captured()
+        );
+    }
+
+    #[test]
+    fn a_knock_whose_command_is_already_waiting_is_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let log = Logger::memory(false, false);
+        let mut c = Commands::new(1);
+        let blocker = door("block", Some("sleep 0.3"), None, None, None, Duration::ZERO);
+        let cmd = format!("echo %IP% >> {}", out.display());
+        let d = door("d", Some(&cmd), None, None, None, Duration::ZERO);
+        let now = Instant::now();
+        assert_eq!(
+            c.open(9, &blocker, ip("192.0.2.9"), now, &log),
+            OpenOutcome::Opened
+        );
+        assert_eq!(
+            c.open(0, &d, ip("192.0.2.1"), now, &log),
+            OpenOutcome::Opened
+        );
+        for _ in 0..1000 {
+            assert_eq!(
+                c.open(0, &d, ip("192.0.2.1"), now, &log),
+                OpenOutcome::Merged
+            );
+        }
+        // Another source, or the same source on another door, is not merged.
+        assert_eq!(
+            c.open(0, &d, ip("192.0.2.2"), now, &log),
+            OpenOutcome::Opened
+        );
+        assert_eq!(
+            c.open(1, &d, ip("192.0.2.1"), now, &log),
+            OpenOutcome::Opened
+        );
+        assert_eq!(c.queued(), 3);
+        assert!(wait_until(&mut c, &log, |c| c.running() == 0 && c.queued() == 0));
+        let mut lines: Vec<_> = read(&out).lines().map(str::to_string).collect();
+        lines.sort();
+        assert_eq!(lines, ["192.0.2.1", "192.0.2.1", "192.0.2.2"]);
+        // Once the merged command has started, the next knock runs it again.
+        assert_eq!(
+            c.open(0, &d, ip("192.0.2.1"), Instant::now(), &log),
+            OpenOutcome::Opened
+        );
+        assert!(wait_until(&mut c, &log, |c| c.running() == 0 && c.queued() == 0));
+        assert_eq!(read(&out).lines().count(), 4);
+        assert!(c.waiting.is_empty());
     }
 }

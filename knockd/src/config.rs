@@ -803,14 +803,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     if path.is_dir() {
         return Err(one(None, "cannot read: it is a directory".to_string()));
     }
-    // Bounded, so that `-c /dev/zero` (or a runaway generator behind a
-    // pipe) is an error instead of a read until memory runs out.
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| one(None, format!("cannot read: {e}")))?;
+    // Commands run as root: refuse a file that someone else could have
+    // written, such as a world-writable `/dev/zero` (see `knock_common::fsafe`).
+    knock_common::fsafe::check_readable_config(&file, path)
+        .map_err(|e| one(None, e.reason.to_string()))?;
+    // Bounded, so that a runaway generator behind a pipe is an error
+    // instead of a read until memory runs out.
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| {
-            use std::io::Read;
-            f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)
-        })
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| one(None, format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(one(
@@ -1762,12 +1765,56 @@ command = x
 
     #[test]
     fn load_stops_reading_an_endless_file() {
+        // /dev/zero is writable by everybody: refused before any read.
         let ConfigErrors(errs) = load(Path::new("/dev/zero")).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(
             errs[0].to_string(),
-            format!("/dev/zero: cannot read: larger than {MAX_CONFIG_BYTES} bytes")
+            "/dev/zero: refusing a file writable by group or others (mode 0666; chmod go-w fixes it)"
         );
+        // A private FIFO fed without end is read only up to the bound.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("endless.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut w = std::fs::OpenOptions::new()
+                .write(true)
+                .open(writer_path)
+                .unwrap();
+            let chunk = vec![b'#'; 1 << 16];
+            // Ends when the reader closes the pipe (EPIPE).
+            while w.write_all(&chunk).is_ok() {}
+        });
+        let ConfigErrors(errs) = load(&fifo).unwrap_err();
+        writer.join().unwrap();
+        assert_eq!(
+            errs[0].to_string(),
+            format!(
+                "{}: cannot read: larger than {MAX_CONFIG_BYTES} bytes",
+                fifo.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_refuses_a_file_others_may_write_naming_file_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("knockd.conf");
+        std::fs::write(&p, "[d]\nsequence = 1\ncommand = true\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let ConfigErrors(errs) = load(&p).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            format!(
+                "{}: refusing a file writable by group or others (mode 0664; chmod go-w fixes it)",
+                p.display()
+            )
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load(&p).unwrap().doors.len(), 1);
     }
 
     #[test]

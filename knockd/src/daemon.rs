@@ -6,6 +6,7 @@
 use crate::cli::Cli;
 use crate::commands::{DEFAULT_MAX_CHILDREN, DEFAULT_SHUTDOWN_GRACE};
 use crate::config;
+use crate::fds;
 use crate::log::Logger;
 use crate::process::{self, PidFile};
 use crate::server::{Server, Settings, Signals};
@@ -13,6 +14,12 @@ use crate::server::{Server, Settings, Signals};
 /// Run `knockd` as the command line says; returns the exit status. Every
 /// value with a `Drop` (the pid file above all) is dropped before return.
 pub fn run(cli: &Cli) -> i32 {
+    // Whatever the starting process left open (a shell's redirections)
+    // must not reach the commands.
+    if let Err(e) = fds::cloexec_from(3) {
+        eprintln!("knockd: cannot mark inherited descriptors close-on-exec: {e}");
+        return 1;
+    }
     let cfg = match config::load(&cli.config) {
         Ok(cfg) => cfg,
         Err(errors) => {

@@ -18,9 +18,8 @@
 //! that would have gone to the file go to stderr instead, and the file is
 //! opened again on the next [`Logger::reopen`] (`SIGHUP`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -320,12 +319,10 @@ impl Logger {
     }
 }
 
+/// Never through another user's symlink, never into a file someone else
+/// owns or may write (see `knock_common::fsafe`); the error says why.
 fn open_log_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(LOG_FILE_MODE)
-        .open(path)
+    knock_common::fsafe::open_for_append_safely(path, LOG_FILE_MODE).map_err(|e| e.reason.into_io())
 }
 
 /// Report a problem with the logging itself on stderr.

@@ -11,11 +11,12 @@
 //!    file stays locked throughout;
 //! 3. start any threads only after that.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use knock_common::fsafe;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -31,6 +32,22 @@ pub enum PidFileError {
     /// The pid file could not be opened, locked or written.
     #[error("pid file {}: {source}", .path.display())]
     Io { path: PathBuf, source: io::Error },
+    /// The pid file is unsafe to write: an untrusted symlink, another
+    /// user's file, writable by others (see `knock_common::fsafe`).
+    #[error("pid file {0}")]
+    Refused(fsafe::FileError),
+}
+
+impl From<fsafe::FileError> for PidFileError {
+    fn from(e: fsafe::FileError) -> Self {
+        match e.reason {
+            fsafe::Refusal::Io(source) => PidFileError::Io {
+                path: e.path,
+                source,
+            },
+            _ => PidFileError::Refused(e),
+        }
+    }
 }
 
 /// A locked pid file holding our pid. The lock (`flock`, exclusive) lives as
@@ -55,14 +72,9 @@ impl PidFile {
         // A previous owner may unlink the file between our open and our lock;
         // then the lock is on a dead inode and we try again.
         for _ in 0..10 {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(PID_FILE_MODE)
-                .open(path)
-                .map_err(io_err)?;
+            // Never through another user's symlink, never into a file
+            // someone else owns or may write (see `fsafe`).
+            let file = fsafe::open_for_update_safely(path, PID_FILE_MODE)?;
             let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(l) => l,
                 Err((mut file, Errno::EWOULDBLOCK)) => {

@@ -438,12 +438,10 @@ impl Server<'_> {
         for ev in events.drain(..) {
             match ev {
                 Event::Stage { door, src, stage } => {
-                    if let Some(n) = self.names.as_mut() {
-                        n.request(src);
-                    }
-                    let s = self.src_text(src);
+                    // The bare address, and no lookup: a DNS query per hit
+                    // would show how far a knock got (see `lookup`).
                     self.log.log(&format!(
-                        "{s}: {}: Stage {stage}",
+                        "{src}: {}: Stage {stage}",
                         self.cfg.doors[door].name
                     ));
                 }
@@ -476,6 +474,9 @@ impl Server<'_> {
     }
 
     fn open(&mut self, i: usize, src: IpAddr, now: Instant) {
+        if let Some(n) = self.names.as_mut() {
+            n.request(src);
+        }
         let s = self.src_text(src);
         let name = self.cfg.doors[i].name.clone();
         self.log.log(&format!("{s}: {name}: OPEN SESAME"));
@@ -567,4 +568,79 @@ fn fmt_addrs(addrs: &BTreeSet<IpAddr>) -> String {
         .map(IpAddr::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_name(_: IpAddr) -> Option<String> {
+        Some("knocker.example".to_string())
+    }
+
+    /// A server on the loopback interface (opening a capture needs root).
+    fn server(log: &Logger) -> Option<Server<'_>> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: opening a capture needs root");
+            return None;
+        }
+        let cfg =
+            config::parse_str("[door]\nsequence = 7000,8000\ncommand = true\n", "t.conf").unwrap();
+        let settings = Settings {
+            interface: "lo".to_string(),
+            interface_from_cli: true,
+            config_path: PathBuf::from("t.conf"),
+            log_file_override: None,
+            ipv4_only: false,
+            lookup: true,
+            debug: false,
+            attempt_cap: Settings::DEFAULT_ATTEMPT_CAP,
+            max_children: Settings::DEFAULT_MAX_CHILDREN,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        Some(Server::new(settings, cfg, log).unwrap())
+    }
+
+    #[test]
+    fn stage_lines_request_no_lookup_and_show_the_bare_address_open_does() {
+        let log = Logger::memory(false, false);
+        let Some(mut s) = server(&log) else { return };
+        s.names = Some(Names::start_with(fake_name));
+        let src: IpAddr = "192.0.2.7".parse().unwrap();
+        let now = Instant::now();
+        s.events.push(Event::Stage {
+            door: 0,
+            src,
+            stage: 1,
+        });
+        s.handle_events(now);
+        assert_eq!(s.names.as_ref().unwrap().lookups_requested(), 0);
+        s.events.push(Event::Open { door: 0, src });
+        s.handle_events(now);
+        assert_eq!(s.names.as_ref().unwrap().lookups_requested(), 1);
+        // Once the name is known, Stage lines still show the address only.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.src_text(src) == "192.0.2.7" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(s.src_text(src), "192.0.2.7 (knocker.example)");
+        s.events.push(Event::Stage {
+            door: 0,
+            src,
+            stage: 1,
+        });
+        s.handle_events(now);
+        assert_eq!(s.names.as_ref().unwrap().lookups_requested(), 1);
+        let lines = log.captured();
+        let stages: Vec<_> = lines.iter().filter(|l| l.contains("Stage")).collect();
+        assert_eq!(
+            stages,
+            ["192.0.2.7: door: Stage 1", "192.0.2.7: door: Stage 1"]
+        );
+        assert!(
+            lines.contains(&"192.0.2.7: door: OPEN SESAME".to_string()),
+            "{lines:?}"
+        );
+        s.commands.shutdown(&log, Duration::from_secs(2));
+    }
 }
