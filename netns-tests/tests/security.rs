@@ -3,8 +3,6 @@
 //! what `-l` asks the resolver, and which files the daemon refuses to write
 //! (see SECURITY.md, one test per threat).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::net::Ipv4Addr;
@@ -12,24 +10,15 @@ use std::os::unix::fs::{lchown, symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{append_ip, wait_lines};
+use knock_testkit::frames as kit;
 use netns_tests::proc::{kill_all_in_ns, pids_in_ns};
+use netns_tests::scenario::wait_lines;
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, frames, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 const NOBODY: u32 = 65534;
-
-fn s4(lab: &Lab) -> String {
-    lab.server_v4().to_string()
-}
-
-/// Run our `knock` in the client namespace; it must succeed.
-fn knock(lab: &Lab, args: &[&str]) {
-    lab.run(&lab.client_ns, bins::knock(), args)
-        .assert_success();
-}
 
 /// Start our daemon in the server namespace as `knockd -i IF -c CONF -v
 /// ARGS...` through `sh -c 'REDIRECTS exec knockd ...'` (so a test can
@@ -109,7 +98,7 @@ fn fd_probe_door(lab: &Lab) -> (Conf, PathBuf) {
 /// Knock the probe door open and return the descriptors of its command
 /// once it has become `sleep`; the command is ended afterwards.
 fn command_fds(lab: &Lab, d: &Daemon, cmdpid: &Path) -> (BTreeSet<i32>, String) {
-    knock(lab, &[&s4(lab), "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
     let pid: i32 = poll_until(DEFAULT_TIMEOUT, || {
         let text = fs::read_to_string(cmdpid).ok()?;
         let pid: i32 = text.trim().parse().ok()?;
@@ -180,43 +169,19 @@ fn descriptor_inherited_by_the_daemon_does_not_reach_a_command() {
     );
 }
 
-/// Internet checksum of `data`.
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An Ethernet frame with an IPv4 TCP SYN from `src` to `dst:port`, with
 /// correct checksums.
 fn syn_frame(src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Vec<u8> {
-    let mut tcp = vec![0x30, 0x39];
-    tcp.extend_from_slice(&port.to_be_bytes());
-    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0x20, 0, 0, 0, 0, 0]);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, 6, 0, tcp.len() as u8]);
-    pseudo.extend_from_slice(&tcp);
-    let ck = checksum(&pseudo);
-    tcp[16..18].copy_from_slice(&ck.to_be_bytes());
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0x12, 0x34, 0, 0, 64, 6, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let ck = checksum(&ip);
-    ip[10..12].copy_from_slice(&ck.to_be_bytes());
-    ip.extend_from_slice(&tcp);
-    let mut frame = vec![0xff; 6];
-    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42, 0x08, 0x00]);
-    frame.extend_from_slice(&ip);
-    frame
+    let syn = kit::Tcp {
+        src_port: 12345,
+        ..kit::Tcp::new(port, 0x02)
+    }
+    .build();
+    kit::ethernet(
+        kit::ETHERTYPE_IPV4,
+        &[],
+        &kit::ipv4(src, dst, kit::IPPROTO_TCP, &syn),
+    )
 }
 
 /// Resident memory of process `pid`, in KiB.
@@ -287,7 +252,7 @@ fn storm_of_completed_knocks_keeps_queue_memory_and_log_bounded() {
     );
     // The daemon still listens: a real knock completes (and is dropped too,
     // the queue being full).
-    knock(&lab, &[&s4(&lab), "7000"]);
+    lab.knock(&lab.client_ns, &[&lab.s4(), "7000"]);
     d.expect_log(&format!("{}: storm: OPEN SESAME", lab.client_v4()));
     // One summary line counts the rest when the interval is over.
     let dropped = STORM as usize + 1 - 64 - 1024;
@@ -329,7 +294,7 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
         &format!("127.0.0.1 localhost\n{c} knocker.test\n"),
     );
     let opens = lab.path("opens");
-    let cmd = append_ip(&lab, "opens");
+    let cmd = lab.append_ip("opens");
     let conf = Conf::new(&[]).door(
         "door",
         &[
@@ -339,14 +304,14 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
         ],
     );
     let d = lab.start_daemon(&bins::knockd(), conf.text(), &["-l"]);
-    let h = s4(&lab);
+    let h = lab.s4();
     // Two hits only: no lookup may be asked for, the log shows the address.
-    knock(&lab, &[&h, "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     d.expect_log(&format!("{c}: door: Stage 2"));
-    knock(&lab, &[&h, "9000"]);
+    lab.knock(&lab.client_ns, &[&h, "9000"]);
     d.expect_log(&format!("{c}: door: Stage 1"));
     // Completing the door asks for the name; later lines show it.
-    knock(&lab, &[&h, "7000", "8000", "9000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     wait_lines(&opens, 1, &d);
     let named = format!("{c} (knocker.test): door: OPEN SESAME");
     let mut n = 1;
@@ -355,7 +320,7 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
             return Some(());
         }
         n += 1;
-        knock(&lab, &[&h, "7000", "8000", "9000"]);
+        lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
         wait_lines(&opens, n, &d);
         None
     });
@@ -420,7 +385,7 @@ fn log_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
     let log = lab.path("knockd.log");
     let target = plant_link(&lab, &log);
     let opens = lab.path("opens");
-    let cmd = append_ip(&lab, "opens");
+    let cmd = lab.append_ip("opens");
     let conf = Conf::new(&[]).door(
         "door",
         &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
@@ -435,7 +400,7 @@ fn log_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
     );
     // The daemon runs on, logging to stderr; nothing reaches the target.
     expect_output(&d, "listening on");
-    knock(&lab, &[&s4(&lab), "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
     wait_lines(&opens, 1, &d);
     expect_output(&d, "door: OPEN SESAME");
     assert_eq!(fs::read_to_string(&target).unwrap(), "root's secret\n");
@@ -448,7 +413,7 @@ fn log_file_owned_by_another_user_is_refused() {
     let log = lab.write_file("knockd.log", "nobody's lines\n");
     std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
     let opens = lab.path("opens");
-    let cmd = append_ip(&lab, "opens");
+    let cmd = lab.append_ip("opens");
     let conf = Conf::new(&[]).door(
         "door",
         &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
@@ -462,7 +427,7 @@ fn log_file_owned_by_another_user_is_refused() {
         ),
     );
     expect_output(&d, "listening on");
-    knock(&lab, &[&s4(&lab), "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
     wait_lines(&opens, 1, &d);
     expect_output(&d, "door: OPEN SESAME");
     assert_eq!(fs::read_to_string(&log).unwrap(), "nobody's lines\n");
@@ -473,7 +438,7 @@ fn group_writable_config_is_refused_at_start_up_and_on_reload() {
     require_root!("group_writable_config_is_refused_at_start_up_and_on_reload");
     let lab = Lab::new("sec-confmode");
     let opens = lab.path("opens");
-    let cmd = append_ip(&lab, "opens");
+    let cmd = lab.append_ip("opens");
     let conf = Conf::new(&[]).door(
         "door",
         &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
@@ -522,7 +487,7 @@ fn group_writable_config_is_refused_at_start_up_and_on_reload() {
         d.conf.display()
     ));
     d.expect_log("keeping the running configuration");
-    knock(&lab, &[&s4(&lab), "7000", "8000"]);
+    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
     wait_lines(&opens, 1, &d);
     d.assert_running();
 }
