@@ -10,6 +10,7 @@ packages=(
   knockd        # the classic daemon and client: reference peer of the compatibility tests
   hping3        # crafted packets in the end-to-end tests
   strace        # injects ENOSPC in the disk-full fault test
+  python3       # runs the reference implementation in contrib/ against the test vectors
 )
 
 missing=()
