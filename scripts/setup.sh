@@ -12,6 +12,7 @@ packages=(
   strace        # injects ENOSPC in the disk-full fault test
   iptables      # the firewall of the client tests (DROP until the door opens; a lost hit)
   socat         # the service behind that firewall
+  python3       # runs the reference implementation in contrib/ against the test vectors
 )
 
 missing=()

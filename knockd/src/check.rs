@@ -109,6 +109,7 @@ fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door) {
             field(s, "One_Time_Sequences", &path.display().to_string());
             field(s, "File state", &one_time_state(warnings, &door.name, path));
         }
+        SequenceSpec::Rotating(spec) => rotating_fields(s, warnings, door, spec),
     }
     field(
         s,
@@ -167,6 +168,58 @@ fn command_fields(
         (None, None) => "(none)".to_string(),
     };
     field(s, name6, &six);
+}
+
+/// A rotating door: its parameters and the state of its used-window
+/// record, never the key or a sequence (config::load has already refused a
+/// key file that is missing, malformed or readable by others).
+fn rotating_fields(
+    s: &mut String,
+    warnings: &mut Vec<String>,
+    door: &Door,
+    spec: &config::RotatingSpec,
+) {
+    field(s, "Sequence", "(rotating; the current ports are not shown)");
+    field(
+        s,
+        "Sequence_Secret",
+        &format!(
+            "{}  (key of {} bytes, not shown)",
+            spec.secret.display(),
+            spec.key.as_ref().map_or(0, |k| k.len())
+        ),
+    );
+    field(s, "Sequence_Length", &spec.length.to_string());
+    field(s, "Sequence_Period", &format!("{} s", spec.period));
+    field(
+        s,
+        "Sequence_Skew",
+        &format!(
+            "{} (the {} windows around and including the current one are accepted)",
+            spec.skew,
+            2 * spec.skew + 1
+        ),
+    );
+    field(s, "Sequence_Ports", &spec.range.to_string());
+    field(s, "Sequence_Protocol", spec.proto.as_str());
+    let bind = if spec.bind_source { "yes" } else { "no" };
+    field(s, "Sequence_Bind_Source", bind);
+    let state = match crate::rotating::read_state(&spec.state) {
+        Ok(None) => "no window used yet".to_string(),
+        Ok(Some(until)) => format!("windows starting before Unix time {until} are used"),
+        Err(e) => {
+            warnings.push(format!(
+                "door \"{}\": {e}; every window accepted at start-up will count as used",
+                door.name
+            ));
+            "(not readable now)".to_string()
+        }
+    };
+    field(
+        s,
+        "Sequence_State",
+        &format!("{}  ({state})", spec.state.display()),
+    );
 }
 
 /// The state of a one-time file, for the summary; problems become warnings.

@@ -45,6 +45,12 @@ pub fn from_spec(spec: &SequenceSpec) -> (Box<dyn SequenceSource>, Vec<Note>) {
             let notes = src.refresh();
             (Box::new(src), notes)
         }
+        SequenceSpec::Rotating(_) => {
+            let mut src = OneTimeFile::new(Path::new("/nonexistent/rotating"));
+            let _ = src.refresh();
+            let note = Note::Error("rotating doors are not served yet; door disabled".into());
+            (Box::new(src), vec![note])
+        }
     }
 }
 
