@@ -40,7 +40,14 @@ fn service_answers(lab: &Lab) -> bool {
 }
 
 impl Scene {
+    /// The door `door` with the fixed [`SEQUENCE`].
     fn new(name: &str) -> Scene {
+        Scene::with_door(name, &[("Sequence", SEQUENCE)])
+    }
+
+    /// The door `door` with `knock` (the directives that define its
+    /// sequence).
+    fn with_door(name: &str, knock: &[(&str, &str)]) -> Scene {
         let lab = Lab::new(name);
         let service_port = SERVICE.to_string();
         // Drop new connections to the service; the door inserts an ACCEPT.
@@ -78,14 +85,9 @@ impl Scene {
         });
         assert!(listening.is_some(), "socat did not listen on {SERVICE}");
         let start = format!("iptables -w -I INPUT -s %IP% -p tcp --dport {SERVICE} -j ACCEPT");
-        let conf = Conf::new(&[]).door(
-            "door",
-            &[
-                ("Sequence", SEQUENCE),
-                ("Seq_Timeout", "15"),
-                ("Start_Command", start.as_str()),
-            ],
-        );
+        let mut dirs = knock.to_vec();
+        dirs.extend([("Seq_Timeout", "15"), ("Start_Command", start.as_str())]);
+        let conf = Conf::new(&[]).door("door", &dirs);
         let daemon = lab.start_daemon(&bins::knockd(), conf.text(), &[]);
         Scene {
             lab,
