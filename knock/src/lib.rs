@@ -36,7 +36,7 @@ pub enum KnockError {
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
-    Send(#[from] SendError),
+    Send(#[from] HitError),
     #[error(transparent)]
     Otp(#[from] OtpError),
     #[error(transparent)]
@@ -98,6 +98,17 @@ pub fn sequence_fault(e: &SequenceError) -> &'static str {
     }
 }
 
+/// A hit that could not be sent, named by its position: its port may be
+/// a secret (a profile, a one-time line, a rotating door).
+#[derive(Debug, thiserror::Error)]
+#[error("hit {number} of {total}: {source}")]
+pub struct HitError {
+    pub number: usize,
+    pub total: usize,
+    #[source]
+    pub source: SendError,
+}
+
 /// The classic `-v` line: `hitting tcp 192.0.2.1:7000` (IPv6 addresses
 /// unbracketed, as the classic client prints them), with the flags added
 /// when they are not just SYN.
@@ -114,7 +125,7 @@ pub fn send_all(
     hits: &[Hit],
     delay: Duration,
     mut verbose: Option<&mut dyn Write>,
-) -> Result<(), SendError> {
+) -> Result<(), HitError> {
     for (i, hit) in hits.iter().enumerate() {
         if i > 0 && !delay.is_zero() {
             std::thread::sleep(delay);
@@ -123,7 +134,11 @@ pub fn send_all(
             let _ = writeln!(out, "{}", hit_line(dst, hit));
             let _ = out.flush();
         }
-        sender.send(dst, hit)?;
+        sender.send(dst, hit).map_err(|source| HitError {
+            number: i + 1,
+            total: hits.len(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -484,7 +499,7 @@ mod tests {
         assert_eq!(r.sent.len(), 1);
         assert!(
             e.to_string()
-                .starts_with("hitting udp [2001:db8::1]:8000: "),
+                .starts_with("hit 2 of 3: udp to 2001:db8::1: "),
             "{e}"
         );
     }

@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -507,14 +506,6 @@ fn item_fault(item: &str) -> &'static str {
             "the protocol is neither tcp nor udp"
         }
         _ => "bad TCP flags",
-    }
-}
-
-/// The address form of a source address value (for tests and `--show`).
-pub fn source_ip(s: SourceAddress) -> Option<IpAddr> {
-    match s {
-        SourceAddress::Auto => None,
-        SourceAddress::Addr(a) => Some(a),
     }
 }
 

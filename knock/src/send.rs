@@ -27,7 +27,7 @@ pub trait Sender {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("hitting {} {}: {source}", .hit.describe_proto(), SocketAddr::new(*.dst, .hit.port))]
+    #[error("{} to {}: {source}", .hit.describe_proto(), .dst)]
     Io {
         dst: IpAddr,
         hit: Hit,
@@ -35,8 +35,8 @@ pub enum SendError {
         source: io::Error,
     },
     #[error(
-        "hitting {} {}: only {sent} of {len} bytes were sent",
-        .hit.describe_proto(), SocketAddr::new(*.dst, .hit.port)
+        "{} to {}: only {sent} of {len} bytes were sent",
+        .hit.describe_proto(), .dst
     )]
     Short {
         dst: IpAddr,
@@ -44,7 +44,7 @@ pub enum SendError {
         sent: usize,
         len: usize,
     },
-    #[error("hitting {} {}: {source}", .hit.describe_proto(), SocketAddr::new(*.dst, .hit.port))]
+    #[error("{} to {}: {source}", .hit.describe_proto(), .dst)]
     Build {
         dst: IpAddr,
         hit: Hit,
@@ -52,8 +52,8 @@ pub enum SendError {
         source: packet::FamilyMismatch,
     },
     #[error(
-        "hitting {} {}: ordinary sockets can only send SYN and UDP knocks",
-        .hit.describe_proto(), SocketAddr::new(*.dst, .hit.port)
+        "{} to {}: ordinary sockets can only send SYN and UDP knocks",
+        .hit.describe_proto(), .dst
     )]
     NotPlain { dst: IpAddr, hit: Hit },
 }
@@ -62,12 +62,14 @@ pub enum SendError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(
-        "the knock on port {port} with TCP flags {} needs a raw socket, \
+        "hit {number} (TCP flags {}) needs a raw socket, \
          which needs root or CAP_NET_RAW ({source})",
         flag_names(*.flags)
     )]
     NeedsRaw {
-        port: u16,
+        /// 1-based position of the hit in the knock (its port may be a
+        /// secret, so messages name the position).
+        number: usize,
         flags: u8,
         #[source]
         source: io::Error,
@@ -300,11 +302,11 @@ pub enum Choice<R> {
 pub fn decide<R>(raw: Result<R, (Proto, io::Error)>, hits: &[Hit]) -> Result<Choice<R>, OpenError> {
     match raw {
         Ok(r) => Ok(Choice::Raw(r)),
-        Err((_, e)) if is_permission_error(&e) => match hits.iter().find(|h| !h.is_plain()) {
+        Err((_, e)) if is_permission_error(&e) => match hits.iter().position(|h| !h.is_plain()) {
             None => Ok(Choice::Plain(e)),
-            Some(h) => Err(OpenError::NeedsRaw {
-                port: h.port,
-                flags: h.flags,
+            Some(i) => Err(OpenError::NeedsRaw {
+                number: i + 1,
+                flags: hits[i].flags,
                 source: e,
             }),
         },
@@ -389,7 +391,8 @@ mod tests {
     fn flagged_knocks_need_raw() {
         let e = decide::<()>(Err(eperm()), &[tcp(1, SYN), tcp(7000, FIN | ACK)]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("port 7000"), "{msg}");
+        assert!(msg.starts_with("hit 2 (TCP flags fin,ack)"), "{msg}");
+        assert!(!msg.contains("7000"), "the port may be a secret: {msg}");
         assert!(msg.contains("fin,ack"), "{msg}");
         assert!(msg.contains("root or CAP_NET_RAW"), "{msg}");
         let e = decide::<()>(Err(eperm()), &[tcp(9, 0)]).unwrap_err();
@@ -466,7 +469,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "hitting tcp (fin) 127.0.0.1:7000: ordinary sockets can only send SYN and UDP knocks"
+            "tcp (fin) to 127.0.0.1: ordinary sockets can only send SYN and UDP knocks"
         );
     }
 }
