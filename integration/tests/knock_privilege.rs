@@ -1,6 +1,7 @@
 //! `knock` gives up its raw-socket privilege once the sockets are open:
 //! under sudo (real user root, `SUDO_UID` set) it becomes the invoking
-//! user, with file capabilities it clears them. Each test watches a
+//! user, as a setuid binary the real user, with file capabilities it
+//! clears them. Each test watches a
 //! running `knock` through `/proc` between two hits (`-d`), after the
 //! first hit arrived, and checks that a FIN hit (which only a raw socket
 //! can send) still went out. Needs root to set the scene (a process with
@@ -222,4 +223,56 @@ fn with_file_capabilities_knock_clears_them_after_opening_its_sockets() {
         caps,
         ["0000000000000000", "0000000000000000", "0000000000000000"]
     );
+}
+
+#[test]
+fn as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets() {
+    require_root!("as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets");
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("setpriv (util-linux) is installed");
+    // A setuid-root copy of knock in a directory everyone may enter.
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("knock");
+    fs::copy(integration::binary("knock", "knock"), &bin).unwrap();
+    chown(&bin, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o4755)).unwrap();
+    let (a, b) = (Target::new(), Target::new());
+    // Run by nobody without any capability; the setuid bit makes it root.
+    let child = Command::new(setpriv)
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(&bin)
+        .args([
+            "-d",
+            "1500",
+            "127.0.0.1",
+            "1:tcp:fin",
+            &format!("{}:udp", a.port),
+            &format!("{}:udp", b.port),
+        ])
+        .env_remove("SUDO_UID")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    a.recv();
+    let uid = status_field(pid, "Uid");
+    let cap_prm = status_field(pid, "CapPrm");
+    let cap_eff = status_field(pid, "CapEff");
+    b.recv();
+    let (ok, output) = finish(child);
+    // The FIN hit needs a raw socket, opened while still root.
+    assert!(ok, "{output}");
+    assert_eq!(uid, "65534 65534 65534 65534");
+    assert_eq!(cap_prm, "0000000000000000");
+    assert_eq!(cap_eff, "0000000000000000");
 }
