@@ -39,8 +39,10 @@ impl Home {
         self.path("config/knock/hosts.toml")
     }
 
+    /// Write the default profiles file, mode 0600.
     fn write_hosts(&self, text: &str) {
         fs::write(self.hosts(), text).unwrap();
+        fs::set_permissions(self.hosts(), fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     /// A key file with the SPEC key, mode 0600.
@@ -242,6 +244,28 @@ fn profile_errors_name_the_file_and_line() {
 }
 
 #[test]
+fn a_readable_profiles_file_with_a_sequence_is_warned_about() {
+    let home = Home::new();
+    let t = Target::new();
+    let f = s(&home.hosts());
+    home.write_hosts(&format!(
+        "[lo]\nhost = \"127.0.0.1\"\nsequence = \"{}:udp\"\n",
+        t.port
+    ));
+    home.knock().arg("lo").assert().success().stderr("");
+    fs::set_permissions(home.hosts(), fs::Permissions::from_mode(0o644)).unwrap();
+    home.knock().arg("lo").assert().success().stderr(format!(
+        "knock: warning: {f}: mode 0644 lets group or others read the fixed sequences \
+             in it; run chmod 600 {f}\n"
+    ));
+    assert_eq!(t.count(Duration::from_millis(500)), 2);
+    // No fixed sequence, nothing secret in the file: no warning.
+    fs::write(home.hosts(), "[o]\nhost = \"h\"\notp = \"x\"\n").unwrap();
+    fs::set_permissions(home.hosts(), fs::Permissions::from_mode(0o644)).unwrap();
+    home.knock().arg("--list").assert().success().stderr("");
+}
+
+#[test]
 fn a_key_file_with_loose_permissions_is_refused() {
     let home = Home::new();
     let key = home.key("vpn.key");
@@ -266,11 +290,7 @@ fn a_key_file_with_loose_permissions_is_refused() {
         .code(1)
         .stderr(predicate::str::contains("mode 0644"));
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    fs::write(
-        home.path("config/knock/hosts.toml"),
-        "[vpn]\nhost = \"127.0.0.1\"\nsecret = \"../../vpn.key\"\ndoor = \"vpn\"\n",
-    )
-    .unwrap();
+    home.write_hosts("[vpn]\nhost = \"127.0.0.1\"\nsecret = \"../../vpn.key\"\ndoor = \"vpn\"\n");
     home.knock().args(["--show", "vpn"]).assert().success();
 }
 

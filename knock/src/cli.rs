@@ -229,7 +229,10 @@ pub struct Cli {
     pub profiles: Option<PathBuf>,
 
     /// List the profiles (host, kind of knock, verify port; never a secret)
-    #[arg(long = "list", conflicts_with_all = ["host", "otp", "secret"])]
+    #[arg(long = "list", conflicts_with_all = [
+        "host", "otp", "secret", "udp", "delay", "ipv4", "ipv6", "flags", "door", "length",
+        "period", "ports_range", "next", "show", "source_address", "verify", "retries",
+    ])]
     pub list: bool,
 
     /// Print each hit (and the verification)
@@ -700,6 +703,10 @@ mod tests {
         );
         assert_eq!(
             cli(&["--list", "ssh"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            cli(&["--list", "--verify", "22"]).unwrap_err().kind(),
             ErrorKind::ArgumentConflict
         );
         assert_eq!(

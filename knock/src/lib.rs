@@ -194,6 +194,7 @@ fn load_profiles(
     cli: &Cli,
     home: Option<&std::path::Path>,
     hint: &str,
+    err: &mut dyn Write,
 ) -> Result<Profiles, KnockError> {
     let path = match &cli.profiles {
         Some(p) => p.clone(),
@@ -202,15 +203,18 @@ fn load_profiles(
             profile::default_path(xdg.as_deref(), home).ok_or(ProfileError::NoHome)?
         }
     };
-    Profiles::load(&path, home).map_err(|e| match e {
+    let profiles = Profiles::load(&path, home).map_err(|e| match e {
         ProfileError::Read { path, source, .. } => ProfileError::Read {
             path,
             source,
             hint: hint.to_string(),
-        }
-        .into(),
-        e => e.into(),
-    })
+        },
+        e => e,
+    })?;
+    if let Some(w) = profiles.exposure_warning() {
+        let _ = writeln!(err, "knock: warning: {w}");
+    }
+    Ok(profiles)
 }
 
 fn knock(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), KnockError> {
@@ -234,12 +238,12 @@ fn knock(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Knoc
     let home = home_dir(sudo_drop);
     let (settings, origin) = match cli.target() {
         Target::List => {
-            let p = load_profiles(cli, home.as_deref(), "")?;
+            let p = load_profiles(cli, home.as_deref(), "", err)?;
             write!(out, "{}", p.render_list()).map_err(KnockError::Output)?;
             return Ok(());
         }
         Target::Profile(name) => {
-            let p = load_profiles(cli, home.as_deref(), profile::HOST_HINT)?;
+            let p = load_profiles(cli, home.as_deref(), profile::HOST_HINT, err)?;
             let s = p.settings(name, profile::HOST_HINT)?;
             (s, format!("profile \"{name}\" of {}", p.path.display()))
         }

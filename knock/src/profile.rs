@@ -212,6 +212,8 @@ pub struct Profiles {
     text: String,
     profiles: BTreeMap<String, Spanned<Profile>>,
     home: Option<PathBuf>,
+    /// The file's permission bits, when known.
+    mode: Option<u32>,
 }
 
 /// 1-based line of byte `offset` in `text`.
@@ -241,7 +243,29 @@ impl Profiles {
                 message: "not UTF-8 text".into(),
             }
         })?;
-        Profiles::parse(path, text, home)
+        let mut p = Profiles::parse(path, text, home)?;
+        p.mode = std::fs::metadata(path)
+            .ok()
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777);
+        Ok(p)
+    }
+
+    /// A warning when the file holds a fixed sequence (a secret) and group
+    /// or others may read it. Not an error: the file is the user's own.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let mode = self.mode?;
+        let has_sequence = self
+            .profiles
+            .values()
+            .any(|p| p.get_ref().sequence.is_some());
+        (has_sequence && mode & 0o077 != 0).then(|| {
+            format!(
+                "{}: mode {mode:04o} lets group or others read the fixed sequences in it; \
+                 run chmod 600 {}",
+                self.path.display(),
+                self.path.display()
+            )
+        })
     }
 
     /// Parse the text of a profiles file read from `path`.
@@ -259,6 +283,7 @@ impl Profiles {
             text,
             profiles,
             home: home.map(Path::to_path_buf),
+            mode: None,
         })
     }
 
