@@ -34,6 +34,11 @@ pub const DEFAULT_PID_FILE: &str = "/var/run/knockd.pid";
 pub const DEFAULT_INTERFACE: &str = "eth0";
 pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
+/// `Scan_Threshold` default: a source that touched more than this many
+/// distinct other ports (TCP SYN or UDP) of the host recently cannot knock.
+pub const DEFAULT_SCAN_THRESHOLD: usize = 8;
+/// Largest `Scan_Threshold` accepted.
+pub const MAX_SCAN_THRESHOLD: usize = crate::matcher::MAX_SCAN_THRESHOLD;
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +84,8 @@ pub struct Door {
     pub stop_command: Option<String>,
     /// Same fallback rule as `start_command_6`.
     pub stop_command_6: Option<String>,
+    /// `Scan_Threshold`, default [`DEFAULT_SCAN_THRESHOLD`]; 0 = guard off.
+    pub scan_threshold: usize,
 }
 
 fn pick<'a>(v4: &'a Option<String>, v6: &'a Option<String>, is_v6: bool) -> Option<&'a str> {
@@ -194,6 +201,7 @@ enum Directive {
     CmdTimeout,
     StopCommand,
     StopCommand6,
+    ScanThreshold,
 }
 
 /// Lower-case spelling (including aliases) to directive.
@@ -215,11 +223,12 @@ const SPELLINGS: &[(&str, Directive)] = &[
     ("cmd_timeout", Directive::CmdTimeout),
     ("stop_command", Directive::StopCommand),
     ("stop_command_6", Directive::StopCommand6),
+    ("scan_threshold", Directive::ScanThreshold),
 ];
 
 const GLOBAL_LIST: &str = "UseSyslog, LogFile, PidFile, Interface";
 const DOOR_LIST: &str = "Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Target, \
-     Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6";
+     Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6, Scan_Threshold";
 
 impl Directive {
     fn lookup(key: &str) -> Option<Directive> {
@@ -246,6 +255,7 @@ impl Directive {
             Directive::CmdTimeout => "Cmd_Timeout",
             Directive::StopCommand => "Stop_Command",
             Directive::StopCommand6 => "Stop_Command_6",
+            Directive::ScanThreshold => "Scan_Threshold",
         }
     }
 
@@ -305,6 +315,7 @@ struct DoorDraft {
     cmd_timeout: Option<Duration>,
     stop_command: Option<String>,
     stop_command_6: Option<String>,
+    scan_threshold: Option<usize>,
 }
 
 impl DoorDraft {
@@ -604,6 +615,18 @@ impl<'a> Parser<'a> {
             Directive::StartCommand6 => door.start_command_6 = Some(value.to_string()),
             Directive::StopCommand => door.stop_command = Some(value.to_string()),
             Directive::StopCommand6 => door.stop_command_6 = Some(value.to_string()),
+            Directive::ScanThreshold => {
+                let n = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= MAX_SCAN_THRESHOLD && value.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        format!(
+                            "{key} \"{value}\" is not a whole number from 0 (guard off) to {MAX_SCAN_THRESHOLD}"
+                        )
+                    })?;
+                door.scan_threshold = Some(n);
+            }
             Directive::UseSyslog
             | Directive::LogFile
             | Directive::PidFile
@@ -704,6 +727,7 @@ impl<'a> Parser<'a> {
                 cmd_timeout: draft.cmd_timeout.unwrap_or(DEFAULT_CMD_TIMEOUT),
                 stop_command: draft.stop_command,
                 stop_command_6: draft.stop_command_6,
+                scan_threshold: draft.scan_threshold.unwrap_or(DEFAULT_SCAN_THRESHOLD),
             });
         }
 
