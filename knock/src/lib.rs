@@ -109,11 +109,10 @@ fn knock(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Knoc
             for w in &scan.warnings {
                 let _ = writeln!(
                     err,
-                    "knock: {}:{}: skipping \"{}\": {}",
+                    "knock: {}:{}: skipping line: {}",
                     path.display(),
                     w.line_no,
-                    w.text,
-                    w.error
+                    w.reason()
                 );
             }
             match scan.current() {
