@@ -466,7 +466,7 @@ fn no_message_quotes_a_line_of_a_file() {
             s(&f)
         )))
         .stderr(predicate::str::contains(format!(
-            "{}:2: skipping a line that is not a sequence (a port is not a number 1-65535)",
+            "{}:2: skipping a line that is not a sequence (a port is not a number between 1 and 65535)",
             s(&f)
         )));
 }

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use knock_common::otp::{self, OtpError, OtpLine};
 use knock_common::rotate;
-use knock_common::SequenceError;
 
 use crate::cli::{Cli, Hit, SourceAddress, Target};
 use crate::net::ResolveError;
@@ -85,17 +84,6 @@ fn describe_failures(failures: &[Failed]) -> String {
         .map(|(i, f)| format!("attempt {} ({}): {}", i + 1, f.what, f.error))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// What is wrong with a line of a one-time file, without quoting it (the
-/// file may be anything, even `/etc/shadow`).
-pub fn sequence_fault(e: &SequenceError) -> &'static str {
-    match e {
-        SequenceError::Empty => "it is empty",
-        SequenceError::EmptyItem => "it has an empty item",
-        SequenceError::BadPort(_) => "a port is not a number 1-65535",
-        SequenceError::BadProto(_) => "a protocol is neither tcp nor udp",
-    }
 }
 
 /// A hit that could not be sent, named by its position: its port may be
@@ -291,7 +279,7 @@ fn next_attempt(
                     "knock: {}:{}: skipping a line that is not a sequence ({})",
                     path.display(),
                     w.line_no,
-                    sequence_fault(&w.error)
+                    w.reason()
                 );
             }
             let line = scan

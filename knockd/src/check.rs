@@ -126,6 +126,11 @@ fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door) {
         None => "(the interface's own addresses)".to_string(),
     };
     field(s, "Target", &target);
+    let scan = match door.scan_threshold {
+        0 => "0 (off)".to_string(),
+        n => format!("{n} (a source that touched more distinct other ports cannot knock)"),
+    };
+    field(s, "Scan_Threshold", &scan);
     command_fields(
         s,
         ("Start_Command", "Start_Command_6"),
@@ -234,11 +239,10 @@ fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path) -> String
         Ok(scan) => {
             for w in &scan.warnings {
                 warnings.push(format!(
-                    "{}:{}: line \"{}\" is skipped: {}",
+                    "{}:{}: line is skipped: {}",
                     path.display(),
                     w.line_no,
-                    w.text,
-                    w.error
+                    w.reason()
                 ));
             }
             let left = scan.usable.len();
@@ -383,11 +387,15 @@ mod tests {
             out.contains("2 unused sequences left (1 used); current: line 2: 3:tcp,4:udp"),
             "{out}"
         );
+        assert!(
+            !err.contains("bogus"),
+            "a one-time line is never quoted: {err}"
+        );
         assert!(out.contains("(file not readable now)"), "{out}");
         assert!(out.contains("no unused sequence left (1 used)"), "{out}");
         assert!(
             err.contains(&format!(
-                "{}:3: line \"bogus\" is skipped",
+                "{}:3: line is skipped: a port is not a number",
                 otp_path.display()
             )),
             "{err}"

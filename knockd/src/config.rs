@@ -35,6 +35,11 @@ pub const DEFAULT_PID_FILE: &str = "/var/run/knockd.pid";
 pub const DEFAULT_INTERFACE: &str = "eth0";
 pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
+/// `Scan_Threshold` default: a source that touched more than this many
+/// distinct other ports (TCP SYN or UDP) of the host recently cannot knock.
+pub const DEFAULT_SCAN_THRESHOLD: usize = 8;
+/// Largest `Scan_Threshold` accepted.
+pub const MAX_SCAN_THRESHOLD: usize = crate::matcher::MAX_SCAN_THRESHOLD;
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +132,8 @@ pub struct Door {
     pub stop_command: Option<String>,
     /// Same fallback rule as `start_command_6`.
     pub stop_command_6: Option<String>,
+    /// `Scan_Threshold`, default [`DEFAULT_SCAN_THRESHOLD`]; 0 = guard off.
+    pub scan_threshold: usize,
 }
 
 fn pick<'a>(v4: &'a Option<String>, v6: &'a Option<String>, is_v6: bool) -> Option<&'a str> {
@@ -250,6 +257,7 @@ enum Directive {
     SequenceProtocol,
     SequenceBindSource,
     SequenceState,
+    ScanThreshold,
 }
 
 /// Lower-case spelling (including aliases) to directive.
@@ -279,11 +287,12 @@ const SPELLINGS: &[(&str, Directive)] = &[
     ("sequence_protocol", Directive::SequenceProtocol),
     ("sequence_bind_source", Directive::SequenceBindSource),
     ("sequence_state", Directive::SequenceState),
+    ("scan_threshold", Directive::ScanThreshold),
 ];
 
 const GLOBAL_LIST: &str = "UseSyslog, LogFile, PidFile, Interface";
 const DOOR_LIST: &str = "Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Target, \
-     Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6, \
+     Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6, Scan_Threshold, \
      Sequence_Secret, Sequence_Length, Sequence_Period, Sequence_Skew, Sequence_Ports, \
      Sequence_Protocol, Sequence_Bind_Source, Sequence_State";
 
@@ -331,6 +340,7 @@ impl Directive {
             Directive::SequenceProtocol => "Sequence_Protocol",
             Directive::SequenceBindSource => "Sequence_Bind_Source",
             Directive::SequenceState => "Sequence_State",
+            Directive::ScanThreshold => "Scan_Threshold",
         }
     }
 
@@ -398,6 +408,7 @@ struct DoorDraft {
     proto: Option<Proto>,
     bind_source: Option<bool>,
     state: Option<PathBuf>,
+    scan_threshold: Option<usize>,
 }
 
 /// A whole number in `lo..=hi`, or a message quoting the value.
@@ -746,6 +757,18 @@ impl<'a> Parser<'a> {
                 };
                 door.bind_source = Some(yes);
             }
+            Directive::ScanThreshold => {
+                let n = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= MAX_SCAN_THRESHOLD && value.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        format!(
+                            "{key} \"{value}\" is not a whole number from 0 (guard off) to {MAX_SCAN_THRESHOLD}"
+                        )
+                    })?;
+                door.scan_threshold = Some(n);
+            }
             Directive::UseSyslog
             | Directive::LogFile
             | Directive::PidFile
@@ -932,6 +955,7 @@ impl<'a> Parser<'a> {
                 cmd_timeout: draft.cmd_timeout.unwrap_or(DEFAULT_CMD_TIMEOUT),
                 stop_command: draft.stop_command,
                 stop_command_6: draft.stop_command_6,
+                scan_threshold: draft.scan_threshold.unwrap_or(DEFAULT_SCAN_THRESHOLD),
             });
         }
 

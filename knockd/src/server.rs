@@ -23,7 +23,7 @@ use crate::log::Logger;
 use crate::lookup::Names;
 use crate::matcher::{DoorRule, Event, Matcher};
 use crate::packet;
-use crate::sources::{self, Note, SequenceSource};
+use crate::sources::{self, Consumed, Note, SequenceSource};
 
 /// Settings of a daemon run that come from the command line.
 #[derive(Debug, Clone)]
@@ -238,10 +238,11 @@ impl Server<'_> {
             let (source, notes) = sources::from_spec(&d.sequence);
             log_notes(self.log, &d.name, &notes);
             rules.push(DoorRule {
-                sequence: source.current().cloned(),
+                candidates: source.candidates().to_vec(),
                 timeout: d.seq_timeout,
                 flags: d.tcp_flags,
                 target: d.target,
+                scan_threshold: d.scan_threshold,
             });
             self.doors.push(Door { source });
         }
@@ -297,8 +298,12 @@ impl Server<'_> {
         let mut hosts = BTreeSet::new();
         let mut knocks: BTreeSet<Knock> = BTreeSet::new();
         for (rule, door) in self.matcher.doors().iter().zip(&self.cfg.doors) {
-            let Some(seq) = &rule.sequence else { continue };
-            knocks.extend(seq.iter().copied());
+            if rule.candidates.is_empty() {
+                continue;
+            }
+            for c in &rule.candidates {
+                knocks.extend(c.sequence.iter().copied());
+            }
             match door.target {
                 Some(t) if !(self.settings.ipv4_only && t.is_ipv6()) => {
                     hosts.insert(t);
@@ -340,14 +345,14 @@ impl Server<'_> {
         }
     }
 
-    /// Give the matcher door `i`'s current sequence if it changed.
+    /// Give the matcher door `i`'s candidates if they changed.
     fn sync_sequence(&mut self, i: usize) -> bool {
-        let current = self.doors[i].source.current();
-        if self.matcher.doors()[i].sequence.as_ref() == current {
+        let current = self.doors[i].source.candidates();
+        if self.matcher.doors()[i].candidates == current {
             return false;
         }
-        let current = current.cloned();
-        self.matcher.set_sequence(i, current);
+        let current = current.to_vec();
+        self.matcher.set_candidates(i, current);
         true
     }
 
@@ -437,7 +442,9 @@ impl Server<'_> {
         let mut events = std::mem::take(&mut self.events);
         for ev in events.drain(..) {
             match ev {
-                Event::Stage { door, src, stage } => {
+                Event::Stage {
+                    door, src, stage, ..
+                } => {
                     if let Some(n) = self.names.as_mut() {
                         n.request(src);
                     }
@@ -447,22 +454,28 @@ impl Server<'_> {
                         self.cfg.doors[door].name
                     ));
                 }
-                Event::Fail { door, src, stage } => {
+                Event::Fail {
+                    door, src, stage, ..
+                } => {
                     let s = self.src_text(src);
                     self.log.verbose(&format!(
                         "{s}: {}: incorrect knock (stage {stage}), attempt discarded",
                         self.cfg.doors[door].name
                     ));
                 }
-                Event::Expired { door, src, stage } => {
+                Event::Expired {
+                    door, src, stage, ..
+                } => {
                     let s = self.src_text(src);
                     self.log.log(&format!(
                         "{s}: {}: sequence timeout (stage {stage})",
                         self.cfg.doors[door].name
                     ));
                 }
-                Event::Open { door, src } => self.open(door, src, now),
-                Event::Evicted { door, src, stage } => {
+                Event::Open { door, src, tag } => self.open(door, src, tag, now),
+                Event::Evicted {
+                    door, src, stage, ..
+                } => {
                     if self.settings.debug {
                         self.log.debug(&format!(
                             "{src}: {}: attempt at stage {stage} evicted (attempt cap {} reached)",
@@ -471,22 +484,33 @@ impl Server<'_> {
                     }
                 }
             }
+            // A candidate seen on the wire past its first hit that did not
+            // open is burnt (one-time lines are marked used).
+            if let Some((door, tag, stage)) = ev.ended() {
+                if stage >= 2 {
+                    let notes = self.doors[door].source.burn(tag);
+                    log_notes(self.log, &self.cfg.doors[door].name, &notes);
+                    if self.sync_sequence(door) {
+                        self.apply_filter();
+                    }
+                }
+            }
         }
         self.events = events;
     }
 
-    fn open(&mut self, i: usize, src: IpAddr, now: Instant) {
+    fn open(&mut self, i: usize, src: IpAddr, tag: sources::Tag, now: Instant) {
         let s = self.src_text(src);
         let name = self.cfg.doors[i].name.clone();
         self.log.log(&format!("{s}: {name}: OPEN SESAME"));
         // A one-time sequence is marked used and on disk before the command.
-        let consumed = self.doors[i].source.consume();
+        let consumed = self.doors[i].source.consume(tag);
         let ok = match consumed {
-            Ok(notes) => {
+            Consumed::Accepted(notes) => {
                 log_notes(self.log, &name, &notes);
                 true
             }
-            Err(notes) => {
+            Consumed::Refused(notes) => {
                 log_notes(self.log, &name, &notes);
                 false
             }
