@@ -274,3 +274,79 @@ fn a_lost_knock_is_re_knocked_and_verified() {
         sc.daemon.dump()
     );
 }
+
+#[test]
+fn a_lost_one_time_knock_is_re_knocked_with_the_next_line() {
+    require_root!("a_lost_one_time_knock_is_re_knocked_with_the_next_line");
+    let lines = " 7000,8000:udp,9000\n 7100,8100:udp,9100\n 7200,8200:udp,9200\n";
+    let dir = tempfile::tempdir().unwrap();
+    let server_copy = dir.path().join("server.otp");
+    let client_copy = dir.path().join("client.otp");
+    std::fs::write(&server_copy, lines).unwrap();
+    std::fs::write(&client_copy, lines).unwrap();
+    let server_path = server_copy.display().to_string();
+    let mut sc = Scene::with_door(
+        "c-otp-lost",
+        &[("One_Time_Sequences", server_path.as_str())],
+    );
+    // As in a_lost_knock_is_re_knocked_and_verified: the first packet to
+    // the first line's last port is lost between knocker and server.
+    let knocker = sc.lab.add_client();
+    let rule = [
+        "-A",
+        "FORWARD",
+        "-p",
+        "tcp",
+        "--dport",
+        "9000",
+        "-m",
+        "statistic",
+        "--mode",
+        "nth",
+        "--every",
+        "2",
+        "--packet",
+        "0",
+        "-j",
+        "DROP",
+    ];
+    iptables(&sc.lab, &sc.lab.client_ns, &rule);
+    let hosts = sc.lab.write_file(
+        "hosts.toml",
+        &format!(
+            "[door]\nhost = \"{}\"\notp = \"{}\"\nverify = {SERVICE}\n",
+            sc.lab.server_v4(),
+            client_copy.display()
+        ),
+    );
+    let out = sc.lab.run(
+        &knocker.ns,
+        bins::knock(),
+        &["-v", "--profiles", hosts.to_str().unwrap(), "door"],
+    );
+    assert!(out.success(), "{}", sc.dump(&out));
+    assert!(
+        out.stdout.contains("attempt 2 of 3: one-time line 2 of ")
+            && out.stdout.contains("answered after attempt 2 of 3"),
+        "{}",
+        sc.dump(&out)
+    );
+    sc.daemon
+        .expect_log(&format!("{}: door: OPEN SESAME", knocker.v4));
+    // Both ends have used lines 1 and 2; line 3 is the next one for both.
+    let client_now = std::fs::read_to_string(&client_copy).unwrap();
+    assert_eq!(
+        client_now,
+        "#7000,8000:udp,9000\n#7100,8100:udp,9100\n 7200,8200:udp,9200\n"
+    );
+    let used_on_server = poll_until(DEFAULT_TIMEOUT, || {
+        let text = std::fs::read_to_string(&server_copy).ok()?;
+        (text == client_now).then_some(())
+    });
+    assert!(
+        used_on_server.is_some(),
+        "server copy: {:?}\n{}",
+        std::fs::read_to_string(&server_copy),
+        sc.daemon.dump()
+    );
+}
