@@ -289,4 +289,24 @@ mod tests {
         // The clock moved on: the current window.
         assert_eq!(window_for(105, false, Some(101)), 105);
     }
+
+    proptest::proptest! {
+        /// Every attempt's window is one the server accepts (the current
+        /// one or one ahead), and a re-knock never repeats an earlier
+        /// window while a later accepted one exists.
+        #[test]
+        fn re_knock_windows_are_accepted_and_fresh(
+            now in 0u64..u64::MAX - 1,
+            next: bool,
+            prev in proptest::option::of(0u64..u64::MAX - 1),
+        ) {
+            let w = window_for(now, next, prev);
+            proptest::prop_assert!(now <= w && w <= now + 1);
+            if let Some(p) = prev {
+                if p < now + 1 {
+                    proptest::prop_assert!(w > p);
+                }
+            }
+        }
+    }
 }
