@@ -4,8 +4,10 @@
 //! door accepts now, tells it which candidate opened the door (before the
 //! command runs) and which candidates were seen on the wire in an attempt
 //! that failed, and lets it re-check itself now and then. A fixed `Sequence`
-//! and a one-time sequence file are the sources today; time-based sequences
-//! derived from a secret fit the same interface (one candidate per window).
+//! and a one-time sequence file are defined here; rotating sequences derived
+//! from a secret (one candidate per window, tagged with the window number)
+//! are [`crate::rotating::RotatingSource`], which also uses the defaulted
+//! methods for window boundaries and source-bound doors.
 //!
 //! One-time files: the candidates are the first usable line and the next
 //! [`ONE_TIME_LOOKAHEAD`] usable lines, tagged with their line numbers. The
