@@ -42,6 +42,7 @@ use knock_common::rotate::{self, Key, PortRange};
 use knock_common::{Knock, Proto, Sequence};
 
 use crate::config::RotatingSpec;
+use crate::sources::{BoundRange, Candidate, Consumed, Note, SequenceSource, Tag};
 
 /// Sources whose bind-source sequences are cached per window at most.
 pub const MAX_BOUND_SOURCES: usize = 4096;
@@ -386,6 +387,11 @@ impl Windows {
     /// over the wire) and the error is returned: the caller must not run
     /// the command.
     pub fn consume(&mut self, window: u64) -> Result<(), RotatingError> {
+        if !self.is_accepted(window) {
+            // Seen on the wire all the same: never accept it later.
+            self.burn(window);
+            return Err(RotatingError::NotCandidate { window });
+        }
         let until = rotate::window_start(window.saturating_add(1), self.period);
         let written = if until > self.used_until {
             self.state.write(until)
@@ -394,6 +400,17 @@ impl Windows {
         };
         self.burn(window);
         written
+    }
+
+    /// Is `window` accepted at the last refresh (within the skew of the
+    /// current window and not used)?
+    pub fn is_accepted(&self, window: u64) -> bool {
+        let Some(t) = self.current else {
+            return false;
+        };
+        window >= t.saturating_sub(self.skew)
+            && window <= t.saturating_add(self.skew)
+            && rotate::window_start(window, self.period) >= self.used_until
     }
 
     /// Drop `window` and every older window from the candidates, in memory
@@ -426,6 +443,165 @@ impl Windows {
                 ""
             }
         )
+    }
+}
+
+/// The [`SequenceSource`] of a rotating door: candidates tagged with their
+/// window number.
+pub struct RotatingSource {
+    /// `None`: the key could not be read; the door is disabled.
+    windows: Option<Windows>,
+    candidates: Vec<Candidate>,
+    /// Per-source candidates of a bind-source door, rebuilt from
+    /// [`Windows::candidates_for`] when the source changes.
+    last_src: Option<IpAddr>,
+    src_candidates: Vec<Candidate>,
+    describe: String,
+}
+
+fn to_candidates(list: &[WindowSeq]) -> Vec<Candidate> {
+    list.iter()
+        .map(|w| Candidate {
+            tag: w.window,
+            sequence: w.sequence.clone(),
+        })
+        .collect()
+}
+
+impl RotatingSource {
+    /// The source of door `name`; the notes say why it is disabled or what
+    /// was wrong with its state file.
+    pub fn new(name: &str, spec: &RotatingSpec) -> (RotatingSource, Vec<Note>) {
+        let mut notes = Vec::new();
+        let windows = match Windows::new(name, spec, SystemTime::now()) {
+            Ok((w, problem)) => {
+                if let Some(e) = problem {
+                    notes.push(Note::Error(format!(
+                        "{e}; every window accepted now counts as used"
+                    )));
+                }
+                Some(w)
+            }
+            Err(e) => {
+                notes.push(Note::Error(format!("{e}; door disabled")));
+                None
+            }
+        };
+        let describe = windows
+            .as_ref()
+            .map_or_else(|| "rotating (disabled)".to_string(), Windows::describe);
+        let mut src = RotatingSource {
+            windows,
+            candidates: Vec::new(),
+            last_src: None,
+            src_candidates: Vec::new(),
+            describe,
+        };
+        src.sync();
+        (src, notes)
+    }
+
+    fn sync(&mut self) {
+        self.last_src = None;
+        self.candidates = self
+            .windows
+            .as_ref()
+            .map_or_else(Vec::new, |w| to_candidates(w.candidates()));
+    }
+
+    /// Use up window `tag` (consume or burn): durable record, then the
+    /// candidates without it.
+    fn use_up(&mut self, tag: Tag) -> Result<(), RotatingError> {
+        let Some(w) = self.windows.as_mut() else {
+            return Err(RotatingError::NotCandidate { window: tag });
+        };
+        w.refresh(SystemTime::now());
+        let result = w.consume(tag);
+        self.sync();
+        result
+    }
+}
+
+impl SequenceSource for RotatingSource {
+    fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    fn consume(&mut self, tag: Tag) -> Consumed {
+        match self.use_up(tag) {
+            Ok(()) => Consumed::Accepted(vec![Note::Info(format!(
+                "window {tag} used (recorded before the command)"
+            ))]),
+            Err(e) => Consumed::Refused(vec![Note::Error(format!(
+                "window {tag}: {e}; knock refused"
+            ))]),
+        }
+    }
+
+    fn burn(&mut self, tag: Tag) -> Vec<Note> {
+        match self.use_up(tag) {
+            Ok(()) => vec![Note::Info(format!(
+                "window {tag} seen on the wire in a failed attempt: used up"
+            ))],
+            Err(RotatingError::NotCandidate { .. }) => Vec::new(),
+            Err(e) => vec![Note::Error(format!(
+                "window {tag} seen on the wire: {e}; it is refused until the daemon restarts"
+            ))],
+        }
+    }
+
+    fn refresh(&mut self) -> Vec<Note> {
+        let Some(w) = self.windows.as_mut() else {
+            return Vec::new();
+        };
+        let mut notes = Vec::new();
+        match w.refresh(SystemTime::now()) {
+            None => return notes,
+            Some(Change::Closed(Closed::ClockBehind { until })) => {
+                notes.push(Note::Error(format!(
+                    "the clock is before the end of the last used window (Unix time {until}): nothing is accepted until then"
+                )));
+            }
+            Some(Change::Reopened) => {
+                notes.push(Note::Info(
+                    "the clock caught up: windows accepted again".into(),
+                ));
+            }
+            Some(Change::Rotated) => {}
+        }
+        self.sync();
+        notes
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn next_change(&self) -> Option<SystemTime> {
+        self.windows.as_ref()?.next_change()
+    }
+
+    fn bound(&self) -> Option<BoundRange> {
+        let w = self.windows.as_ref()?;
+        w.bind_source().then(|| BoundRange {
+            proto: w.proto(),
+            lo: w.range().lo,
+            hi: w.range().hi,
+        })
+    }
+
+    fn candidates_for(&mut self, src: IpAddr) -> &[Candidate] {
+        let Some(w) = self.windows.as_mut() else {
+            return &[];
+        };
+        if !w.bind_source() {
+            return &self.candidates;
+        }
+        if self.last_src != Some(src) {
+            self.src_candidates = to_candidates(w.candidates_for(src));
+            self.last_src = Some(src);
+        }
+        &self.src_candidates
     }
 }
 
@@ -522,10 +698,20 @@ mod tests {
         let (w2, p) = Windows::new("ssh", &s, at(T0 + 1)).unwrap();
         assert!(p.is_none());
         assert_eq!(windows(&w2), vec![59_000_001]);
-        // Consuming an older window again changes nothing.
+        // An older window, or the used one, is refused and changes nothing.
         let (mut w3, _) = Windows::new("ssh", &s, at(T0)).unwrap();
-        w3.consume(58_999_999).unwrap();
+        for old in [58_999_999, 59_000_000] {
+            assert!(matches!(
+                w3.consume(old),
+                Err(RotatingError::NotCandidate { .. })
+            ));
+        }
         assert_eq!(read_state(&s.state).unwrap(), Some(T0 + 30));
+        // A window outside the skew is refused too.
+        assert!(matches!(
+            w3.consume(59_000_005),
+            Err(RotatingError::NotCandidate { .. })
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use knock_common::Knock;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -21,7 +21,7 @@ use crate::commands::Commands;
 use crate::config::{self, Config};
 use crate::log::Logger;
 use crate::lookup::Names;
-use crate::matcher::{DoorRule, Event, Matcher};
+use crate::matcher::{Candidate, DoorRule, Event, Matcher, PerSource};
 use crate::packet;
 use crate::sources::{self, Consumed, Note, SequenceSource};
 
@@ -93,6 +93,28 @@ struct Door {
     source: Box<dyn SequenceSource>,
 }
 
+/// The doors as the matcher's [`PerSource`]: source-bound doors derive
+/// (and cache) a knocker's candidates on its hits.
+struct DoorSources<'a>(&'a mut [Door]);
+
+impl PerSource for DoorSources<'_> {
+    fn candidates_for(&mut self, door: usize, src: IpAddr) -> &[Candidate] {
+        match self.0.get_mut(door) {
+            Some(d) => d.source.candidates_for(src),
+            None => &[],
+        }
+    }
+}
+
+/// `at` on the monotonic clock (now if it is past).
+fn instant_of(at: SystemTime) -> Instant {
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        Ok(d) => now + d,
+        Err(_) => now,
+    }
+}
+
 /// The daemon: configuration, doors, capture and timers.
 pub struct Server<'a> {
     settings: Settings,
@@ -108,6 +130,8 @@ pub struct Server<'a> {
     outage_logged: bool,
     local: BTreeSet<IpAddr>,
     next_tick: Instant,
+    /// When a rotating door's candidates change next (window boundary).
+    rotation_at: Option<Instant>,
     names: Option<Names>,
     events: Vec<Event>,
 }
@@ -136,6 +160,7 @@ impl<'a> Server<'a> {
             outage_logged: false,
             local: BTreeSet::new(),
             next_tick: now + TICK,
+            rotation_at: None,
             events: Vec::new(),
         };
         server.install_doors();
@@ -171,6 +196,9 @@ impl<'a> Server<'a> {
             let now = Instant::now();
             if now >= self.next_tick {
                 self.tick(now);
+            }
+            if self.rotation_at.is_some_and(|at| now >= at) {
+                self.rotate();
             }
             if self.capture.is_none() && now >= self.reopen_at {
                 self.reopen(now);
@@ -235,7 +263,7 @@ impl Server<'_> {
         let mut rules = Vec::with_capacity(self.cfg.doors.len());
         self.doors.clear();
         for d in &self.cfg.doors {
-            let (source, notes) = sources::from_spec(&d.sequence);
+            let (source, notes) = sources::from_spec(&d.name, &d.sequence);
             log_notes(self.log, &d.name, &notes);
             rules.push(DoorRule {
                 candidates: source.candidates().to_vec(),
@@ -247,6 +275,10 @@ impl Server<'_> {
             self.doors.push(Door { source });
         }
         self.matcher = Matcher::new(rules, self.settings.attempt_cap);
+        for (i, door) in self.doors.iter().enumerate() {
+            self.matcher.set_bound(i, door.source.bound());
+        }
+        self.plan_rotation();
     }
 
     fn debug_config(&self) {
@@ -272,6 +304,9 @@ impl Server<'_> {
 
     fn poll_timeout(&self, now: Instant) -> PollTimeout {
         let mut due = self.next_tick;
+        if let Some(at) = self.rotation_at {
+            due = due.min(at);
+        }
         if self.capture.is_none() {
             due = due.min(self.reopen_at);
         }
@@ -297,12 +332,23 @@ impl Server<'_> {
         };
         let mut hosts = BTreeSet::new();
         let mut knocks: BTreeSet<Knock> = BTreeSet::new();
-        for (rule, door) in self.matcher.doors().iter().zip(&self.cfg.doors) {
-            if rule.candidates.is_empty() {
+        for ((rule, door), d) in self
+            .matcher
+            .doors()
+            .iter()
+            .zip(&self.cfg.doors)
+            .zip(&self.doors)
+        {
+            // A source-bound door looks at its whole port range.
+            let bound = d.source.bound();
+            if rule.candidates.is_empty() && bound.is_none() {
                 continue;
             }
             for c in &rule.candidates {
                 knocks.extend(c.sequence.iter().copied());
+            }
+            if let Some(b) = bound {
+                knocks.extend((b.lo..=b.hi).map(|p| Knock::new(p, b.proto)));
             }
             match door.target {
                 Some(t) if !(self.settings.ipv4_only && t.is_ipv6()) => {
@@ -316,7 +362,12 @@ impl Server<'_> {
         if let Err(e) = cap.set_filter(&filter) {
             self.log.error(&e);
         } else {
-            self.log.debug(&format!("capture filter: {filter}"));
+            // Sizes only: the ports are the doors' secrets.
+            self.log.debug(&format!(
+                "capture filter: {} addresses, {} knocks",
+                hosts.len(),
+                knocks.len()
+            ));
         }
     }
 
@@ -343,6 +394,38 @@ impl Server<'_> {
         if changed {
             self.apply_filter();
         }
+        self.plan_rotation();
+    }
+
+    /// A rotating door's window ended: refresh the doors whose candidates
+    /// change now, give them to the matcher and the filter at once.
+    fn rotate(&mut self) {
+        let wall = SystemTime::now();
+        let mut changed = false;
+        for i in 0..self.doors.len() {
+            match self.doors[i].source.next_change() {
+                Some(at) if at <= wall => {}
+                _ => continue,
+            }
+            let notes = self.doors[i].source.refresh();
+            log_notes(self.log, &self.cfg.doors[i].name, &notes);
+            changed |= self.sync_sequence(i);
+        }
+        if changed {
+            self.apply_filter();
+        }
+        self.plan_rotation();
+    }
+
+    /// When [`rotate`](Self::rotate) must run next: the earliest window
+    /// boundary of the rotating doors.
+    fn plan_rotation(&mut self) {
+        self.rotation_at = self
+            .doors
+            .iter()
+            .filter_map(|d| d.source.next_change())
+            .min()
+            .map(instant_of);
     }
 
     /// Give the matcher door `i`'s candidates if they changed.
@@ -416,8 +499,13 @@ impl Server<'_> {
                         ));
                     }
                     let local = &self.local;
-                    self.matcher
-                        .on_hit(&hit, now, &|ip| local.contains(&ip), &mut self.events);
+                    self.matcher.on_hit_with(
+                        &hit,
+                        now,
+                        &|ip| local.contains(&ip),
+                        &mut DoorSources(&mut self.doors),
+                        &mut self.events,
+                    );
                     self.handle_events(now);
                 }
                 Err(why) => {

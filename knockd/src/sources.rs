@@ -4,8 +4,10 @@
 //! door accepts now, tells it which candidate opened the door (before the
 //! command runs) and which candidates were seen on the wire in an attempt
 //! that failed, and lets it re-check itself now and then. A fixed `Sequence`
-//! and a one-time sequence file are the sources today; time-based sequences
-//! derived from a secret fit the same interface (one candidate per window).
+//! and a one-time sequence file are defined here; rotating sequences derived
+//! from a secret (one candidate per window, tagged with the window number)
+//! are [`crate::rotating::RotatingSource`], which also uses the defaulted
+//! methods for window boundaries and source-bound doors.
 //!
 //! One-time files: the candidates are the first usable line and the next
 //! [`ONE_TIME_LOOKAHEAD`] usable lines, tagged with their line numbers. The
@@ -17,12 +19,14 @@
 //! never works later. Every mark is on disk before the call returns. Nothing
 //! this module logs quotes a line of the file; lines are named by number.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use knock_common::otp::{self, OtpError, OtpLine};
 
 use crate::config::SequenceSpec;
-pub use crate::matcher::{Candidate, Tag};
+pub use crate::matcher::{BoundRange, Candidate, Tag};
 
 /// Usable lines of a one-time file accepted after the current one.
 pub const ONE_TIME_LOOKAHEAD: usize = 3;
@@ -65,10 +69,30 @@ pub trait SequenceSource {
     /// Human description for logs and debug output. Never a secret: no
     /// sequence, no line of a one-time file.
     fn describe(&self) -> String;
+
+    /// When the candidates next change on their own (a rotating door's next
+    /// window): the event loop refreshes the source at that instant instead
+    /// of waiting for its next tick. `None`: only on ticks.
+    fn next_change(&self) -> Option<SystemTime> {
+        None
+    }
+
+    /// For a source-bound door (`Sequence_Bind_Source`): the hits it looks
+    /// at. Its candidates then come from [`candidates_for`](Self::candidates_for).
+    fn bound(&self) -> Option<BoundRange> {
+        None
+    }
+
+    /// The candidates for knocker `src`; the same as
+    /// [`candidates`](Self::candidates) unless the door is source-bound.
+    fn candidates_for(&mut self, _src: IpAddr) -> &[Candidate] {
+        self.candidates()
+    }
 }
 
-/// Build the source for a door's `Sequence`/`One_Time_Sequences` directive.
-pub fn from_spec(spec: &SequenceSpec) -> (Box<dyn SequenceSource>, Vec<Note>) {
+/// Build the source for door `name`'s `Sequence`, `One_Time_Sequences` or
+/// `Sequence_Secret` directive.
+pub fn from_spec(name: &str, spec: &SequenceSpec) -> (Box<dyn SequenceSource>, Vec<Note>) {
     match spec {
         SequenceSpec::Fixed(seq) => (
             Box::new(Fixed(vec![Candidate {
@@ -82,11 +106,9 @@ pub fn from_spec(spec: &SequenceSpec) -> (Box<dyn SequenceSource>, Vec<Note>) {
             let notes = src.refresh();
             (Box::new(src), notes)
         }
-        SequenceSpec::Rotating(_) => {
-            let mut src = OneTimeFile::new(Path::new("/nonexistent/rotating"));
-            let _ = src.refresh();
-            let note = Note::Error("rotating doors are not served yet; door disabled".into());
-            (Box::new(src), vec![note])
+        SequenceSpec::Rotating(r) => {
+            let (src, notes) = crate::rotating::RotatingSource::new(name, r);
+            (Box::new(src), notes)
         }
     }
 }
@@ -365,7 +387,7 @@ mod tests {
     }
 
     fn otp_source(path: &Path) -> (Box<dyn SequenceSource>, Vec<Note>) {
-        from_spec(&SequenceSpec::OneTime(path.to_path_buf()))
+        from_spec("door", &SequenceSpec::OneTime(path.to_path_buf()))
     }
 
     /// The candidates as (tag, sequence text).
@@ -403,7 +425,7 @@ mod tests {
     #[test]
     fn fixed_never_changes() {
         let seq: Sequence = "7000,8000".parse().unwrap();
-        let (mut s, notes) = from_spec(&SequenceSpec::Fixed(seq.clone()));
+        let (mut s, notes) = from_spec("door", &SequenceSpec::Fixed(seq.clone()));
         assert!(notes.is_empty());
         assert!(accepted(s.consume(0)).is_empty());
         assert!(s.burn(0).is_empty());

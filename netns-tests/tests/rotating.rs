@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{append_ip, lines, wait_lines, QUIET};
 use knock_common::rotate::{self, Key};
+use netns_tests::wait::poll_until;
 use netns_tests::{bins, expect_no_file, require_root, Conf, Daemon, Lab, RunOutput};
 use nix::sys::signal::Signal;
 
@@ -270,4 +271,32 @@ fn world_readable_key_is_refused_by_check_and_at_start_up() {
         d.dump()
     );
     assert!(d.dump().contains("group or others"), "{}", d.dump());
+}
+
+#[test]
+fn a_knock_across_a_window_boundary_is_not_lost() {
+    require_root!("a_knock_across_a_window_boundary_is_not_lost");
+    let lab = Lab::new("r-edge");
+    // Two-second windows, so that a boundary comes quickly.
+    let d = start(&lab, &conf(&lab, &[("Sequence_Period", "2")]));
+    let (c, h) = (lab.client_ns.clone(), lab.server_v4().to_string());
+    let window = || {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        rotate::window(secs, 2)
+    };
+    let t = window();
+    let seq: Vec<String> = rotate::derive(&key(), "ssh", t, 3, rotate::DEFAULT_RANGE, None)
+        .iter()
+        .map(u16::to_string)
+        .collect();
+    knock(&lab, &c, &h, &seq[..1]);
+    d.expect_log("ssh: Stage 1");
+    // The fact waited for: the clock entered the next window.
+    poll_until(Duration::from_secs(3), || (window() > t).then_some(()))
+        .expect("the window did not change within 3 s");
+    knock(&lab, &c, &h, &seq[1..]);
+    wait_lines(&opened(&lab), 1, &d);
 }
