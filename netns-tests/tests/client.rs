@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -347,6 +349,116 @@ fn a_lost_one_time_knock_is_re_knocked_with_the_next_line() {
         used_on_server.is_some(),
         "server copy: {:?}\n{}",
         std::fs::read_to_string(&server_copy),
+        sc.daemon.dump()
+    );
+}
+
+/// The key of the SPEC §9 test vectors.
+const KEY: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+/// A scene whose door is rotating (4 UDP hits, the SPEC key; server and
+/// client each have their own copy of the key file, mode 0600), and the
+/// profiles file with the profile `door` for it (verify = the service).
+fn rotating_scene(name: &str) -> (Scene, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for name in ["server.key", "client.key"] {
+        let p = dir.path().join(name);
+        fs::write(&p, format!("{KEY}\n")).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        keys.push(p.display().to_string());
+    }
+    let state = dir.path().join("door.window").display().to_string();
+    let sc = Scene::with_door(
+        name,
+        &[
+            ("Sequence_Secret", keys[0].as_str()),
+            ("Sequence_State", state.as_str()),
+            ("Sequence_Length", "4"),
+            ("Sequence_Protocol", "udp"),
+        ],
+    );
+    let hosts = sc.lab.write_file(
+        "hosts.toml",
+        &format!(
+            "[door]\nhost = \"{}\"\nsecret = \"{}\"\ndoor = \"door\"\nlength = 4\n\
+             udp = true\nverify = {SERVICE}\n",
+            sc.lab.server_v4(),
+            keys[1]
+        ),
+    );
+    (sc, dir, hosts)
+}
+
+#[test]
+fn a_rotating_profile_opens_the_door_and_next_opens_it_again() {
+    require_root!("a_rotating_profile_opens_the_door_and_next_opens_it_again");
+    let (sc, _keys, hosts) = rotating_scene("c-rotating");
+    let hosts = hosts.to_str().unwrap();
+    let out = sc.knock(&["-v", "--profiles", hosts, "door"]);
+    assert!(out.success(), "{}", sc.dump(&out));
+    assert!(
+        out.stdout.contains("answered after attempt 1 of 3"),
+        "{}",
+        sc.dump(&out)
+    );
+    sc.daemon.expect_log_count("OPEN SESAME", 1);
+    // A second knock within the same period uses the next window.
+    let out = sc.knock(&["--next", "--profiles", hosts, "door"]);
+    assert!(out.success(), "{}", sc.dump(&out));
+    sc.daemon.expect_log_count("OPEN SESAME", 2);
+}
+
+#[test]
+fn a_lost_rotating_knock_is_re_knocked_with_the_next_window() {
+    require_root!("a_lost_rotating_knock_is_re_knocked_with_the_next_window");
+    let (mut sc, _keys, hosts) = rotating_scene("c-rot-lost");
+    // The very first UDP packet from the knocker (the first hit of the
+    // first attempt) is lost between knocker and server.
+    let knocker = sc.lab.add_client();
+    let rule = [
+        "-A",
+        "FORWARD",
+        "-p",
+        "udp",
+        "-m",
+        "statistic",
+        "--mode",
+        "nth",
+        "--every",
+        "1000000",
+        "--packet",
+        "0",
+        "-j",
+        "DROP",
+    ];
+    iptables(&sc.lab, &sc.lab.client_ns, &rule);
+    let out = sc.lab.run(
+        &knocker.ns,
+        bins::knock(),
+        &["-v", "--profiles", hosts.to_str().unwrap(), "door"],
+    );
+    assert!(out.success(), "{}", sc.dump(&out));
+    // Attempt 1 used window T, attempt 2 the window after it.
+    let windows: Vec<u64> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split(" window ").nth(1))
+        .filter_map(|w| w.trim().parse().ok())
+        .collect();
+    assert_eq!(windows.len(), 2, "{}", sc.dump(&out));
+    assert_eq!(windows[1], windows[0] + 1, "{}", sc.dump(&out));
+    assert!(
+        out.stdout.contains("answered after attempt 2 of 3"),
+        "{}",
+        sc.dump(&out)
+    );
+    sc.daemon
+        .expect_log(&format!("{}: door: OPEN SESAME", knocker.v4));
+    assert_eq!(
+        sc.daemon.log_count("OPEN SESAME"),
+        1,
+        "{}",
         sc.daemon.dump()
     );
 }
