@@ -56,9 +56,7 @@ impl Home {
     fn knock(&self) -> Command {
         let mut c = integration::command("knock", "knock");
         c.env("HOME", self.dir.path())
-            .env("XDG_CONFIG_HOME", self.path("config"))
-            .env_remove("SUDO_UID")
-            .env_remove("SUDO_GID");
+            .env("XDG_CONFIG_HOME", self.path("config"));
         c
     }
 }

@@ -131,8 +131,35 @@ pub fn send_all(
     Ok(())
 }
 
-/// Run `knock` with `args` (program name first). Returns the exit status.
+/// Whether a run gives up the privilege that opened its raw sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privileges {
+    /// The program: drop as `privilege` decides (sudo, setuid, setcap).
+    Drop,
+    /// Leave the process's ids and capabilities alone: for tests that run
+    /// the library inside their own process (a drop there would change the
+    /// ids of the whole test process, e.g. under `sudo cargo test`).
+    Keep,
+}
+
+/// Run `knock` with `args` (program name first), as the program does
+/// (privilege dropped once the raw sockets are open). Returns the exit
+/// status.
 pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_with(args, out, err, Privileges::Drop)
+}
+
+/// [`run`] with a choice of [`Privileges`].
+pub fn run_with<I, T>(
+    args: I,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    privileges: Privileges,
+) -> i32
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -150,7 +177,7 @@ where
             return code;
         }
     };
-    match knock(&cli, out, err) {
+    match knock(&cli, privileges, out, err) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(err, "knock: {e}");
@@ -205,7 +232,12 @@ fn load_profiles(
     Ok(profiles)
 }
 
-fn knock(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), KnockError> {
+fn knock(
+    cli: &Cli,
+    privileges: Privileges,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), KnockError> {
     // Raw sockets first, then give up the privilege that opened them,
     // before any file is read or any name resolved.
     let sends = !cli.list && !cli.show;
@@ -214,7 +246,10 @@ fn knock(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Knoc
     } else {
         RawSockets::none()
     };
-    let action = privilege::decide(&privilege::current())?;
+    let action = match privileges {
+        Privileges::Drop => privilege::decide(&privilege::current())?,
+        Privileges::Keep => Action::Keep,
+    };
     privilege::apply(&action)?;
     let sudo_drop = matches!(
         action,
@@ -512,7 +547,12 @@ mod tests {
         std::fs::write(f.path(), "#1000,2000\n# note\n").unwrap();
         let p = f.path().to_str().unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run(["knock", "--otp", p, "127.0.0.1"], &mut out, &mut err);
+        let code = run_with(
+            ["knock", "--otp", p, "127.0.0.1"],
+            &mut out,
+            &mut err,
+            Privileges::Keep,
+        );
         assert_eq!(code, 1);
         let err = String::from_utf8(err).unwrap();
         assert_eq!(
