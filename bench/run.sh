@@ -37,6 +37,10 @@ usage: bench/run.sh [--quick] [--knocks N] [--flood-seconds S] [--idle-seconds S
                      (default target/bench/latest.md)
   --perf DIR         record both daemons with `perf record -g` during the
                      first flood; reports go to DIR/{ours,classic}.perf.txt
+  --rotating MODE    also give our daemon a rotating door (Sequence_Secret,
+                     defaults) that the flood does not knock: MODE "plain",
+                     or "bound" (Sequence_Bind_Source = yes: every flooded
+                     port lies in its range, so each new source is derived)
 
 Needs root (network namespaces, packet capture). Example:
   sudo bench/run.sh            # the documented run, about 3 minutes
@@ -45,7 +49,7 @@ EOF
 }
 
 knocks=50 flood_s=10 idle_s=60 sources="100000 300000 1000000" interval_ms=300
-cargo_bench=1 quick=0 classic=/usr/sbin/knockd out=target/bench/latest.md perf_dir=
+cargo_bench=1 quick=0 classic=/usr/sbin/knockd out=target/bench/latest.md perf_dir= rotating=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) quick=1 knocks=20 flood_s=3 idle_s=10 sources="100000 1000000" ;;
@@ -58,11 +62,14 @@ while [[ $# -gt 0 ]]; do
     --classic) classic=$2; shift ;;
     --out) out=$2; shift ;;
     --perf) perf_dir=$2; shift ;;
+    --rotating) rotating=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench: unknown argument \"$1\" (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+[[ -z $rotating || $rotating == plain || $rotating == bound ]] ||
+  { echo "bench: --rotating takes plain or bound, got \"$rotating\"" >&2; exit 2; }
 for v in knocks flood_s idle_s interval_ms; do
   [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || { echo "bench: $v must be a positive integer, got \"${!v}\"" >&2; exit 2; }
 done
@@ -77,7 +84,7 @@ fi
 [[ -x $classic ]] || { echo "bench: classic knockd not found at $classic (apt-get install knockd, or --classic PATH)" >&2; exit 1; }
 
 echo "== building (release)"
-cargo build --release --quiet -p knockd -p knock-flood
+cargo build --release --quiet -p knockd -p knock-flood -p knock-gen
 bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
 
 # ---------------------------------------------------------------- the lab
@@ -138,6 +145,17 @@ CONF
 }
 write_conf ours 7000
 write_conf classic 7100
+if [[ -n $rotating ]]; then
+  "$bin/knock-gen" --secret -o "$work/rot.key" 2>/dev/null
+  cat >> "$work/ours.conf" <<CONF
+
+[rot]
+    Sequence_Secret      = $work/rot.key
+    Sequence_State       = $work/rot.window
+    Sequence_Bind_Source = $([[ $rotating == bound ]] && echo yes || echo no)
+    Start_Command        = true
+CONF
+fi
 ours_door="ours:7000,8000,9000:$work/ours.stamps"
 classic_door="classic:7100,8100,9100:$work/classic.stamps"
 

@@ -10,6 +10,9 @@ packages=(
   knockd        # the classic daemon and client: reference peer of the compatibility tests
   hping3        # crafted packets in the end-to-end tests
   strace        # injects ENOSPC in the disk-full fault test
+  iptables      # the firewall of the client tests (DROP until the door opens; a lost hit)
+  socat         # the service behind that firewall
+  python3       # runs the reference implementation in contrib/ against the test vectors
 )
 
 missing=()

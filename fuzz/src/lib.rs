@@ -92,6 +92,11 @@ pub fn check_config(bytes: &[u8]) {
                     SequenceSpec::OneTime(path) => {
                         assert!(!path.as_os_str().is_empty());
                     }
+                    SequenceSpec::Rotating(spec) => {
+                        assert!((1..=16).contains(&spec.length));
+                        assert!(spec.length as u32 <= spec.range.size());
+                        assert!(spec.period >= 1 && spec.key.is_none());
+                    }
                 }
                 if let Some(f) = door.tcp_flags {
                     assert_eq!(f.set & f.clear, 0, "contradictory flags {f:?}");

@@ -17,6 +17,11 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
 }
 
 /// An `assert_cmd` command for binary `name` of package `package`.
+/// `SUDO_UID`/`SUDO_GID` are removed: under `sudo cargo test` they would
+/// make `knock` drop to the invoking user and lose access to the test's
+/// root-owned files (tests of that drop set them explicitly).
 pub fn command(package: &str, name: &str) -> assert_cmd::Command {
-    assert_cmd::Command::new(binary(package, name))
+    let mut c = assert_cmd::Command::new(binary(package, name));
+    c.env_remove("SUDO_UID").env_remove("SUDO_GID");
+    c
 }

@@ -1,10 +1,11 @@
 //! Code shared by `knockd`, `knock` and `knock-gen`: the knock sequence
-//! format, TCP flag lists and one-time sequence files. Nothing here touches
-//! the network or libpcap.
+//! format, TCP flag lists, one-time sequence files and the derivation of
+//! rotating sequences. Nothing here touches the network or libpcap.
 
 pub mod flags;
 pub mod fsafe;
 pub mod otp;
+pub mod rotate;
 pub mod sequence;
 
 pub use flags::{FlagError, FlagSpec};

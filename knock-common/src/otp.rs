@@ -31,11 +31,36 @@ pub struct OtpLine {
 }
 
 /// A line that is neither blank, a comment nor a valid sequence.
+///
+/// The line itself is secret (it may be a sequence with a typo), so a
+/// warning names it by number only: [`OtpWarning::reason`] and the
+/// `Display` form never quote it, nor the offending part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtpWarning {
     pub line_no: usize,
-    pub text: String,
+    /// Why the line does not parse. Its `Display` quotes the bad part: for
+    /// tests, never for logs.
     pub error: SequenceError,
+}
+
+impl OtpWarning {
+    /// Why the line is skipped, without quoting any of it.
+    pub fn reason(&self) -> &'static str {
+        match self.error {
+            SequenceError::Empty => "the sequence is empty",
+            SequenceError::EmptyItem => {
+                "empty item in the sequence (two commas in a row, or a trailing comma)"
+            }
+            SequenceError::BadPort(_) => "a port is not a number between 1 and 65535",
+            SequenceError::BadProto(_) => "a protocol is neither tcp nor udp",
+        }
+    }
+}
+
+impl std::fmt::Display for OtpWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line_no, self.reason())
+    }
 }
 
 /// What a scan of a one-time file found.
@@ -113,11 +138,7 @@ pub fn scan_bytes(bytes: &[u8]) -> OtpScan {
                 raw: raw.to_vec(),
                 sequence,
             }),
-            Err(error) => scan.warnings.push(OtpWarning {
-                line_no,
-                text: trimmed.to_string(),
-                error,
-            }),
+            Err(error) => scan.warnings.push(OtpWarning { line_no, error }),
         }
     }
     scan
@@ -278,6 +299,10 @@ mod tests {
         assert_eq!(s.warnings.len(), 1);
         assert_eq!(s.warnings[0].line_no, 4);
         assert_eq!(s.warnings[0].error, SequenceError::BadPort("80x".into()));
+        // Never quotes the line, nor the bad part of it.
+        let text = s.warnings[0].to_string();
+        assert_eq!(text, "line 4: a port is not a number between 1 and 65535");
+        assert!(!text.contains("80x") && !text.contains("9000"));
     }
 
     #[test]

@@ -44,13 +44,25 @@ Pairing a server and a client:
   then use the next one, so the two copies stay in step as long as each knock
   arrives. If they drift apart, generate a fresh file and install it on both.
 
+Rotating sequences (no file to keep in step, only a shared key):
+  1. Write a new key (32 random bytes, base32, mode 0600):
+         knock-gen --secret -o knock.key
+  2. Install it on the server and name it in a door of /etc/knockd.conf:
+         install -m 600 knock.key /etc/knockd/ssh.key
+         [ssh]
+             Sequence_Secret = /etc/knockd/ssh.key
+             Command         = /sbin/iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+  3. Copy it to the client over a secure channel (keep it mode 0600) and knock:
+         knock --secret ~/.knock.key --door ssh server.example.org
+  The sequence changes every 30 seconds; see knockd.conf(5).
+
 Each line of the file is one sequence in knockd's Sequence syntax, starting
 with a space (e.g. \" 40713:tcp,2861:tcp,51174:tcp\"). The numbers come from
 the operating system's cryptographically secure random number generator. A
 new file gets mode 0600 and is written atomically; an existing file is never
 replaced without --force.";
 
-/// Generate one-time knock sequences for knockd (One_Time_Sequences) and knock (--otp).
+/// Generate one-time knock sequences for knockd (One_Time_Sequences) and knock (--otp), or a key for rotating sequences (--secret).
 #[derive(Debug, Parser)]
 #[command(name = "knock-gen", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -85,6 +97,13 @@ pub struct Cli {
     /// Replace FILE if it exists
     #[arg(short = 'f', long = "force")]
     pub force: bool,
+
+    /// Write a new 32-byte key for rotating sequences (Sequence_Secret, knock --secret) instead of sequences
+    #[arg(
+        long = "secret",
+        conflicts_with_all = ["count", "length", "ports", "exclude", "protocol", "append"]
+    )]
+    pub secret: bool,
 }
 
 #[cfg(test)]

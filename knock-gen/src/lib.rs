@@ -10,6 +10,9 @@
 //!   programs cannot disagree on it: one sequence per line, each line starting
 //!   with a space.
 //!
+//! * [`write_secret`] writes a new key file for rotating sequences
+//!   (`knock-gen --secret -o FILE`), with the same private, atomic writer.
+//!
 //! Guarantees: no port appears twice inside a sequence (whatever the
 //! protocols), no sequence appears twice in a file (counting the lines already
 //! there when appending, used or not), an impossible request is an error
@@ -24,10 +27,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use knock_common::otp::{self, OtpError};
+use knock_common::rotate::Key;
 use knock_common::sequence::parse_port;
 use knock_common::{Knock, Proto, Sequence, SequenceError};
 use rand::rngs::{OsRng, StdRng};
 use rand::{Rng, SeedableRng};
+use zeroize::Zeroize;
 
 pub mod cli;
 
@@ -527,6 +532,34 @@ fn sync_dir(dir: &Path) -> Result<(), GenError> {
 /// existing `path` is never touched (the rename itself refuses to replace it,
 /// so a file created meanwhile is safe too).
 pub fn write_new(path: &Path, seqs: &[Sequence], replace: bool) -> Result<(), GenError> {
+    write_new_text(path, &render(seqs), replace)
+}
+
+/// The text of a key file written by [`write_secret`]: a comment line and
+/// the key in canonical base32 (what `knockd`'s `Sequence_Secret` and
+/// `knock --secret` read; see [`knock_common::rotate`]).
+pub fn render_secret(key: &Key) -> String {
+    format!(
+        "# knock rotating-sequence key ({} bytes, base32); keep it secret, mode 0600\n{}\n",
+        key.len(),
+        key.to_base32()
+    )
+}
+
+/// Write a new random key of [`knock_common::rotate::GENERATED_KEY_BYTES`]
+/// bytes to `path` with the same guarantees as [`write_new`]: mode 0600,
+/// atomic, an existing file replaced only with `replace`.
+pub fn write_secret(path: &Path, replace: bool) -> Result<(), GenError> {
+    check_new_target(path, replace)?;
+    let key = Key::generate().map_err(|e| GenError::Rng(e.to_string()))?;
+    let mut text = render_secret(&key);
+    let result = write_new_text(path, &text, replace);
+    text.zeroize();
+    result
+}
+
+/// The atomic, private writer behind [`write_new`] and [`write_secret`].
+fn write_new_text(path: &Path, text: &str, replace: bool) -> Result<(), GenError> {
     check_new_target(path, replace)?;
     let dir = parent_dir(path);
     // A missing directory gets a plain message (tempfile's names its own
@@ -539,7 +572,7 @@ pub fn write_new(path: &Path, seqs: &[Sequence], replace: bool) -> Result<(), Ge
         .map_err(io_err(dir))?;
     let file = tmp.as_file_mut();
     file.set_permissions(Permissions::from_mode(0o600))
-        .and_then(|_| file.write_all(render(seqs).as_bytes()))
+        .and_then(|_| file.write_all(text.as_bytes()))
         .and_then(|_| file.sync_all())
         .map_err(io_err(path))?;
     let persisted = if replace {

@@ -9,6 +9,9 @@ use knock_gen::{Output, Spec};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.secret {
+        return write_secret(&cli);
+    }
     let spec = Spec {
         count: cli.count,
         length: cli.length,
@@ -55,6 +58,29 @@ fn main() -> ExitCode {
                     cli.output.display(),
                 );
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("knock-gen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--secret`: write a new key file, never to standard output (a key on a
+/// terminal or in a pipe is too easy to leak).
+fn write_secret(cli: &Cli) -> ExitCode {
+    if cli.output.as_os_str() == "-" {
+        eprintln!("knock-gen: --secret writes the key to a file only (mode 0600); give -o FILE");
+        return ExitCode::FAILURE;
+    }
+    match knock_gen::write_secret(&cli.output, cli.force) {
+        Ok(()) => {
+            eprintln!(
+                "knock-gen: wrote a new {}-byte key to {} (mode 0600)",
+                knock_common::rotate::GENERATED_KEY_BYTES,
+                cli.output.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

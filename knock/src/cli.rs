@@ -1,11 +1,13 @@
 //! The command line: `knock [options] HOST PORT[:proto[:flags]] ...`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use knock_common::flags::{self, SYN};
+use knock_common::rotate::PortRange;
 use knock_common::{FlagSpec, Knock, Proto, SequenceError};
 
 const EXAMPLES: &str = "\
@@ -21,13 +23,120 @@ are sent through ordinary sockets instead; knocks with other flags fail.
 knock-gen and used by the server's one_time_sequences), sends its first
 unused line and, once every hit is sent, marks that line used with '#'.
 
+--secret FILE --door NAME sends the current sequence of a rotating door
+(the server's Sequence_Secret): the same key file, door name, length,
+period and port range as the server (defaults: 3 hits, 30 s, 1024-65535).
+--next sends the next window's sequence, for a second knock within one
+period; --show prints the sequence as port:proto,... and sends nothing.
+
 Examples:
   knock myserver.example.com 123:tcp 456:udp 789:tcp
   knock -u -d 500 192.0.2.10 2222 3333 4444
   knock --flags fin,ack 192.0.2.10 7000 8000 9000
   knock 192.0.2.10 7000:tcp:fin 8000:udp 9000:tcp:syn,ack
   knock -6 -v myserver.example.com 7000 8000
-  knock --otp ~/.knock/myserver.otp myserver.example.com";
+  knock --otp ~/.knock/myserver.otp myserver.example.com
+  knock --secret ~/.knock/ssh.key --door ssh myserver.example.com
+  knock --verify 22 myserver.example.com 7000 8000:udp 9000
+  knock ssh                    (the profile \"ssh\" of ~/.config/knock/hosts.toml)
+  knock -v --retries 4 ssh     (options override the profile)
+  knock --list";
+
+/// The long help adds the profiles file (this text is also the FILES and
+/// VERIFICATION part of knock(1)).
+const LONG_EXAMPLES: &str = "\
+Each PORT is a decimal number 1-65535, optionally followed by :tcp or :udp
+(case-insensitive). Ports without a suffix are TCP, or UDP with --udp.
+A TCP port may carry its own flag list: 7000:tcp:fin,ack.
+
+Hits are sent through raw sockets (root or CAP_NET_RAW), one packet per hit,
+so TCP hits can carry any flags. Without that privilege, SYN and UDP knocks
+are sent through ordinary sockets instead; knocks with other flags fail.
+Run through sudo, setuid root or with file capabilities (setcap
+cap_net_raw+ep), knock opens its raw sockets first and then drops the
+privilege before it reads any file: to the real user (setuid), to SUDO_UID
+and SUDO_GID (sudo: real user root and SUDO_UID set), or by clearing its
+capabilities (setcap). Files named on the command line or in a profile are
+therefore read and marked as the invoking user.
+
+--otp FILE reads a one-time sequence file (one sequence per line, as made by
+knock-gen and used by the server's one_time_sequences), sends its first
+unused line and, once every hit is sent, marks that line used with '#'.
+No message of knock quotes a line of a one-time file or a key file; they
+name the line number.
+
+--secret FILE --door NAME sends the current sequence of a rotating door
+(the server's Sequence_Secret): the same key file (mode 0600 or stricter),
+door name, length, period and port range as the server (defaults: 3 hits,
+30 s, 1024-65535; -u for UDP hits). --next sends the next window's
+sequence, for a second knock within one period; --show prints the sequence
+as port:proto,... and sends nothing. With the server's
+Sequence_Bind_Source = yes, --source-address ADDR names the address the
+server sees (behind NAT), or 'auto' for the address knock sends from.
+
+VERIFICATION
+--verify PORT connects to HOST:PORT over TCP after the knock, for up to
+3 seconds. If the port does not answer, knock knocks again, up to
+--retries N times (default 2, at most 10), and exits 0 only when the port
+answered; otherwise it lists every attempt and exits 1. The whole run is
+bounded by (1 + N) x (3 s + the delays between hits); -v prints the time
+taken. A re-knock of a one-time file sends the NEXT unused line (the line
+just sent is already marked used; the server accepts a few lines ahead).
+A re-knock of a rotating door sends the next window (the server accepts
+one window ahead), or the current one again when that is already the one
+ahead.
+
+PROFILES
+With a single argument and no --otp or --secret, knock NAME knocks the
+profile NAME of $XDG_CONFIG_HOME/knock/hosts.toml (default
+~/.config/knock/hosts.toml; --profiles FILE reads another file). Each
+profile is a TOML table with these keys:
+  host = \"server.example\"     required
+  sequence = \"7000,8000:udp,9000\"   a fixed knock, or
+  otp = \"~/.knock/seqs\"         a one-time file, or
+  secret = \"~/.knock/ssh.key\"   a rotating door's key file, with
+  door = \"ssh\"  length = 3  period = 30  ports = \"1024-65535\"
+  source_address = \"198.51.100.7\"   (or \"auto\"; only for a bound door)
+  udp = true  flags = \"syn\"  delay = 100  family = 4 (or 6)
+  verify = 22  retries = 2
+A profile has exactly one of sequence, otp and secret. Paths may start
+with ~/. Options on the command line override the profile. An unknown
+profile, an unknown key or a syntax error is an error naming the file and
+the line. knock --list prints the profiles (host, kind of knock, verify
+port), never a sequence or a key.
+
+Example ~/.config/knock/hosts.toml:
+  [ssh]
+  host = \"server.example\"
+  sequence = \"7000,8000:udp,9000\"
+  verify = 22
+
+  [web]
+  host = \"192.0.2.10\"
+  otp = \"~/.knock/web.otp\"
+  verify = 443
+
+  [vpn]
+  host = \"vpn.example\"
+  secret = \"~/.knock/vpn.key\"
+  door = \"vpn\"
+  udp = true
+  verify = 1194
+  retries = 3
+
+Examples:
+  knock myserver.example.com 123:tcp 456:udp 789:tcp
+  knock -u -d 500 192.0.2.10 2222 3333 4444
+  knock --flags fin,ack 192.0.2.10 7000 8000 9000
+  knock 192.0.2.10 7000:tcp:fin 8000:udp 9000:tcp:syn,ack
+  knock -6 -v myserver.example.com 7000 8000
+  knock --otp ~/.knock/myserver.otp myserver.example.com
+  knock --secret ~/.knock/ssh.key --door ssh myserver.example.com
+  knock --secret ~/.knock/ssh.key --door ssh --show myserver.example.com
+  knock --verify 22 myserver.example.com 7000 8000:udp 9000
+  knock ssh
+  knock -v --retries 4 ssh
+  knock --list";
 
 /// Send a port-knock sequence to a host.
 #[derive(Debug, Parser)]
@@ -35,16 +144,18 @@ Examples:
     name = "knock",
     version,
     about = "Send a port-knock sequence to a host",
-    after_help = EXAMPLES
+    after_help = EXAMPLES,
+    after_long_help = LONG_EXAMPLES
 )]
 pub struct Cli {
-    /// Make ports without a protocol suffix UDP hits (default is TCP)
+    /// Make ports without a protocol suffix UDP hits (default is TCP);
+    /// with --secret, every hit is UDP
     #[arg(short = 'u', long = "udp")]
     pub udp: bool,
 
-    /// Wait MS milliseconds between hits
-    #[arg(short = 'd', long = "delay", value_name = "MS", default_value_t = 0)]
-    pub delay: u64,
+    /// Wait MS milliseconds between hits [default: 0]
+    #[arg(short = 'd', long = "delay", value_name = "MS")]
+    pub delay: Option<u64>,
 
     /// Use IPv4 only
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
@@ -61,24 +172,122 @@ pub struct Cli {
 
     /// Send the current sequence of a one-time sequence file and mark it
     /// used (no PORT arguments then)
-    #[arg(long = "otp", value_name = "FILE", conflicts_with = "udp")]
+    #[arg(long = "otp", value_name = "FILE", conflicts_with_all = ["udp", "secret"])]
     pub otp: Option<PathBuf>,
 
-    /// Print each hit
+    /// Send the current sequence of a rotating door, derived from this key
+    /// file (needs --door; no PORT arguments then)
+    #[arg(long = "secret", value_name = "FILE")]
+    pub secret: Option<PathBuf>,
+
+    /// Name of the rotating door, as in the server's configuration
+    #[arg(long = "door", value_name = "NAME")]
+    pub door: Option<String>,
+
+    /// Hits of a rotating sequence (1-16) [default: 3]
+    #[arg(long = "length", value_name = "N",
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub length: Option<u8>,
+
+    /// Seconds per window of a rotating sequence [default: 30]
+    #[arg(long = "period", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub period: Option<u64>,
+
+    /// Port range of a rotating sequence [default: 1024-65535]
+    #[arg(long = "ports", value_name = "LO-HI", value_parser = parse_range)]
+    pub ports_range: Option<PortRange>,
+
+    /// Send the next window's rotating sequence (a second knock within one
+    /// period)
+    #[arg(long = "next")]
+    pub next: bool,
+
+    /// Print the rotating sequence as port:proto,... and send nothing
+    #[arg(long = "show")]
+    pub show: bool,
+
+    /// Address the server sees this client as, for a door with
+    /// Sequence_Bind_Source (behind NAT); 'auto': the sending address
+    #[arg(long = "source-address", value_name = "ADDR|auto", value_parser = parse_source_address)]
+    pub source_address: Option<SourceAddress>,
+
+    /// After knocking, connect to this TCP port; knock again until it
+    /// answers (see --retries)
+    #[arg(long = "verify", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub verify: Option<u16>,
+
+    /// Re-knocks when --verify finds the port closed (0-10) [default: 2]
+    #[arg(long = "retries", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: Option<u32>,
+
+    /// Read profiles from FILE instead of
+    /// $XDG_CONFIG_HOME/knock/hosts.toml (~/.config/knock/hosts.toml)
+    #[arg(long = "profiles", value_name = "FILE")]
+    pub profiles: Option<PathBuf>,
+
+    /// List the profiles (host, kind of knock, verify port; never a secret)
+    #[arg(long = "list", conflicts_with_all = [
+        "host", "otp", "secret", "udp", "delay", "ipv4", "ipv6", "flags", "door", "length",
+        "period", "ports_range", "next", "show", "source_address", "verify", "retries",
+    ])]
+    pub list: bool,
+
+    /// Print each hit (and the verification)
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
 
-    /// Host name or address to knock on
-    #[arg(value_name = "HOST")]
-    pub host: String,
+    /// Host name or address to knock on, or the name of a profile when it
+    /// is the only argument
+    #[arg(value_name = "HOST|PROFILE", required_unless_present = "list")]
+    pub host: Option<String>,
 
     /// Ports to hit, in order
-    #[arg(
-        value_name = "PORT[:PROTO[:FLAGS]]",
-        required_unless_present = "otp",
-        value_parser = parse_port_arg
-    )]
+    #[arg(value_name = "PORT[:PROTO[:FLAGS]]", value_parser = parse_port_arg)]
     pub ports: Vec<PortArg>,
+}
+
+/// Where the address mixed into a bound rotating sequence comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceAddress {
+    /// The local address knock sends from.
+    Auto,
+    Addr(IpAddr),
+}
+
+impl std::str::FromStr for SourceAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(SourceAddress::Auto);
+        }
+        s.trim()
+            .parse::<IpAddr>()
+            .map(SourceAddress::Addr)
+            .map_err(|_| format!("\"{s}\" is neither an IP address nor 'auto'"))
+    }
+}
+
+fn parse_source_address(s: &str) -> Result<SourceAddress, String> {
+    s.parse()
+}
+
+fn parse_range(s: &str) -> Result<PortRange, String> {
+    s.parse::<PortRange>().map_err(|e| e.to_string())
+}
+
+/// What the positional arguments ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// `knock HOST PORT...`, `knock --otp F HOST`, `knock --secret F HOST`.
+    Host(&'a str),
+    /// `knock NAME`: a profile.
+    Profile(&'a str),
+    /// `knock --list`.
+    List,
 }
 
 /// IP version restriction from `-4`/`-6`.
@@ -97,20 +306,52 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let cli = Cli::try_parse_from(args)?;
-        if let (Some(path), false) = (&cli.otp, cli.ports.is_empty()) {
+        let from_file = cli.otp.as_ref().or(cli.secret.as_ref());
+        if let (Some(path), false) = (from_file, cli.ports.is_empty()) {
             let ports: Vec<String> = cli.ports.iter().map(ToString::to_string).collect();
+            let opt = if cli.otp.is_some() {
+                "--otp"
+            } else {
+                "--secret"
+            };
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
                 format!(
-                    "--otp {} takes the ports from the file; remove the PORT arguments ({})",
+                    "{opt} {} takes the ports from the file; remove the PORT arguments ({})",
                     path.display(),
                     ports.join(" ")
                 ),
             ));
         }
+        if cli.list && !cli.ports.is_empty() {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--list takes no HOST or PORT arguments",
+            ));
+        }
+        if cli.profiles.is_some() && !matches!(cli.target(), Target::Profile(_) | Target::List) {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--profiles FILE is used with a profile name (knock NAME) or --list; \
+                 HOST PORT... and --otp/--secret knocks take no profile",
+            ));
+        }
         Ok(cli)
     }
 
+    /// A single positional argument without --otp or --secret names a
+    /// profile; otherwise it is the host.
+    pub fn target(&self) -> Target<'_> {
+        match self.host.as_deref() {
+            None => Target::List,
+            Some(h) if self.ports.is_empty() && self.otp.is_none() && self.secret.is_none() => {
+                Target::Profile(h)
+            }
+            Some(h) => Target::Host(h),
+        }
+    }
+
+    /// `-4`/`-6`, `None` when neither is given.
     pub fn family(&self) -> Option<Family> {
         if self.ipv4 {
             Some(Family::V4)
@@ -121,40 +362,48 @@ impl Cli {
         }
     }
 
+    /// `-d`, 0 when not given.
     pub fn delay(&self) -> Duration {
-        Duration::from_millis(self.delay)
+        Duration::from_millis(self.delay.unwrap_or(0))
     }
 
     /// The hits of the PORT arguments, defaults applied.
     pub fn hits(&self) -> Vec<Hit> {
-        let default_proto = if self.udp { Proto::Udp } else { Proto::Tcp };
-        let default_flags = self.flags.unwrap_or(SYN);
-        self.ports
-            .iter()
-            .map(|p| {
-                let proto = p.proto.unwrap_or(default_proto);
-                Hit {
-                    port: p.port,
-                    proto,
-                    flags: p.flags.unwrap_or(default_flags),
-                }
-            })
-            .collect()
+        port_hits(&self.ports, self.udp, self.flags.unwrap_or(SYN))
     }
 
     /// The hits of a sequence from a one-time file: protocols as in the
     /// file, `--flags` (default syn) for the TCP ones.
     pub fn hits_of(&self, knocks: &[Knock]) -> Vec<Hit> {
-        let flags = self.flags.unwrap_or(SYN);
-        knocks
-            .iter()
-            .map(|k| Hit {
-                port: k.port,
-                proto: k.proto,
-                flags,
-            })
-            .collect()
+        hits_of(knocks, self.flags.unwrap_or(SYN))
     }
+}
+
+/// Hits of PORT arguments: what a port does not say comes from `udp` (the
+/// protocol) and `flags`.
+pub fn port_hits(ports: &[PortArg], udp: bool, flags: u8) -> Vec<Hit> {
+    let default_proto = if udp { Proto::Udp } else { Proto::Tcp };
+    ports
+        .iter()
+        .map(|p| Hit {
+            port: p.port,
+            proto: p.proto.unwrap_or(default_proto),
+            flags: p.flags.unwrap_or(flags),
+        })
+        .collect()
+}
+
+/// Hits of a sequence whose knocks carry their protocol; TCP hits get
+/// `flags`.
+pub fn hits_of(knocks: &[Knock], flags: u8) -> Vec<Hit> {
+    knocks
+        .iter()
+        .map(|k| Hit {
+            port: k.port,
+            proto: k.proto,
+            flags,
+        })
+        .collect()
 }
 
 /// One PORT argument as written: what it does not say is filled in from
@@ -279,7 +528,8 @@ mod tests {
     #[test]
     fn classic_forms() {
         let c = cli(&["example.com", "123:tcp", "456:UDP", "789", "1000:Tcp"]).unwrap();
-        assert_eq!(c.host, "example.com");
+        assert_eq!(c.host.as_deref(), Some("example.com"));
+        assert_eq!(c.target(), Target::Host("example.com"));
         assert_eq!(
             c.hits(),
             vec![
@@ -438,9 +688,30 @@ mod tests {
             cli(&[]).unwrap_err().kind(),
             ErrorKind::MissingRequiredArgument
         );
+        // A single argument names a profile.
+        assert_eq!(cli(&["ssh"]).unwrap().target(), Target::Profile("ssh"));
+        assert_eq!(cli(&["--list"]).unwrap().target(), Target::List);
         assert_eq!(
-            cli(&["host"]).unwrap_err().kind(),
-            ErrorKind::MissingRequiredArgument
+            cli(&["--otp", "f", "h"]).unwrap().target(),
+            Target::Host("h")
+        );
+        assert_eq!(
+            cli(&["--secret", "k", "--door", "d", "h"])
+                .unwrap()
+                .target(),
+            Target::Host("h")
+        );
+        assert_eq!(
+            cli(&["--list", "ssh"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            cli(&["--list", "--verify", "22"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            cli(&["--profiles", "f", "h", "1"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
         );
     }
 

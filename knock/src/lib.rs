@@ -4,19 +4,28 @@
 pub mod cli;
 pub mod net;
 pub mod packet;
+pub mod plan;
+pub mod privilege;
+pub mod profile;
 pub mod send;
+pub mod verify;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use knock_common::otp::{self, OtpError};
+use knock_common::otp::{self, OtpError, OtpLine};
+use knock_common::rotate;
 
-use crate::cli::{Cli, Hit};
+use crate::cli::{Cli, Hit, SourceAddress, Target};
 use crate::net::ResolveError;
-use crate::send::{OpenError, SendError, Sender};
+use crate::plan::{Knocks, Plan, PlanError};
+use crate::privilege::{Action, PrivilegeError};
+use crate::profile::{ProfileError, Profiles, Settings};
+use crate::send::{OpenError, RawSockets, SendError, Sender};
+use crate::verify::Failed;
 
 /// Everything that makes `knock` exit with status 1.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +35,15 @@ pub enum KnockError {
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
-    Send(#[from] SendError),
+    Send(#[from] HitError),
     #[error(transparent)]
     Otp(#[from] OtpError),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
     #[error("{}: no unused sequence left ({used} used); add more with knock-gen", path.display())]
     OtpExhausted { path: PathBuf, used: usize },
     #[error(
@@ -41,6 +56,45 @@ pub enum KnockError {
         #[source]
         source: OtpError,
     },
+    #[error("cannot find the local address to send to {dst} from: {source}")]
+    Source {
+        dst: IpAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{addr} did not answer after {} knock(s) in {:.1} s: {}",
+        failures.len(),
+        elapsed.as_secs_f64(),
+        describe_failures(failures)
+    )]
+    NotVerified {
+        addr: SocketAddr,
+        failures: Vec<Failed>,
+        elapsed: Duration,
+    },
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+fn describe_failures(failures: &[Failed]) -> String {
+    failures
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("attempt {} ({}): {}", i + 1, f.what, f.error))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A hit that could not be sent, named by its position: its port may be
+/// a secret (a profile, a one-time line, a rotating door).
+#[derive(Debug, thiserror::Error)]
+#[error("hit {number} of {total}: {source}")]
+pub struct HitError {
+    pub number: usize,
+    pub total: usize,
+    #[source]
+    pub source: SendError,
 }
 
 /// The classic `-v` line: `hitting tcp 192.0.2.1:7000` (IPv6 addresses
@@ -59,7 +113,7 @@ pub fn send_all(
     hits: &[Hit],
     delay: Duration,
     mut verbose: Option<&mut dyn Write>,
-) -> Result<(), SendError> {
+) -> Result<(), HitError> {
     for (i, hit) in hits.iter().enumerate() {
         if i > 0 && !delay.is_zero() {
             std::thread::sleep(delay);
@@ -68,13 +122,44 @@ pub fn send_all(
             let _ = writeln!(out, "{}", hit_line(dst, hit));
             let _ = out.flush();
         }
-        sender.send(dst, hit)?;
+        sender.send(dst, hit).map_err(|source| HitError {
+            number: i + 1,
+            total: hits.len(),
+            source,
+        })?;
     }
     Ok(())
 }
 
-/// Run `knock` with `args` (program name first). Returns the exit status.
+/// Whether a run gives up the privilege that opened its raw sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privileges {
+    /// The program: drop as `privilege` decides (sudo, setuid, setcap).
+    Drop,
+    /// Leave the process's ids and capabilities alone: for tests that run
+    /// the library inside their own process (a drop there would change the
+    /// ids of the whole test process, e.g. under `sudo cargo test`).
+    Keep,
+}
+
+/// Run `knock` with `args` (program name first), as the program does
+/// (privilege dropped once the raw sockets are open). Returns the exit
+/// status.
 pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_with(args, out, err, Privileges::Drop)
+}
+
+/// [`run`] with a choice of [`Privileges`].
+pub fn run_with<I, T>(
+    args: I,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    privileges: Privileges,
+) -> i32
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -92,7 +177,7 @@ where
             return code;
         }
     };
-    match knock(&cli, out, err) {
+    match knock(&cli, privileges, out, err) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(err, "knock: {e}");
@@ -101,62 +186,269 @@ where
     }
 }
 
-fn knock(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), KnockError> {
-    let otp_line = match &cli.otp {
-        None => None,
-        Some(path) => {
+/// The home directory: the invoking user's from the password database
+/// after a drop to `SUDO_UID` (sudo may have set `HOME` to root's),
+/// otherwise `HOME`, otherwise the password database.
+fn home_dir(sudo_drop: bool) -> Option<PathBuf> {
+    let from_passwd = || {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+    };
+    if sudo_drop {
+        return from_passwd();
+    }
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => Some(PathBuf::from(h)),
+        _ => from_passwd(),
+    }
+}
+
+fn load_profiles(
+    cli: &Cli,
+    home: Option<&std::path::Path>,
+    hint: &str,
+    err: &mut dyn Write,
+) -> Result<Profiles, KnockError> {
+    let path = match &cli.profiles {
+        Some(p) => p.clone(),
+        None => {
+            let xdg = std::env::var("XDG_CONFIG_HOME").ok();
+            profile::default_path(xdg.as_deref(), home).ok_or(ProfileError::NoHome)?
+        }
+    };
+    let profiles = Profiles::load(&path, home).map_err(|e| match e {
+        ProfileError::Read { path, source, .. } => ProfileError::Read {
+            path,
+            source,
+            hint: hint.to_string(),
+        },
+        e => e,
+    })?;
+    if let Some(w) = profiles.exposure_warning() {
+        let _ = writeln!(err, "knock: warning: {w}");
+    }
+    Ok(profiles)
+}
+
+fn knock(
+    cli: &Cli,
+    privileges: Privileges,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), KnockError> {
+    // Raw sockets first, then give up the privilege that opened them,
+    // before any file is read or any name resolved.
+    let sends = !cli.list && !cli.show;
+    let mut raw = if sends {
+        RawSockets::open_all()
+    } else {
+        RawSockets::none()
+    };
+    let action = match privileges {
+        Privileges::Drop => privilege::decide(&privilege::current())?,
+        Privileges::Keep => Action::Keep,
+    };
+    privilege::apply(&action)?;
+    let sudo_drop = matches!(
+        action,
+        Action::ToUser {
+            reset_groups: true,
+            ..
+        }
+    );
+    let home = home_dir(sudo_drop);
+    let (settings, origin) = match cli.target() {
+        Target::List => {
+            let p = load_profiles(cli, home.as_deref(), "", err)?;
+            write!(out, "{}", p.render_list()).map_err(KnockError::Output)?;
+            return Ok(());
+        }
+        Target::Profile(name) => {
+            let p = load_profiles(cli, home.as_deref(), profile::HOST_HINT, err)?;
+            let s = p.settings(name, profile::HOST_HINT)?;
+            (s, format!("profile \"{name}\" of {}", p.path.display()))
+        }
+        Target::Host(_) => (Settings::default(), "the command line".to_string()),
+    };
+    let plan = plan::build(plan::overlay(settings, cli), cli, &origin)?;
+    execute(&plan, &mut raw, cli.verbose, out, err)
+}
+
+/// One knock to send: its hits, what to call it, and the one-time line to
+/// mark once it is sent.
+struct Attempt {
+    hits: Vec<Hit>,
+    what: String,
+    otp_line: Option<(PathBuf, OtpLine)>,
+    window: Option<u64>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The hits of the next attempt. `previous` is the window of the previous
+/// rotating attempt.
+fn next_attempt(
+    plan: &Plan,
+    dst: IpAddr,
+    previous: Option<u64>,
+    err: &mut dyn Write,
+) -> Result<Attempt, KnockError> {
+    match &plan.knocks {
+        Knocks::Fixed(hits) => Ok(Attempt {
+            hits: hits.clone(),
+            what: "fixed sequence".into(),
+            otp_line: None,
+            window: None,
+        }),
+        Knocks::OneTime { path, flags } => {
             let scan = otp::scan(path)?;
             for w in &scan.warnings {
                 let _ = writeln!(
                     err,
-                    "knock: {}:{}: skipping \"{}\": {}",
+                    "knock: {}:{}: skipping a line that is not a sequence ({})",
                     path.display(),
                     w.line_no,
-                    w.text,
-                    w.error
+                    w.reason()
                 );
             }
-            match scan.current() {
-                Some(line) => Some((path, line.clone())),
-                None => {
-                    return Err(KnockError::OtpExhausted {
-                        path: path.clone(),
-                        used: scan.used,
+            let line = scan
+                .current()
+                .cloned()
+                .ok_or_else(|| KnockError::OtpExhausted {
+                    path: path.clone(),
+                    used: scan.used,
+                })?;
+            Ok(Attempt {
+                hits: cli::hits_of(line.sequence.knocks(), *flags),
+                what: format!("one-time line {} of {}", line.line_no, path.display()),
+                otp_line: Some((path.clone(), line)),
+                window: None,
+            })
+        }
+        Knocks::Rotating(r) => {
+            let now = rotate::window(unix_now(), r.period);
+            let window = plan::window_for(now, r.next, previous);
+            let bind = match r.bind {
+                None => None,
+                Some(SourceAddress::Addr(a)) => Some(a),
+                Some(SourceAddress::Auto) => Some(
+                    net::source_for(dst).map_err(|source| KnockError::Source { dst, source })?,
+                ),
+            };
+            let ports = rotate::derive(&r.key, &r.door, window, r.length, r.range, bind);
+            Ok(Attempt {
+                hits: ports
+                    .into_iter()
+                    .map(|port| Hit {
+                        port,
+                        proto: r.proto,
+                        flags: r.flags,
                     })
+                    .collect(),
+                what: format!("door {} window {window}", r.door),
+                otp_line: None,
+                window: Some(window),
+            })
+        }
+    }
+}
+
+/// `port:proto,...`, as `--show` prints a sequence.
+pub fn show_hits(hits: &[Hit]) -> String {
+    hits.iter()
+        .map(|h| format!("{}:{}", h.port, h.proto))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Knock, mark, verify, re-knock: see `verify` for the bounds.
+fn execute(
+    plan: &Plan,
+    raw: &mut RawSockets,
+    verbose: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), KnockError> {
+    let dst = net::resolve(&plan.host, plan.family)?;
+    if plan.show {
+        let a = next_attempt(plan, dst, None, err)?;
+        writeln!(out, "{}", show_hits(&a.hits)).map_err(KnockError::Output)?;
+        return Ok(());
+    }
+    let attempts = match plan.verify {
+        Some(_) => 1 + plan.retries,
+        None => 1,
+    };
+    let start = Instant::now();
+    let mut sender: Option<Box<dyn Sender>> = None;
+    let mut failures = Vec::new();
+    let mut previous = None;
+    for k in 1..=attempts {
+        let attempt = next_attempt(plan, dst, previous, err)?;
+        previous = attempt.window;
+        let sender = match &mut sender {
+            Some(s) => s,
+            None => {
+                let (s, note) = send::open(dst, &attempt.hits, raw)?;
+                if let (true, Some(note)) = (verbose, note) {
+                    let _ = writeln!(err, "knock: {note}");
                 }
+                sender.insert(s)
+            }
+        };
+        if verbose {
+            if attempts > 1 {
+                let _ = writeln!(out, "attempt {k} of {attempts}: {}", attempt.what);
+            } else if attempt.otp_line.is_some() || attempt.window.is_some() {
+                let _ = writeln!(out, "using {}", attempt.what);
             }
         }
-    };
-    let hits = match &otp_line {
-        Some((_, line)) => cli.hits_of(line.sequence.knocks()),
-        None => cli.hits(),
-    };
-    let dst = net::resolve(&cli.host, cli.family())?;
-    let (mut sender, note) = send::open(dst, &hits)?;
-    if cli.verbose {
-        if let Some(note) = note {
-            let _ = writeln!(err, "knock: {note}");
+        let v: Option<&mut dyn Write> = if verbose { Some(&mut *out) } else { None };
+        send_all(sender.as_mut(), dst, &attempt.hits, plan.delay, v)?;
+        if let Some((path, line)) = &attempt.otp_line {
+            otp::mark_used(path, line).map_err(|source| KnockError::OtpMark {
+                path: path.clone(),
+                line_no: line.line_no,
+                source,
+            })?;
         }
-        if let Some((path, line)) = &otp_line {
-            let _ = writeln!(
-                out,
-                "using one-time sequence {}:{}: {}",
-                path.display(),
-                line.line_no,
-                line.sequence
-            );
+        let Some(port) = plan.verify else {
+            return Ok(());
+        };
+        let addr = SocketAddr::new(dst, port);
+        match verify::probe(addr, verify::VERIFY_WAIT) {
+            Ok(_) => {
+                if verbose {
+                    let _ = writeln!(
+                        out,
+                        "verify: {addr} answered after attempt {k} of {attempts} ({:.2} s in all)",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(());
+            }
+            Err(error) => {
+                if verbose {
+                    let _ = writeln!(out, "verify: {addr} did not answer: {error}");
+                }
+                failures.push(Failed {
+                    what: attempt.what,
+                    error,
+                });
+            }
         }
     }
-    let verbose: Option<&mut dyn Write> = if cli.verbose { Some(out) } else { None };
-    send_all(sender.as_mut(), dst, &hits, cli.delay(), verbose)?;
-    if let Some((path, line)) = otp_line {
-        otp::mark_used(path, &line).map_err(|source| KnockError::OtpMark {
-            path: path.clone(),
-            line_no: line.line_no,
-            source,
-        })?;
-    }
-    Ok(())
+    Err(KnockError::NotVerified {
+        addr: SocketAddr::new(dst, plan.verify.unwrap_or(0)),
+        failures,
+        elapsed: start.elapsed(),
+    })
 }
 
 #[cfg(test)]
@@ -234,7 +526,7 @@ mod tests {
         assert_eq!(r.sent.len(), 1);
         assert!(
             e.to_string()
-                .starts_with("hitting udp [2001:db8::1]:8000: "),
+                .starts_with("hit 2 of 3: udp to 2001:db8::1: "),
             "{e}"
         );
     }
@@ -255,7 +547,12 @@ mod tests {
         std::fs::write(f.path(), "#1000,2000\n# note\n").unwrap();
         let p = f.path().to_str().unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run(["knock", "--otp", p, "127.0.0.1"], &mut out, &mut err);
+        let code = run_with(
+            ["knock", "--otp", p, "127.0.0.1"],
+            &mut out,
+            &mut err,
+            Privileges::Keep,
+        );
         assert_eq!(code, 1);
         let err = String::from_utf8(err).unwrap();
         assert_eq!(

@@ -27,7 +27,7 @@ pub trait Sender {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("hitting {} {}: {source}", .hit.describe_proto(), SocketAddr::new(*.dst, .hit.port))]
+    #[error("{} to {}: {source}", .hit.describe_proto(), .dst)]
     Io {
         dst: IpAddr,
         hit: Hit,
@@ -35,8 +35,8 @@ pub enum SendError {
         source: io::Error,
     },
     #[error(
-        "hitting {} {}: only {sent} of {len} bytes were sent",
-        .hit.describe_proto(), SocketAddr::new(*.dst, .hit.port)
+        "{} to {}: only {sent} of {len} bytes were sent",
+        .hit.describe_proto(), .dst
     )]
     Short {
         dst: IpAddr,
@@ -44,7 +44,7 @@ pub enum SendError {
         sent: usize,
         len: usize,
     },
-    #[error("hitting {} {}: {source}", .hit.describe_proto(), SocketAddr::new(*.dst, .hit.port))]
+    #[error("{} to {}: {source}", .hit.describe_proto(), .dst)]
     Build {
         dst: IpAddr,
         hit: Hit,
@@ -52,8 +52,8 @@ pub enum SendError {
         source: packet::FamilyMismatch,
     },
     #[error(
-        "hitting {} {}: ordinary sockets can only send SYN and UDP knocks",
-        .hit.describe_proto(), SocketAddr::new(*.dst, .hit.port)
+        "{} to {}: ordinary sockets can only send SYN and UDP knocks",
+        .hit.describe_proto(), .dst
     )]
     NotPlain { dst: IpAddr, hit: Hit },
 }
@@ -62,12 +62,14 @@ pub enum SendError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(
-        "the knock on port {port} with TCP flags {} needs a raw socket, \
+        "hit {number} (TCP flags {}) needs a raw socket, \
          which needs root or CAP_NET_RAW ({source})",
         flag_names(*.flags)
     )]
     NeedsRaw {
-        port: u16,
+        /// 1-based position of the hit in the knock (its port may be a
+        /// secret, so messages name the position).
+        number: usize,
         flags: u8,
         #[source]
         source: io::Error,
@@ -104,39 +106,75 @@ fn source_port() -> u16 {
     rand::rng().random_range(32768..=60999)
 }
 
+/// The raw sockets of every protocol and IP version, opened before the
+/// privilege is dropped (see `crate::privilege`); each one is the socket or
+/// the error of opening it.
+pub struct RawSockets {
+    v4_tcp: Option<io::Result<TransportSender>>,
+    v4_udp: Option<io::Result<TransportSender>>,
+    v6_tcp: Option<io::Result<TransportSender>>,
+    v6_udp: Option<io::Result<TransportSender>>,
+}
+
+fn open_raw(tp: TransportProtocol) -> io::Result<TransportSender> {
+    transport_channel(4096, TransportChannelType::Layer4(tp)).map(|(tx, _rx)| tx)
+}
+
+impl RawSockets {
+    /// Try to open all four (needs root or CAP_NET_RAW).
+    pub fn open_all() -> RawSockets {
+        let (tcp, udp) = (IpNextHeaderProtocols::Tcp, IpNextHeaderProtocols::Udp);
+        RawSockets {
+            v4_tcp: Some(open_raw(TransportProtocol::Ipv4(tcp))),
+            v4_udp: Some(open_raw(TransportProtocol::Ipv4(udp))),
+            v6_tcp: Some(open_raw(TransportProtocol::Ipv6(tcp))),
+            v6_udp: Some(open_raw(TransportProtocol::Ipv6(udp))),
+        }
+    }
+
+    /// No sockets (for runs that send nothing).
+    pub fn none() -> RawSockets {
+        RawSockets {
+            v4_tcp: None,
+            v4_udp: None,
+            v6_tcp: None,
+            v6_udp: None,
+        }
+    }
+
+    /// Take the sockets of `dst`'s IP version. A protocol that `hits` use
+    /// and whose socket could not be opened is an error.
+    fn take(&mut self, dst: IpAddr, hits: &[Hit]) -> Result<RawSender, (Proto, io::Error)> {
+        let (tcp, udp) = match dst {
+            IpAddr::V4(_) => (self.v4_tcp.take(), self.v4_udp.take()),
+            IpAddr::V6(_) => (self.v6_tcp.take(), self.v6_udp.take()),
+        };
+        let not_opened = || io::Error::new(io::ErrorKind::NotConnected, "no raw socket opened");
+        let src = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let mut sender = RawSender {
+            src,
+            tcp: None,
+            udp: None,
+        };
+        for (proto, sock, slot) in [
+            (Proto::Tcp, tcp, &mut sender.tcp),
+            (Proto::Udp, udp, &mut sender.udp),
+        ] {
+            match sock.unwrap_or_else(|| Err(not_opened())) {
+                Ok(tx) => *slot = Some(tx),
+                Err(e) if hits.iter().any(|h| h.proto == proto) => return Err((proto, e)),
+                Err(_) => {}
+            }
+        }
+        Ok(sender)
+    }
+}
+
 /// Raw transport-layer sockets of one IP version.
 pub struct RawSender {
     src: IpAddr,
     tcp: Option<TransportSender>,
     udp: Option<TransportSender>,
-}
-
-impl RawSender {
-    /// Open raw sockets of `dst`'s IP version for the protocols `hits` use,
-    /// sending from `src`.
-    pub fn open(src: IpAddr, dst: IpAddr, hits: &[Hit]) -> Result<Self, (Proto, io::Error)> {
-        let open = |proto: Proto| -> Result<Option<TransportSender>, (Proto, io::Error)> {
-            if !hits.iter().any(|h| h.proto == proto) {
-                return Ok(None);
-            }
-            let next = match proto {
-                Proto::Tcp => IpNextHeaderProtocols::Tcp,
-                Proto::Udp => IpNextHeaderProtocols::Udp,
-            };
-            let tp = match dst {
-                IpAddr::V4(_) => TransportProtocol::Ipv4(next),
-                IpAddr::V6(_) => TransportProtocol::Ipv6(next),
-            };
-            transport_channel(4096, TransportChannelType::Layer4(tp))
-                .map(|(tx, _rx)| Some(tx))
-                .map_err(|e| (proto, e))
-        };
-        Ok(RawSender {
-            src,
-            tcp: open(Proto::Tcp)?,
-            udp: open(Proto::Udp)?,
-        })
-    }
 }
 
 impl Sender for RawSender {
@@ -264,11 +302,11 @@ pub enum Choice<R> {
 pub fn decide<R>(raw: Result<R, (Proto, io::Error)>, hits: &[Hit]) -> Result<Choice<R>, OpenError> {
     match raw {
         Ok(r) => Ok(Choice::Raw(r)),
-        Err((_, e)) if is_permission_error(&e) => match hits.iter().find(|h| !h.is_plain()) {
+        Err((_, e)) if is_permission_error(&e) => match hits.iter().position(|h| !h.is_plain()) {
             None => Ok(Choice::Plain(e)),
-            Some(h) => Err(OpenError::NeedsRaw {
-                port: h.port,
-                flags: h.flags,
+            Some(i) => Err(OpenError::NeedsRaw {
+                number: i + 1,
+                flags: hits[i].flags,
                 source: e,
             }),
         },
@@ -276,16 +314,25 @@ pub fn decide<R>(raw: Result<R, (Proto, io::Error)>, hits: &[Hit]) -> Result<Cho
     }
 }
 
-/// Open the sender for `hits` to `dst`. The second value is a note for
-/// `-v` when ordinary sockets are used instead of raw ones.
-pub fn open(dst: IpAddr, hits: &[Hit]) -> Result<(Box<dyn Sender>, Option<String>), OpenError> {
+/// Open the sender for `hits` to `dst` from the raw sockets opened
+/// earlier. The second value is a note for `-v` when ordinary sockets are
+/// used instead of raw ones.
+pub fn open(
+    dst: IpAddr,
+    hits: &[Hit],
+    raw: &mut RawSockets,
+) -> Result<(Box<dyn Sender>, Option<String>), OpenError> {
     if let IpAddr::V6(v6) = dst {
         if v6.is_unicast_link_local() {
             return Err(OpenError::LinkLocal { dst });
         }
     }
     let src = crate::net::source_for(dst).map_err(|source| OpenError::Source { dst, source })?;
-    match decide(RawSender::open(src, dst, hits), hits)? {
+    let taken = raw.take(dst, hits).map(|mut r| {
+        r.src = src;
+        r
+    });
+    match decide(taken, hits)? {
         Choice::Raw(r) => Ok((Box::new(r), None)),
         Choice::Plain(e) => Ok((
             Box::new(PlainSender),
@@ -344,7 +391,8 @@ mod tests {
     fn flagged_knocks_need_raw() {
         let e = decide::<()>(Err(eperm()), &[tcp(1, SYN), tcp(7000, FIN | ACK)]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("port 7000"), "{msg}");
+        assert!(msg.starts_with("hit 2 (TCP flags fin,ack)"), "{msg}");
+        assert!(!msg.contains("7000"), "the port may be a secret: {msg}");
         assert!(msg.contains("fin,ack"), "{msg}");
         assert!(msg.contains("root or CAP_NET_RAW"), "{msg}");
         let e = decide::<()>(Err(eperm()), &[tcp(9, 0)]).unwrap_err();
@@ -363,9 +411,13 @@ mod tests {
 
     #[test]
     fn link_local_ipv6_is_refused_clearly() {
-        let e = open("fe80::1".parse().unwrap(), &[udp(7000)])
-            .err()
-            .unwrap();
+        let e = open(
+            "fe80::1".parse().unwrap(),
+            &[udp(7000)],
+            &mut RawSockets::none(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(
             e.to_string(),
             "fe80::1 is an IPv6 link-local address, which needs an interface scope; \
@@ -417,7 +469,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "hitting tcp (fin) 127.0.0.1:7000: ordinary sockets can only send SYN and UDP knocks"
+            "tcp (fin) to 127.0.0.1: ordinary sockets can only send SYN and UDP knocks"
         );
     }
 }

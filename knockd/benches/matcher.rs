@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use knock_testkit::frames::{self as kit, tcp, udp};
-use knockd::matcher::{DoorRule, Event, Matcher};
+use knockd::matcher::{Candidate, DoorRule, Event, Matcher};
 use knockd::packet::{decode, LinkType};
 
 const LOCAL4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -88,19 +88,31 @@ fn workload(n: usize) -> Vec<Vec<u8>> {
 fn doors() -> Vec<DoorRule> {
     vec![
         DoorRule {
-            sequence: Some("7000,8000:udp,9000".parse().unwrap()),
+            candidates: vec![Candidate {
+                tag: 0,
+                sequence: "7000,8000:udp,9000".parse().unwrap(),
+            }],
+            scan_threshold: 0,
             timeout: Duration::from_secs(25),
             flags: Some("syn,!ack".parse().unwrap()),
             target: None,
         },
         DoorRule {
-            sequence: Some("7000,8000:udp,9001".parse().unwrap()),
+            candidates: vec![Candidate {
+                tag: 0,
+                sequence: "7000,8000:udp,9001".parse().unwrap(),
+            }],
+            scan_threshold: 0,
             timeout: Duration::from_secs(10),
             flags: None,
             target: None,
         },
         DoorRule {
-            sequence: Some("1234:udp,5678:udp".parse().unwrap()),
+            candidates: vec![Candidate {
+                tag: 0,
+                sequence: "1234:udp,5678:udp".parse().unwrap(),
+            }],
+            scan_threshold: 0,
             timeout: Duration::from_secs(5),
             flags: None,
             target: None,

@@ -146,13 +146,26 @@ pub fn build_filter(hosts: &BTreeSet<IpAddr>, knocks: &BTreeSet<Knock>, link: Li
         .join(" or ");
     let mut port_exprs = Vec::new();
     for proto in [Proto::Tcp, Proto::Udp] {
-        let ports: Vec<String> = knocks
+        // Runs of 3 or more consecutive ports (a source-bound rotating
+        // door passes its whole range) become one `portrange`.
+        let sorted: Vec<u16> = knocks
             .iter()
             .filter(|k| k.proto == proto)
-            .map(|k| k.port.to_string())
+            .map(|k| k.port)
             .collect();
+        let mut ports: Vec<String> = Vec::new();
+        let mut ranges: Vec<String> = Vec::new();
+        for run in sorted.chunk_by(|a, b| u32::from(*a) + 1 == u32::from(*b)) {
+            match run {
+                [lo, .., hi] if run.len() >= 3 => ranges.push(format!("{lo}-{hi}")),
+                _ => ports.extend(run.iter().map(u16::to_string)),
+            }
+        }
         if !ports.is_empty() {
             port_exprs.push(format!("({proto} dst port ({}))", ports.join(" or ")));
+        }
+        for r in ranges {
+            port_exprs.push(format!("({proto} dst portrange {r})"));
         }
     }
     let mut inner = format!("({host_expr}) and ({}", port_exprs.join(" or "));
@@ -177,6 +190,19 @@ mod tests {
 
     fn set<T: Ord>(v: impl IntoIterator<Item = T>) -> BTreeSet<T> {
         v.into_iter().collect()
+    }
+
+    #[test]
+    fn runs_of_consecutive_ports_become_port_ranges() {
+        let hosts = set(["10.0.0.1".parse().unwrap()]);
+        let mut knocks: BTreeSet<Knock> = (1024..=65535).map(Knock::tcp).collect();
+        knocks.extend([Knock::tcp(80), Knock::tcp(81), Knock::udp(7000)]);
+        let f = build_filter(&hosts, &knocks, LinkType::RawIp);
+        assert_eq!(
+            f,
+            "(dst host 10.0.0.1) and ((tcp dst port (80 or 81)) or \
+             (tcp dst portrange 1024-65535) or (udp dst port (7000)))"
+        );
     }
 
     #[test]

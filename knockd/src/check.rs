@@ -4,9 +4,9 @@
 //! Secrets stay out of the output unless `--show-secrets` is given, because
 //! service units run the check on every reload and its output lands in the
 //! journal: a fixed sequence is shown as its number of hits, a one-time file
-//! by its counts and the *line number* of its current sequence, and a
-//! one-time line that does not parse by its line number only (its text and
-//! the parser's complaint, which quotes part of it, are secrets too).
+//! by its counts and the *line number* of its current sequence. A one-time
+//! line that does not parse is named by its line number and the kind of
+//! fault only, even with `--show-secrets` (see `OtpWarning::reason`).
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -125,6 +125,7 @@ fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door, secret
             let state = one_time_state(warnings, &door.name, path, secrets);
             field(s, "File state", &state);
         }
+        SequenceSpec::Rotating(spec) => rotating_fields(s, warnings, door, spec),
     }
     field(
         s,
@@ -141,6 +142,11 @@ fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door, secret
         None => "(the interface's own addresses)".to_string(),
     };
     field(s, "Target", &target);
+    let scan = match door.scan_threshold {
+        0 => "0 (off)".to_string(),
+        n => format!("{n} (a source that touched more distinct other ports cannot knock)"),
+    };
+    field(s, "Scan_Threshold", &scan);
     command_fields(
         s,
         ("Start_Command", "Start_Command_6"),
@@ -185,6 +191,58 @@ fn command_fields(
     field(s, name6, &six);
 }
 
+/// A rotating door: its parameters and the state of its used-window
+/// record, never the key or a sequence (config::load has already refused a
+/// key file that is missing, malformed or readable by others).
+fn rotating_fields(
+    s: &mut String,
+    warnings: &mut Vec<String>,
+    door: &Door,
+    spec: &config::RotatingSpec,
+) {
+    field(s, "Sequence", "(rotating; the current ports are not shown)");
+    field(
+        s,
+        "Sequence_Secret",
+        &format!(
+            "{}  (key of {} bytes, not shown)",
+            spec.secret.display(),
+            spec.key.as_ref().map_or(0, |k| k.len())
+        ),
+    );
+    field(s, "Sequence_Length", &spec.length.to_string());
+    field(s, "Sequence_Period", &format!("{} s", spec.period));
+    field(
+        s,
+        "Sequence_Skew",
+        &format!(
+            "{} (the {} windows around and including the current one are accepted)",
+            spec.skew,
+            2 * spec.skew + 1
+        ),
+    );
+    field(s, "Sequence_Ports", &spec.range.to_string());
+    field(s, "Sequence_Protocol", spec.proto.as_str());
+    let bind = if spec.bind_source { "yes" } else { "no" };
+    field(s, "Sequence_Bind_Source", bind);
+    let state = match crate::rotating::read_state(&spec.state) {
+        Ok(None) => "no window used yet".to_string(),
+        Ok(Some(until)) => format!("windows starting before Unix time {until} are used"),
+        Err(e) => {
+            warnings.push(format!(
+                "door \"{}\": {e}; every window accepted at start-up will count as used",
+                door.name
+            ));
+            "(not readable now)".to_string()
+        }
+    };
+    field(
+        s,
+        "Sequence_State",
+        &format!("{}  ({state})", spec.state.display()),
+    );
+}
+
 /// The state of a one-time file, for the summary; problems become warnings.
 fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path, secrets: bool) -> String {
     match otp::scan(path) {
@@ -196,21 +254,12 @@ fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path, secrets: 
         }
         Ok(scan) => {
             for w in &scan.warnings {
-                warnings.push(if secrets {
-                    format!(
-                        "{}:{}: line \"{}\" is skipped: {}",
-                        path.display(),
-                        w.line_no,
-                        w.text,
-                        w.error
-                    )
-                } else {
-                    format!(
-                        "{}:{}: line is skipped: not a valid sequence (what it says is {HIDDEN})",
-                        path.display(),
-                        w.line_no
-                    )
-                });
+                warnings.push(format!(
+                    "{}:{}: line is skipped: {}",
+                    path.display(),
+                    w.line_no,
+                    w.reason()
+                ));
             }
             let left = scan.usable.len();
             match scan.current() {
@@ -382,11 +431,15 @@ mod tests {
             out.contains("2 unused sequences left (1 used); current: line 2: 3:tcp,4:udp"),
             "{out}"
         );
+        assert!(
+            !err.contains("bogus"),
+            "a one-time line is never quoted: {err}"
+        );
         assert!(out.contains("(file not readable now)"), "{out}");
         assert!(out.contains("no unused sequence left (1 used)"), "{out}");
         assert!(
             err.contains(&format!(
-                "{}:3: line \"bogus\" is skipped",
+                "{}:3: line is skipped: a port is not a number",
                 otp_path.display()
             )),
             "{err}"
@@ -420,7 +473,7 @@ mod tests {
         );
         assert!(
             err.contains(&format!(
-                "{}:3: line is skipped: not a valid sequence",
+                "{}:3: line is skipped: a port is not a number between 1 and 65535",
                 otp_path.display()
             )),
             "{err}"

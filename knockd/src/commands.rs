@@ -841,6 +841,7 @@ mod tests {
             cmd_timeout,
             stop_command: stop.map(str::to_string),
             stop_command_6: stop6.map(str::to_string),
+            scan_threshold: 0,
         }
     }
 

@@ -28,12 +28,18 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use knock_common::{FlagSpec, Sequence, SequenceError};
+use knock_common::rotate::{self, Key, PortRange};
+use knock_common::{FlagSpec, Proto, Sequence, SequenceError};
 
 pub const DEFAULT_PID_FILE: &str = "/var/run/knockd.pid";
 pub const DEFAULT_INTERFACE: &str = "eth0";
 pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
+/// `Scan_Threshold` default: a source that touched more than this many
+/// distinct other ports (TCP SYN or UDP) of the host recently cannot knock.
+pub const DEFAULT_SCAN_THRESHOLD: usize = 8;
+/// Largest `Scan_Threshold` accepted.
+pub const MAX_SCAN_THRESHOLD: usize = crate::matcher::MAX_SCAN_THRESHOLD;
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +66,53 @@ pub struct Options {
 pub enum SequenceSpec {
     Fixed(Sequence),
     OneTime(PathBuf),
+    /// Derived from a shared key and the clock (`Sequence_Secret`).
+    Rotating(RotatingSpec),
+}
+
+/// Largest `Sequence_Period`: one day, in seconds.
+pub const MAX_SEQUENCE_PERIOD: u64 = 24 * 60 * 60;
+/// Largest `Sequence_Skew`, in windows.
+pub const MAX_SEQUENCE_SKEW: u64 = 10;
+/// Directory of the used-window files when `Sequence_State` is not given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/knockd";
+
+/// A rotating door (`Sequence_Secret` and its companions; see
+/// [`knock_common::rotate`] for the derivation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotatingSpec {
+    /// `Sequence_Secret`: the key file.
+    pub secret: PathBuf,
+    /// Line of the `Sequence_Secret` directive, for errors about the file.
+    pub secret_line: usize,
+    /// The key, read by [`load`] (which refuses a key file group or others
+    /// may read or write); `None` after [`parse_str`] alone.
+    pub key: Option<Key>,
+    pub length: usize,
+    pub period: u64,
+    pub skew: u64,
+    pub range: PortRange,
+    pub proto: Proto,
+    pub bind_source: bool,
+    /// `Sequence_State`: where the last used window is recorded; default
+    /// `DEFAULT_STATE_DIR/rotating-<door name, %-escaped>.window`.
+    pub state: PathBuf,
+}
+
+/// The default `Sequence_State` of door `name`: characters other than
+/// ASCII letters, digits, `-` and `_` are written `%XX`, so any door name
+/// gives one plain file name, and different names different files.
+pub fn default_state_path(name: &str) -> PathBuf {
+    let mut file = String::from("rotating-");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            file.push(char::from(b));
+        } else {
+            file.push_str(&format!("%{b:02X}"));
+        }
+    }
+    file.push_str(".window");
+    Path::new(DEFAULT_STATE_DIR).join(file)
 }
 
 /// One knock/event section.
@@ -79,6 +132,8 @@ pub struct Door {
     pub stop_command: Option<String>,
     /// Same fallback rule as `start_command_6`.
     pub stop_command_6: Option<String>,
+    /// `Scan_Threshold`, default [`DEFAULT_SCAN_THRESHOLD`]; 0 = guard off.
+    pub scan_threshold: usize,
 }
 
 fn pick<'a>(v4: &'a Option<String>, v6: &'a Option<String>, is_v6: bool) -> Option<&'a str> {
@@ -194,6 +249,15 @@ enum Directive {
     CmdTimeout,
     StopCommand,
     StopCommand6,
+    SequenceSecret,
+    SequenceLength,
+    SequencePeriod,
+    SequenceSkew,
+    SequencePorts,
+    SequenceProtocol,
+    SequenceBindSource,
+    SequenceState,
+    ScanThreshold,
 }
 
 /// Lower-case spelling (including aliases) to directive.
@@ -215,11 +279,33 @@ const SPELLINGS: &[(&str, Directive)] = &[
     ("cmd_timeout", Directive::CmdTimeout),
     ("stop_command", Directive::StopCommand),
     ("stop_command_6", Directive::StopCommand6),
+    ("sequence_secret", Directive::SequenceSecret),
+    ("sequence_length", Directive::SequenceLength),
+    ("sequence_period", Directive::SequencePeriod),
+    ("sequence_skew", Directive::SequenceSkew),
+    ("sequence_ports", Directive::SequencePorts),
+    ("sequence_protocol", Directive::SequenceProtocol),
+    ("sequence_bind_source", Directive::SequenceBindSource),
+    ("sequence_state", Directive::SequenceState),
+    ("scan_threshold", Directive::ScanThreshold),
 ];
 
 const GLOBAL_LIST: &str = "UseSyslog, LogFile, PidFile, Interface";
 const DOOR_LIST: &str = "Sequence, One_Time_Sequences, Seq_Timeout, TCPFlags, Target, \
-     Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6";
+     Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6, Scan_Threshold, \
+     Sequence_Secret, Sequence_Length, Sequence_Period, Sequence_Skew, Sequence_Ports, \
+     Sequence_Protocol, Sequence_Bind_Source, Sequence_State";
+
+/// The directives that only make sense with `Sequence_Secret`.
+const ROTATING_COMPANIONS: [Directive; 7] = [
+    Directive::SequenceLength,
+    Directive::SequencePeriod,
+    Directive::SequenceSkew,
+    Directive::SequencePorts,
+    Directive::SequenceProtocol,
+    Directive::SequenceBindSource,
+    Directive::SequenceState,
+];
 
 impl Directive {
     fn lookup(key: &str) -> Option<Directive> {
@@ -246,6 +332,15 @@ impl Directive {
             Directive::CmdTimeout => "Cmd_Timeout",
             Directive::StopCommand => "Stop_Command",
             Directive::StopCommand6 => "Stop_Command_6",
+            Directive::SequenceSecret => "Sequence_Secret",
+            Directive::SequenceLength => "Sequence_Length",
+            Directive::SequencePeriod => "Sequence_Period",
+            Directive::SequenceSkew => "Sequence_Skew",
+            Directive::SequencePorts => "Sequence_Ports",
+            Directive::SequenceProtocol => "Sequence_Protocol",
+            Directive::SequenceBindSource => "Sequence_Bind_Source",
+            Directive::SequenceState => "Sequence_State",
+            Directive::ScanThreshold => "Scan_Threshold",
         }
     }
 
@@ -305,6 +400,26 @@ struct DoorDraft {
     cmd_timeout: Option<Duration>,
     stop_command: Option<String>,
     stop_command_6: Option<String>,
+    secret: Option<PathBuf>,
+    length: Option<usize>,
+    period: Option<u64>,
+    skew: Option<u64>,
+    range: Option<PortRange>,
+    proto: Option<Proto>,
+    bind_source: Option<bool>,
+    state: Option<PathBuf>,
+    scan_threshold: Option<usize>,
+}
+
+/// A whole number in `lo..=hi`, or a message quoting the value.
+fn parse_bounded(key: &str, value: &str, lo: u64, hi: u64, unit: &str) -> Result<u64, String> {
+    let n = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.parse::<u64>().ok())
+        .flatten()
+        .filter(|n| (lo..=hi).contains(n));
+    n.ok_or_else(|| {
+        format!("{key} \"{value}\" is not a whole number of {unit} between {lo} and {hi}")
+    })
 }
 
 impl DoorDraft {
@@ -604,12 +719,145 @@ impl<'a> Parser<'a> {
             Directive::StartCommand6 => door.start_command_6 = Some(value.to_string()),
             Directive::StopCommand => door.stop_command = Some(value.to_string()),
             Directive::StopCommand6 => door.stop_command_6 = Some(value.to_string()),
+            Directive::SequenceSecret => door.secret = Some(PathBuf::from(value)),
+            Directive::SequenceState => door.state = Some(PathBuf::from(value)),
+            Directive::SequenceLength => {
+                let n = parse_bounded(key, value, 1, rotate::MAX_LENGTH as u64, "hits")?;
+                door.length = Some(n as usize);
+            }
+            Directive::SequencePeriod => {
+                door.period = Some(parse_bounded(
+                    key,
+                    value,
+                    1,
+                    MAX_SEQUENCE_PERIOD,
+                    "seconds",
+                )?);
+            }
+            Directive::SequenceSkew => {
+                door.skew = Some(parse_bounded(key, value, 0, MAX_SEQUENCE_SKEW, "windows")?);
+            }
+            Directive::SequencePorts => {
+                let range = value
+                    .parse::<PortRange>()
+                    .map_err(|e| format!("{key} \"{value}\": {e}"))?;
+                door.range = Some(range);
+            }
+            Directive::SequenceProtocol => {
+                let proto = value.parse::<Proto>().map_err(|_| {
+                    format!("{key} \"{value}\" is not a protocol: write tcp or udp")
+                })?;
+                door.proto = Some(proto);
+            }
+            Directive::SequenceBindSource => {
+                let yes = match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(format!("{key} \"{value}\" is neither yes nor no")),
+                };
+                door.bind_source = Some(yes);
+            }
+            Directive::ScanThreshold => {
+                let n = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= MAX_SCAN_THRESHOLD && value.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        format!(
+                            "{key} \"{value}\" is not a whole number from 0 (guard off) to {MAX_SCAN_THRESHOLD}"
+                        )
+                    })?;
+                door.scan_threshold = Some(n);
+            }
             Directive::UseSyslog
             | Directive::LogFile
             | Directive::PidFile
             | Directive::Interface => {}
         }
         Ok(())
+    }
+
+    /// The rotating part of a door: refuses `Sequence_Secret` next to a
+    /// listed sequence, companions without `Sequence_Secret`, and a length
+    /// larger than the port range.
+    fn rotating(
+        &mut self,
+        draft: &DoorDraft,
+        secret_line: Option<usize>,
+        listed_line: Option<usize>,
+    ) -> Option<RotatingSpec> {
+        let name = &draft.name;
+        let Some(secret_line) = secret_line else {
+            for d in ROTATING_COMPANIONS {
+                if let Some(l) = draft.seen_at(d) {
+                    self.error(
+                        l,
+                        format!(
+                            "{} in door \"{name}\" needs Sequence_Secret (it describes a rotating sequence)",
+                            d.name()
+                        ),
+                    );
+                }
+            }
+            return None;
+        };
+        if let Some(l) = listed_line {
+            let other = if draft.seen_at(Directive::Sequence) == Some(l) {
+                "Sequence"
+            } else {
+                "One_Time_Sequences"
+            };
+            self.error(
+                l.max(secret_line),
+                format!(
+                    "door \"{name}\" has both Sequence_Secret (line {secret_line}) and {other} (line {l}); use one of them"
+                ),
+            );
+            return None;
+        }
+        let secret = draft.secret.clone()?;
+        let length = draft.length.unwrap_or(rotate::DEFAULT_LENGTH);
+        let range = draft.range.unwrap_or(rotate::DEFAULT_RANGE);
+        if length as u64 > u64::from(range.size()) {
+            let l = draft
+                .seen_at(Directive::SequenceLength)
+                .into_iter()
+                .chain(draft.seen_at(Directive::SequencePorts))
+                .max()
+                .unwrap_or(secret_line);
+            self.error(
+                l,
+                format!(
+                    "door \"{name}\": Sequence_Length {length} needs {length} different ports, but Sequence_Ports {range} holds only {}",
+                    range.size()
+                ),
+            );
+            return None;
+        }
+        if secret.is_relative() {
+            self.warn(
+                secret_line,
+                format!(
+                    "Sequence_Secret \"{}\" is a relative path; it is looked up from the daemon's working directory",
+                    secret.display()
+                ),
+            );
+        }
+        Some(RotatingSpec {
+            secret,
+            secret_line,
+            key: None,
+            length,
+            period: draft.period.unwrap_or(rotate::DEFAULT_PERIOD),
+            skew: draft.skew.unwrap_or(rotate::DEFAULT_SKEW),
+            range,
+            proto: draft.proto.unwrap_or(Proto::Tcp),
+            bind_source: draft.bind_source.unwrap_or(false),
+            state: draft
+                .state
+                .clone()
+                .unwrap_or_else(|| default_state_path(name)),
+        })
     }
 
     fn apply_global(&mut self, d: Directive, key: &str, value: &str) -> Result<(), String> {
@@ -638,12 +886,15 @@ impl<'a> Parser<'a> {
             let name = draft.name.clone();
             let seq_line = draft.seen_at(Directive::Sequence);
             let otp_line = draft.seen_at(Directive::OneTimeSequences);
+            let secret_line = draft.seen_at(Directive::SequenceSecret);
+            let rotating = self.rotating(&draft, secret_line, seq_line.or(otp_line));
             let sequence = match (seq_line, otp_line) {
+                _ if secret_line.is_some() => rotating.map(SequenceSpec::Rotating),
                 (None, None) => {
                     self.error(
                         draft.line,
                         format!(
-                            "door \"{name}\" has no Sequence and no One_Time_Sequences: it could never be knocked open"
+                            "door \"{name}\" has no Sequence, One_Time_Sequences or Sequence_Secret: it could never be knocked open"
                         ),
                     );
                     None
@@ -704,6 +955,7 @@ impl<'a> Parser<'a> {
                 cmd_timeout: draft.cmd_timeout.unwrap_or(DEFAULT_CMD_TIMEOUT),
                 stop_command: draft.stop_command,
                 stop_command_6: draft.stop_command_6,
+                scan_threshold: draft.scan_threshold.unwrap_or(DEFAULT_SCAN_THRESHOLD),
             });
         }
 
@@ -826,7 +1078,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let line = e.as_bytes()[..bad].iter().filter(|&&b| b == b'\n').count() + 1;
         one(Some(line), "the line is not valid UTF-8 text".to_string())
     })?;
-    parse_str(&text, &name)
+    let mut cfg = parse_str(&text, &name)?;
+    load_keys(&mut cfg, &name)?;
+    Ok(cfg)
+}
+
+/// Read the key of every rotating door (see [`Key::load`]: a regular file
+/// that group and others can neither read nor write). Errors name the
+/// configuration file and the `Sequence_Secret` line, never the key.
+pub fn load_keys(cfg: &mut Config, file: &str) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    for door in &mut cfg.doors {
+        let SequenceSpec::Rotating(spec) = &mut door.sequence else {
+            continue;
+        };
+        match Key::load(&spec.secret) {
+            Ok(key) => spec.key = Some(key),
+            Err(e) => errors.push(ConfigError {
+                file: file.to_string(),
+                line: Some(spec.secret_line),
+                message: format!("door \"{}\": Sequence_Secret: {e}", door.name),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 #[cfg(test)]
@@ -1855,5 +2134,131 @@ command = x
             proptest::prop_assert_eq!(d.seq_timeout, Duration::from_secs(secs));
             proptest::prop_assert_eq!(d.start_command.as_deref(), Some(cmd.trim()));
         }
+    }
+
+    const SECRET: &str = "[d]\nSequence_Secret = /etc/knockd/d.key\n";
+
+    #[test]
+    fn rotating_door_defaults() {
+        let c = parse(SECRET);
+        let SequenceSpec::Rotating(r) = &c.doors[0].sequence else {
+            panic!("{c:?}")
+        };
+        assert_eq!(r.secret, PathBuf::from("/etc/knockd/d.key"));
+        assert_eq!(r.secret_line, 2);
+        assert!(r.key.is_none(), "parse_str never reads the key");
+        assert_eq!(r.length, 3);
+        assert_eq!(r.period, 30);
+        assert_eq!(r.skew, 1);
+        assert_eq!(r.range, rotate::DEFAULT_RANGE);
+        assert_eq!(r.proto, Proto::Tcp);
+        assert!(!r.bind_source);
+        assert_eq!(r.state, PathBuf::from("/var/lib/knockd/rotating-d.window"));
+    }
+
+    #[test]
+    fn rotating_door_every_directive() {
+        let c = parse(
+            "[d]\nsequence_secret = k\nSequence_Length = 16\nSequence_Period = 86400\n\
+             Sequence_Skew = 10\nSequence_Ports = 7000-7015\nSequence_Protocol = UDP\n\
+             Sequence_Bind_Source = Yes\nSequence_State = /run/d.window\n",
+        );
+        let SequenceSpec::Rotating(r) = &c.doors[0].sequence else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (
+                r.length,
+                r.period,
+                r.skew,
+                r.range.to_string(),
+                r.proto,
+                r.bind_source
+            ),
+            (16, 86400, 10, "7000-7015".to_string(), Proto::Udp, true)
+        );
+        assert_eq!(r.state, PathBuf::from("/run/d.window"));
+        assert!(c.warnings.iter().any(|w| w.contains("relative path")));
+    }
+
+    #[test]
+    fn rotating_door_errors() {
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "Sequence = 1,2,3\n",
+                3,
+                "both Sequence_Secret (line 2) and Sequence (line 3)",
+            ),
+            (
+                "One_Time_Sequences = /x\n",
+                3,
+                "One_Time_Sequences (line 3)",
+            ),
+            ("Sequence_Length = 0\n", 3, "Sequence_Length \"0\""),
+            ("Sequence_Length = 17\n", 3, "between 1 and 16"),
+            ("Sequence_Period = 0\n", 3, "Sequence_Period \"0\""),
+            ("Sequence_Period = 86401\n", 3, "between 1 and 86400"),
+            ("Sequence_Skew = -1\n", 3, "Sequence_Skew \"-1\""),
+            ("Sequence_Skew = 11\n", 3, "between 0 and 10"),
+            ("Sequence_Ports = 1-2-3\n", 3, "\"1-2-3\""),
+            ("Sequence_Ports = 0-5\n", 3, "starts at 0"),
+            ("Sequence_Ports = 9-5\n", 3, "reversed"),
+            (
+                "Sequence_Ports = 5-5\nSequence_Length = 2\n",
+                4,
+                "holds only 1",
+            ),
+            ("Sequence_Protocol = sctp\n", 3, "\"sctp\""),
+            ("Sequence_Bind_Source = 1\n", 3, "neither yes nor no"),
+        ];
+        for (extra, line, what) in cases {
+            let e = errors(&format!("{SECRET}{extra}"));
+            assert_eq!(e.len(), 1, "{extra}: {e:?}");
+            assert_eq!(e[0].line, Some(*line), "{extra}: {e:?}");
+            assert!(e[0].message.contains(what), "{extra}: {}", e[0].message);
+        }
+        // Companions without Sequence_Secret.
+        let e = errors("[d]\nSequence = 1\nSequence_Skew = 2\nSequence_Ports = 1-9\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0]
+            .message
+            .contains("Sequence_Skew in door \"d\" needs Sequence_Secret"));
+        assert_eq!(e[1].line, Some(4));
+    }
+
+    #[test]
+    fn default_state_paths_are_distinct_plain_file_names() {
+        let a = default_state_path("open ssh/../x");
+        assert_eq!(
+            a,
+            PathBuf::from("/var/lib/knockd/rotating-open%20ssh%2F%2E%2E%2Fx.window")
+        );
+        assert_ne!(default_state_path("a b"), default_state_path("a%20b"));
+        assert_eq!(a.parent(), Some(Path::new(DEFAULT_STATE_DIR)));
+    }
+
+    #[test]
+    fn load_reads_the_key_and_refuses_a_readable_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let key = d.path().join("k");
+        std::fs::write(&key, "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let conf = d.path().join("c");
+        std::fs::write(
+            &conf,
+            format!("[d]\n\nSequence_Secret = {}\n", key.display()),
+        )
+        .unwrap();
+        let c = load(&conf).unwrap();
+        let SequenceSpec::Rotating(r) = &c.doors[0].sequence else {
+            panic!()
+        };
+        assert_eq!(r.key.as_ref().map(|k| k.len()), Some(30));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = load(&conf).unwrap_err();
+        assert_eq!(e.0[0].line, Some(3));
+        assert!(e.0[0].to_string().contains("group or others"), "{e}");
+        assert!(!e.to_string().contains("JBSW"));
     }
 }

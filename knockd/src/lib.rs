@@ -2,7 +2,8 @@
 //!
 //! Pure logic, testable without a network: [`config`], [`packet`] (frame
 //! decoder), [`matcher`] (knock state machine), [`sources`] (where a door's
-//! sequence comes from). Around them: [`capture`] (libpcap), [`commands`]
+//! sequence comes from), [`rotating`] (accepted windows of rotating
+//! sequences and their durable record). Around them: [`capture`] (libpcap), [`commands`]
 //! (child processes and stop timers), [`log`], [`lookup`], [`process`] (pid
 //! file, daemon), [`server`] (the event loop) and [`daemon`] (start-up).
 
@@ -18,5 +19,6 @@ pub mod lookup;
 pub mod matcher;
 pub mod packet;
 pub mod process;
+pub mod rotating;
 pub mod server;
 pub mod sources;

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use knock_common::Knock;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -21,9 +21,9 @@ use crate::commands::Commands;
 use crate::config::{self, Config};
 use crate::log::Logger;
 use crate::lookup::Names;
-use crate::matcher::{DoorRule, Event, Matcher};
+use crate::matcher::{Candidate, DoorRule, Event, Matcher, PerSource};
 use crate::packet;
-use crate::sources::{self, Note, SequenceSource};
+use crate::sources::{self, Consumed, Note, SequenceSource};
 
 /// Settings of a daemon run that come from the command line.
 #[derive(Debug, Clone)]
@@ -93,6 +93,28 @@ struct Door {
     source: Box<dyn SequenceSource>,
 }
 
+/// The doors as the matcher's [`PerSource`]: source-bound doors derive
+/// (and cache) a knocker's candidates on its hits.
+struct DoorSources<'a>(&'a mut [Door]);
+
+impl PerSource for DoorSources<'_> {
+    fn candidates_for(&mut self, door: usize, src: IpAddr) -> &[Candidate] {
+        match self.0.get_mut(door) {
+            Some(d) => d.source.candidates_for(src),
+            None => &[],
+        }
+    }
+}
+
+/// `at` on the monotonic clock (now if it is past).
+fn instant_of(at: SystemTime) -> Instant {
+    let now = Instant::now();
+    match at.duration_since(SystemTime::now()) {
+        Ok(d) => now + d,
+        Err(_) => now,
+    }
+}
+
 /// The daemon: configuration, doors, capture and timers.
 pub struct Server<'a> {
     settings: Settings,
@@ -108,6 +130,8 @@ pub struct Server<'a> {
     outage_logged: bool,
     local: BTreeSet<IpAddr>,
     next_tick: Instant,
+    /// When a rotating door's candidates change next (window boundary).
+    rotation_at: Option<Instant>,
     names: Option<Names>,
     events: Vec<Event>,
 }
@@ -136,6 +160,7 @@ impl<'a> Server<'a> {
             outage_logged: false,
             local: BTreeSet::new(),
             next_tick: now + TICK,
+            rotation_at: None,
             events: Vec::new(),
         };
         server.install_doors();
@@ -171,6 +196,9 @@ impl<'a> Server<'a> {
             let now = Instant::now();
             if now >= self.next_tick {
                 self.tick(now);
+            }
+            if self.rotation_at.is_some_and(|at| now >= at) {
+                self.rotate();
             }
             if self.capture.is_none() && now >= self.reopen_at {
                 self.reopen(now);
@@ -235,17 +263,22 @@ impl Server<'_> {
         let mut rules = Vec::with_capacity(self.cfg.doors.len());
         self.doors.clear();
         for d in &self.cfg.doors {
-            let (source, notes) = sources::from_spec(&d.sequence);
+            let (source, notes) = sources::from_spec(&d.name, &d.sequence);
             log_notes(self.log, &d.name, &notes);
             rules.push(DoorRule {
-                sequence: source.current().cloned(),
+                candidates: source.candidates().to_vec(),
                 timeout: d.seq_timeout,
                 flags: d.tcp_flags,
                 target: d.target,
+                scan_threshold: d.scan_threshold,
             });
             self.doors.push(Door { source });
         }
         self.matcher = Matcher::new(rules, self.settings.attempt_cap);
+        for (i, door) in self.doors.iter().enumerate() {
+            self.matcher.set_bound(i, door.source.bound());
+        }
+        self.plan_rotation();
     }
 
     fn debug_config(&self) {
@@ -271,6 +304,9 @@ impl Server<'_> {
 
     fn poll_timeout(&self, now: Instant) -> PollTimeout {
         let mut due = self.next_tick;
+        if let Some(at) = self.rotation_at {
+            due = due.min(at);
+        }
         if self.capture.is_none() {
             due = due.min(self.reopen_at);
         }
@@ -296,9 +332,24 @@ impl Server<'_> {
         };
         let mut hosts = BTreeSet::new();
         let mut knocks: BTreeSet<Knock> = BTreeSet::new();
-        for (rule, door) in self.matcher.doors().iter().zip(&self.cfg.doors) {
-            let Some(seq) = &rule.sequence else { continue };
-            knocks.extend(seq.iter().copied());
+        for ((rule, door), d) in self
+            .matcher
+            .doors()
+            .iter()
+            .zip(&self.cfg.doors)
+            .zip(&self.doors)
+        {
+            // A source-bound door looks at its whole port range.
+            let bound = d.source.bound();
+            if rule.candidates.is_empty() && bound.is_none() {
+                continue;
+            }
+            for c in &rule.candidates {
+                knocks.extend(c.sequence.iter().copied());
+            }
+            if let Some(b) = bound {
+                knocks.extend((b.lo..=b.hi).map(|p| Knock::new(p, b.proto)));
+            }
             match door.target {
                 Some(t) if !(self.settings.ipv4_only && t.is_ipv6()) => {
                     hosts.insert(t);
@@ -311,7 +362,12 @@ impl Server<'_> {
         if let Err(e) = cap.set_filter(&filter) {
             self.log.error(&e);
         } else {
-            self.log.debug(&format!("capture filter: {filter}"));
+            // Sizes only: the ports are the doors' secrets.
+            self.log.debug(&format!(
+                "capture filter: {} addresses, {} knocks",
+                hosts.len(),
+                knocks.len()
+            ));
         }
     }
 
@@ -338,16 +394,48 @@ impl Server<'_> {
         if changed {
             self.apply_filter();
         }
+        self.plan_rotation();
     }
 
-    /// Give the matcher door `i`'s current sequence if it changed.
+    /// A rotating door's window ended: refresh the doors whose candidates
+    /// change now, give them to the matcher and the filter at once.
+    fn rotate(&mut self) {
+        let wall = SystemTime::now();
+        let mut changed = false;
+        for i in 0..self.doors.len() {
+            match self.doors[i].source.next_change() {
+                Some(at) if at <= wall => {}
+                _ => continue,
+            }
+            let notes = self.doors[i].source.refresh();
+            log_notes(self.log, &self.cfg.doors[i].name, &notes);
+            changed |= self.sync_sequence(i);
+        }
+        if changed {
+            self.apply_filter();
+        }
+        self.plan_rotation();
+    }
+
+    /// When [`rotate`](Self::rotate) must run next: the earliest window
+    /// boundary of the rotating doors.
+    fn plan_rotation(&mut self) {
+        self.rotation_at = self
+            .doors
+            .iter()
+            .filter_map(|d| d.source.next_change())
+            .min()
+            .map(instant_of);
+    }
+
+    /// Give the matcher door `i`'s candidates if they changed.
     fn sync_sequence(&mut self, i: usize) -> bool {
-        let current = self.doors[i].source.current();
-        if self.matcher.doors()[i].sequence.as_ref() == current {
+        let current = self.doors[i].source.candidates();
+        if self.matcher.doors()[i].candidates == current {
             return false;
         }
-        let current = current.cloned();
-        self.matcher.set_sequence(i, current);
+        let current = current.to_vec();
+        self.matcher.set_candidates(i, current);
         true
     }
 
@@ -411,8 +499,13 @@ impl Server<'_> {
                         ));
                     }
                     let local = &self.local;
-                    self.matcher
-                        .on_hit(&hit, now, &|ip| local.contains(&ip), &mut self.events);
+                    self.matcher.on_hit_with(
+                        &hit,
+                        now,
+                        &|ip| local.contains(&ip),
+                        &mut DoorSources(&mut self.doors),
+                        &mut self.events,
+                    );
                     self.handle_events(now);
                 }
                 Err(why) => {
@@ -437,7 +530,9 @@ impl Server<'_> {
         let mut events = std::mem::take(&mut self.events);
         for ev in events.drain(..) {
             match ev {
-                Event::Stage { door, src, stage } => {
+                Event::Stage {
+                    door, src, stage, ..
+                } => {
                     // The bare address, and no lookup: a DNS query per hit
                     // would show how far a knock got (see `lookup`).
                     self.log.log(&format!(
@@ -445,22 +540,28 @@ impl Server<'_> {
                         self.cfg.doors[door].name
                     ));
                 }
-                Event::Fail { door, src, stage } => {
+                Event::Fail {
+                    door, src, stage, ..
+                } => {
                     let s = self.src_text(src);
                     self.log.verbose(&format!(
                         "{s}: {}: incorrect knock (stage {stage}), attempt discarded",
                         self.cfg.doors[door].name
                     ));
                 }
-                Event::Expired { door, src, stage } => {
+                Event::Expired {
+                    door, src, stage, ..
+                } => {
                     let s = self.src_text(src);
                     self.log.log(&format!(
                         "{s}: {}: sequence timeout (stage {stage})",
                         self.cfg.doors[door].name
                     ));
                 }
-                Event::Open { door, src } => self.open(door, src, now),
-                Event::Evicted { door, src, stage } => {
+                Event::Open { door, src, tag } => self.open(door, src, tag, now),
+                Event::Evicted {
+                    door, src, stage, ..
+                } => {
                     if self.settings.debug {
                         self.log.debug(&format!(
                             "{src}: {}: attempt at stage {stage} evicted (attempt cap {} reached)",
@@ -469,11 +570,22 @@ impl Server<'_> {
                     }
                 }
             }
+            // A candidate seen on the wire past its first hit that did not
+            // open is burnt (one-time lines are marked used).
+            if let Some((door, tag, stage)) = ev.ended() {
+                if stage >= 2 {
+                    let notes = self.doors[door].source.burn(tag);
+                    log_notes(self.log, &self.cfg.doors[door].name, &notes);
+                    if self.sync_sequence(door) {
+                        self.apply_filter();
+                    }
+                }
+            }
         }
         self.events = events;
     }
 
-    fn open(&mut self, i: usize, src: IpAddr, now: Instant) {
+    fn open(&mut self, i: usize, src: IpAddr, tag: sources::Tag, now: Instant) {
         if let Some(n) = self.names.as_mut() {
             n.request(src);
         }
@@ -481,13 +593,13 @@ impl Server<'_> {
         let name = self.cfg.doors[i].name.clone();
         self.log.log(&format!("{s}: {name}: OPEN SESAME"));
         // A one-time sequence is marked used and on disk before the command.
-        let consumed = self.doors[i].source.consume();
+        let consumed = self.doors[i].source.consume(tag);
         let ok = match consumed {
-            Ok(notes) => {
+            Consumed::Accepted(notes) => {
                 log_notes(self.log, &name, &notes);
                 true
             }
-            Err(notes) => {
+            Consumed::Refused(notes) => {
                 log_notes(self.log, &name, &notes);
                 false
             }
@@ -611,11 +723,16 @@ mod tests {
         s.events.push(Event::Stage {
             door: 0,
             src,
+            tag: 0,
             stage: 1,
         });
         s.handle_events(now);
         assert_eq!(s.names.as_ref().unwrap().lookups_requested(), 0);
-        s.events.push(Event::Open { door: 0, src });
+        s.events.push(Event::Open {
+            door: 0,
+            src,
+            tag: 0,
+        });
         s.handle_events(now);
         assert_eq!(s.names.as_ref().unwrap().lookups_requested(), 1);
         // Once the name is known, Stage lines still show the address only.
@@ -627,6 +744,7 @@ mod tests {
         s.events.push(Event::Stage {
             door: 0,
             src,
+            tag: 0,
             stage: 1,
         });
         s.handle_events(now);

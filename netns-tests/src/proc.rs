@@ -14,9 +14,13 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// `ip netns exec NS PROGRAM` as a [`Command`] (add the arguments).
+/// `SUDO_UID`/`SUDO_GID` are removed: under `sudo cargo test` they would
+/// make `knock` drop to the invoking user and lose access to the lab's
+/// root-owned files.
 pub fn ns_command(ns: &str, program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns]).arg(program);
+    cmd.env_remove("SUDO_UID").env_remove("SUDO_GID");
     cmd
 }
 

@@ -434,6 +434,14 @@ mod tests {
             "Cmd_Timeout",
             "Stop_Command",
             "Stop_Command_6",
+            "Sequence_Secret",
+            "Sequence_Length",
+            "Sequence_Period",
+            "Sequence_Skew",
+            "Sequence_Ports",
+            "Sequence_Protocol",
+            "Sequence_Bind_Source",
+            "Sequence_State",
         ] {
             // Each directive (and alias) tags a paragraph: `.B NAME` or
             // `.BI "NAME = " value`, after `.TP` or `.TQ`.
