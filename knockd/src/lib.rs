@@ -17,5 +17,7 @@ pub mod lookup;
 pub mod matcher;
 pub mod packet;
 pub mod process;
+pub mod ratelimit;
 pub mod server;
 pub mod sources;
+pub mod watch;

@@ -1,7 +1,13 @@
-//! The daemon's event loop: one thread that polls the capture descriptor and
-//! a signal pipe, feeds decoded hits to the matcher, uses up one-time
-//! sequences, starts commands and fires timers. Nothing in the loop blocks:
-//! commands run as child processes, reverse lookups on a helper thread.
+//! The daemon's event loop: one thread that polls the capture descriptor, a
+//! signal pipe and the change notifications ([`crate::watch`]), feeds decoded
+//! hits to the matcher, uses up one-time sequences, starts commands and fires
+//! timers. Nothing in the loop blocks: commands run as child processes,
+//! reverse lookups on a helper thread.
+//!
+//! Idle means idle: `poll` sleeps without a timeout unless something is
+//! pending (an attempt's expiry, a command's stop timer, a capture reopen, a
+//! rate-limit summary, a source's next refresh). Address and one-time-file
+//! changes wake it through rtnetlink and inotify.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -23,7 +29,9 @@ use crate::log::Logger;
 use crate::lookup::Names;
 use crate::matcher::{DoorRule, Event, Matcher};
 use crate::packet;
+use crate::ratelimit::{Limits, LineKind, RateLimiter, Summary};
 use crate::sources::{self, Note, SequenceSource};
+use crate::watch::{self, Changes, Watcher};
 
 /// Settings of a daemon run that come from the command line.
 #[derive(Debug, Clone)]
@@ -50,8 +58,6 @@ impl Settings {
     pub const DEFAULT_MAX_CHILDREN: usize = 64;
 }
 
-/// How often addresses and one-time files are re-checked.
-const TICK: Duration = Duration::from_secs(1);
 /// Frames handled per wake-up before timers get their turn.
 const BATCH: usize = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -107,7 +113,13 @@ pub struct Server<'a> {
     backoff: Duration,
     outage_logged: bool,
     local: BTreeSet<IpAddr>,
-    next_tick: Instant,
+    /// Address and one-time-file change notifications.
+    watcher: Watcher,
+    /// Next re-check of everything, only while a notification is missing.
+    next_check: Option<Instant>,
+    /// Per-packet log lines (see [`crate::ratelimit`]).
+    limiter: RateLimiter,
+    summaries: Vec<Summary>,
     names: Option<Names>,
     events: Vec<Event>,
 }
@@ -121,6 +133,7 @@ impl<'a> Server<'a> {
         let iface = choose_interface(&settings, &cfg);
         let capture = Capture::open(&iface)?;
         let now = Instant::now();
+        let (watcher, watch_error) = Watcher::new();
         let mut server = Server {
             names: None,
             commands: Commands::new(settings.max_children),
@@ -135,9 +148,17 @@ impl<'a> Server<'a> {
             backoff: BACKOFF_MIN,
             outage_logged: false,
             local: BTreeSet::new(),
-            next_tick: now + TICK,
+            watcher,
+            next_check: None,
+            limiter: RateLimiter::new(0, Limits::default()),
+            summaries: Vec::new(),
             events: Vec::new(),
         };
+        if let Some(e) = watch_error {
+            log.error(&e.to_string());
+        }
+        // Watch before the files are first read, so no change falls between.
+        server.watch_files(now);
         server.install_doors();
         server.local = capture::interface_addresses(&server.iface, server.settings.ipv4_only);
         server.apply_filter();
@@ -155,6 +176,8 @@ impl<'a> Server<'a> {
         self.debug_config();
         loop {
             if signals.term.swap(false, Ordering::SeqCst) {
+                self.limiter.drain(Instant::now(), &mut self.summaries);
+                self.write_summaries();
                 self.log
                     .verbose("waiting for child processes, running pending stop commands");
                 let names = &mut self.names;
@@ -169,40 +192,65 @@ impl<'a> Server<'a> {
                 self.reload();
             }
             let now = Instant::now();
-            if now >= self.next_tick {
-                self.tick(now);
+            if self.next_check.is_some_and(|t| now >= t) {
+                self.next_check = Some(now + watch::FALLBACK_PERIOD);
+                self.recheck(Changes {
+                    addresses: true,
+                    files: true,
+                });
+            } else if self.sources_due(now) {
+                self.recheck(Changes {
+                    addresses: false,
+                    files: true,
+                });
             }
             if self.capture.is_none() && now >= self.reopen_at {
                 self.reopen(now);
             }
 
             let timeout = self.poll_timeout(Instant::now());
-            let (capture_ready, capture_broken) = {
+            let (capture_ready, capture_broken, notified) = {
                 let mut fds = vec![PollFd::new(signals.wake.as_fd(), PollFlags::POLLIN)];
-                if let Some(c) = &self.capture {
+                let capture_at = self.capture.as_ref().map(|c| {
                     fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
-                }
+                    fds.len() - 1
+                });
+                let watch_from = fds.len();
+                fds.extend(
+                    self.watcher
+                        .fds()
+                        .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+                );
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(format!("poll failed: {e}")),
                 }
-                let revents = fds
-                    .get(1)
-                    .and_then(|f| f.revents())
+                let revents = capture_at
+                    .and_then(|i| fds[i].revents())
                     .unwrap_or(PollFlags::empty());
+                let notified = fds[watch_from..]
+                    .iter()
+                    .any(|f| f.revents().is_some_and(|r| !r.is_empty()));
                 (
                     revents.contains(PollFlags::POLLIN),
                     revents
                         .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL),
+                    notified,
                 )
             };
             signals.drain();
+            if notified {
+                let changes = self.watcher.read();
+                self.recheck(changes);
+            }
             if capture_ready || capture_broken {
                 self.read_frames(capture_broken);
             }
             let now = Instant::now();
             self.matcher.expire(now, &mut self.events);
             self.handle_events(now);
+            self.limiter.expire(now, &mut self.summaries);
+            self.write_summaries();
             let names = &mut self.names;
             self.commands
                 .poll_with(now, self.log, &mut |ip| describe(names, ip));
@@ -246,6 +294,76 @@ impl Server<'_> {
             self.doors.push(Door { source });
         }
         self.matcher = Matcher::new(rules, self.settings.attempt_cap);
+        self.limiter.reset(self.doors.len());
+    }
+
+    /// Watch the one-time files of the configuration; fall back to
+    /// re-checking once a second if a notification is missing.
+    fn watch_files(&mut self, now: Instant) {
+        let files: Vec<PathBuf> = self
+            .cfg
+            .doors
+            .iter()
+            .filter_map(|d| match &d.sequence {
+                config::SequenceSpec::OneTime(path) => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        for e in self.watcher.watch_files(&files) {
+            self.log.error(&e.to_string());
+        }
+        self.next_check = self
+            .watcher
+            .needs_polling()
+            .then_some(now + watch::FALLBACK_PERIOD);
+    }
+
+    /// Whether a source asked to be refreshed by now.
+    fn sources_due(&self, now: Instant) -> bool {
+        self.doors
+            .iter()
+            .any(|d| d.source.next_refresh().is_some_and(|t| t <= now))
+    }
+
+    /// Write the rate limiter's summary lines (where the lines they sum up
+    /// would have gone).
+    fn write_summaries(&mut self) {
+        for s in self.summaries.drain(..) {
+            let name = self.cfg.doors.get(s.door).map_or("?", |d| d.name.as_str());
+            let msg = s.message(name);
+            match s.kind {
+                LineKind::Incorrect => self.log.verbose(&msg),
+                LineKind::Stage | LineKind::Timeout => self.log.log(&msg),
+            }
+        }
+    }
+
+    /// A per-packet line of `kind` for door `door`: written if the rate
+    /// limiter admits it, otherwise left out of the log, syslog and `-v`
+    /// (shown with `-D` only). `msg` is only called if the line is shown.
+    fn per_packet(
+        &mut self,
+        door: usize,
+        kind: LineKind,
+        now: Instant,
+        msg: impl FnOnce(&mut Self) -> String,
+    ) {
+        if kind == LineKind::Incorrect && !self.log.is_verbose() && !self.settings.debug {
+            return; // goes nowhere
+        }
+        let admitted = self.limiter.admit(door, kind, now, &mut self.summaries);
+        self.write_summaries();
+        if admitted {
+            let m = msg(self);
+            match kind {
+                LineKind::Incorrect => self.log.verbose(&m),
+                LineKind::Stage | LineKind::Timeout => self.log.log(&m),
+            }
+        } else if self.settings.debug {
+            let m = msg(self);
+            self.log
+                .debug(&format!("{m} (left out of the log: rate limit)"));
+        }
     }
 
     fn debug_config(&self) {
@@ -269,23 +387,28 @@ impl Server<'_> {
         }
     }
 
+    /// Until the earliest pending deadline; without one, no timeout at all.
     fn poll_timeout(&self, now: Instant) -> PollTimeout {
-        let mut due = self.next_tick;
-        if self.capture.is_none() {
-            due = due.min(self.reopen_at);
-        }
-        for d in [self.matcher.next_deadline(), self.commands.next_deadline()]
-            .into_iter()
-            .flatten()
-        {
-            due = due.min(d);
-        }
+        let due = [
+            self.capture.is_none().then_some(self.reopen_at),
+            self.next_check,
+            self.matcher.next_deadline(),
+            self.commands.next_deadline(),
+            self.limiter.next_deadline(),
+        ]
+        .into_iter()
+        .chain(self.doors.iter().map(|d| d.source.next_refresh()))
+        .flatten()
+        .min();
+        let Some(due) = due else {
+            return PollTimeout::NONE;
+        };
         // Round up so a deadline is never polled for zero ms repeatedly.
         let ms = due
             .saturating_duration_since(now)
             .as_micros()
             .div_ceil(1000);
-        PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+        PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
     }
 
     /// The addresses that knocks may be sent to and the ports of every
@@ -315,22 +438,27 @@ impl Server<'_> {
         }
     }
 
-    /// Once a second: re-read the interface's addresses and re-check
-    /// sequence sources (one-time files appended to, edited or removed).
-    fn tick(&mut self, now: Instant) {
-        self.next_tick = now + TICK;
+    /// After a notification (or a source's own deadline): re-read the
+    /// interface's addresses and/or re-check the sequence sources (one-time
+    /// files appended to, edited, removed or created again).
+    fn recheck(&mut self, what: Changes) {
         let mut changed = false;
-        let local = capture::interface_addresses(&self.iface, self.settings.ipv4_only);
-        if local != self.local {
-            self.log.verbose(&format!(
-                "{}: addresses now {}",
-                self.iface,
-                fmt_addrs(&local)
-            ));
-            self.local = local;
-            changed = true;
+        if what.addresses {
+            let local = capture::interface_addresses(&self.iface, self.settings.ipv4_only);
+            if local != self.local {
+                self.log.verbose(&format!(
+                    "{}: addresses now {}",
+                    self.iface,
+                    fmt_addrs(&local)
+                ));
+                self.local = local;
+                changed = true;
+            }
         }
         for i in 0..self.doors.len() {
+            if !what.files {
+                break;
+            }
             let notes = self.doors[i].source.refresh();
             log_notes(self.log, &self.cfg.doors[i].name, &notes);
             changed |= self.sync_sequence(i);
@@ -441,25 +569,28 @@ impl Server<'_> {
                     if let Some(n) = self.names.as_mut() {
                         n.request(src);
                     }
-                    let s = self.src_text(src);
-                    self.log.log(&format!(
-                        "{s}: {}: Stage {stage}",
-                        self.cfg.doors[door].name
-                    ));
+                    self.per_packet(door, LineKind::Stage, now, |me| {
+                        let s = me.src_text(src);
+                        format!("{s}: {}: Stage {stage}", me.cfg.doors[door].name)
+                    });
                 }
                 Event::Fail { door, src, stage } => {
-                    let s = self.src_text(src);
-                    self.log.verbose(&format!(
-                        "{s}: {}: incorrect knock (stage {stage}), attempt discarded",
-                        self.cfg.doors[door].name
-                    ));
+                    self.per_packet(door, LineKind::Incorrect, now, |me| {
+                        let s = me.src_text(src);
+                        format!(
+                            "{s}: {}: incorrect knock (stage {stage}), attempt discarded",
+                            me.cfg.doors[door].name
+                        )
+                    });
                 }
                 Event::Expired { door, src, stage } => {
-                    let s = self.src_text(src);
-                    self.log.log(&format!(
-                        "{s}: {}: sequence timeout (stage {stage})",
-                        self.cfg.doors[door].name
-                    ));
+                    self.per_packet(door, LineKind::Timeout, now, |me| {
+                        let s = me.src_text(src);
+                        format!(
+                            "{s}: {}: sequence timeout (stage {stage})",
+                            me.cfg.doors[door].name
+                        )
+                    });
                 }
                 Event::Open { door, src } => self.open(door, src, now),
                 Event::Evicted { door, src, stage } => {
@@ -525,8 +656,12 @@ impl Server<'_> {
                     .log_file_override
                     .clone()
                     .or_else(|| cfg.options.log_file.clone());
+                // Counts of the old doors are written under their names.
+                self.limiter.drain(Instant::now(), &mut self.summaries);
+                self.write_summaries();
                 self.log.set_sinks(log_file, cfg.options.use_syslog);
                 self.cfg = cfg;
+                self.watch_files(Instant::now());
                 self.install_doors();
                 if iface != self.iface {
                     self.log

@@ -34,6 +34,13 @@ pub trait SequenceSource {
 
     /// Human description for logs: the sequence or the file.
     fn describe(&self) -> String;
+
+    /// When [`refresh`](SequenceSource::refresh) is due next without any
+    /// notification (e.g. a time-based sequence's next window). `None`: only
+    /// when a watched file changes. The event loop sleeps until then.
+    fn next_refresh(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// Build the source for a door's `Sequence`/`One_Time_Sequences` directive.
