@@ -20,7 +20,7 @@ pub const SNAPLEN: i32 = 512;
 
 /// Kernel buffer for the capture: absorbs bursts (e.g. a flood of spoofed
 /// knocks) while the loop is busy.
-pub const BUFFER_SIZE: i32 = 4 << 20;
+pub const BUFFER_SIZE: i32 = 1 << 20;
 
 /// An open, non-blocking capture on one interface.
 pub struct Capture {
