@@ -121,6 +121,13 @@ for _ in $(seq 50); do
   ip -n "$srv" link show "$sif" | grep -q 'state UP' && ip -n "$cli" link show "$cif" | grep -q 'state UP' && break
   sleep 0.1
 done
+# Let IPv6 duplicate address detection of the link-local addresses finish:
+# its end is an address change (an rtnetlink notification that wakes our
+# daemon) and would otherwise fall into the idle measurement.
+for _ in $(seq 100); do
+  [[ -z $(ip -n "$srv" -6 addr show dev "$sif" tentative) && -z $(ip -n "$cli" -6 addr show dev "$cif" tentative) ]] && break
+  sleep 0.1
+done
 srv_mac=$(ip netns exec "$srv" cat "/sys/class/net/$sif/address")
 
 # Equivalent doors on different ports; the start command records the time.

@@ -3,8 +3,10 @@
 //! Pure logic, testable without a network: [`config`], [`packet`] (frame
 //! decoder), [`matcher`] (knock state machine), [`sources`] (where a door's
 //! sequence comes from). Around them: [`capture`] (libpcap), [`commands`]
-//! (child processes and stop timers), [`log`], [`lookup`], [`process`] (pid
-//! file, daemon), [`server`] (the event loop) and [`daemon`] (start-up).
+//! (child processes and stop timers), [`log`], [`ratelimit`] (per-packet log
+//! lines under a flood), [`watch`] (rtnetlink and inotify notifications),
+//! [`lookup`], [`process`] (pid file, daemon), [`server`] (the event loop) and
+//! [`daemon`] (start-up).
 
 pub mod capture;
 pub mod check;

@@ -60,6 +60,14 @@ impl Settings {
 
 /// Frames handled per wake-up before timers get their turn.
 const BATCH: usize = 4096;
+/// A wake-up that found at least this many frames means a flood (a knocker
+/// sends one packet at a time): then the loop pauses [`COALESCE`] before
+/// polling again, so that the next wake-up handles a batch instead of waking
+/// for every packet (context switches were a third of the CPU under a
+/// flood). Ordinary knocks never wait; during a flood a packet waits at most
+/// this long, and the capture buffer holds far more than that much traffic.
+const COALESCE_FRAMES: usize = 8;
+const COALESCE: Duration = Duration::from_millis(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -243,14 +251,19 @@ impl<'a> Server<'a> {
                 let changes = self.watcher.read();
                 self.recheck(changes);
             }
-            if capture_ready || capture_broken {
-                self.read_frames(capture_broken);
-            }
+            let frames = if capture_ready || capture_broken {
+                self.read_frames(capture_broken)
+            } else {
+                0
+            };
             let now = Instant::now();
             self.matcher.expire(now, &mut self.events);
             self.handle_events(now);
             self.limiter.expire(now, &mut self.summaries);
             self.write_summaries();
+            if frames >= COALESCE_FRAMES {
+                std::thread::sleep(COALESCE);
+            }
             let names = &mut self.names;
             self.commands
                 .poll_with(now, self.log, &mut |ip| describe(names, ip));
@@ -328,6 +341,9 @@ impl Server<'_> {
     /// Write the rate limiter's summary lines (where the lines they sum up
     /// would have gone).
     fn write_summaries(&mut self) {
+        if self.summaries.is_empty() {
+            return;
+        }
         for s in self.summaries.drain(..) {
             let name = self.cfg.doors.get(s.door).map_or("?", |d| d.name.as_str());
             let msg = s.message(name);
@@ -507,11 +523,14 @@ impl Server<'_> {
         }
     }
 
-    fn read_frames(&mut self, broken: bool) {
+    /// Handle the frames waiting in the capture (at most [`BATCH`]); returns
+    /// how many there were.
+    fn read_frames(&mut self, broken: bool) -> usize {
         let mut got_any = false;
+        let mut frames = 0;
         for _ in 0..BATCH {
             let Some(cap) = self.capture.as_mut() else {
-                return;
+                return frames;
             };
             let link = cap.link();
             let frame = match cap.next_frame() {
@@ -519,10 +538,11 @@ impl Server<'_> {
                 Ok(None) => break,
                 Err(e) => {
                     self.lose_capture(&e, Instant::now());
-                    return;
+                    return frames;
                 }
             };
             got_any = true;
+            frames += 1;
             let hit = packet::decode(link, frame);
             let now = Instant::now();
             match hit {
@@ -553,6 +573,7 @@ impl Server<'_> {
         if broken && !got_any {
             self.lose_capture("the capture descriptor reported an error", Instant::now());
         }
+        frames
     }
 
     fn src_text(&mut self, ip: IpAddr) -> String {
