@@ -343,3 +343,48 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     );
     assert!(lines(&otp)[0].starts_with('#'), "{}", d.dump());
 }
+
+#[test]
+fn sighup_watches_the_one_time_files_of_the_new_configuration() {
+    require_root!("sighup_watches_the_one_time_files_of_the_new_configuration");
+    let lab = Lab::new("f-hupwatch");
+    let cmd = append_ip(&lab, "opens");
+    let opens = lab.path("opens");
+    let door = |file: &std::path::Path| {
+        let f = file.display().to_string();
+        Conf::new(&[]).door(
+            "otp",
+            &[
+                ("One_Time_Sequences", f.as_str()),
+                ("Command", cmd.as_str()),
+            ],
+        )
+    };
+    let first = lab.path("first.otp");
+    fs::write(&first, " 7100,8100,9100\n").unwrap();
+    let mut d = start(&lab, &door(&first));
+    let h = lab.server_v4().to_string();
+
+    // The new configuration's file lives in another directory and is empty.
+    let other_dir = lab.path("other");
+    fs::create_dir(&other_dir).unwrap();
+    let second = other_dir.join("second.otp");
+    fs::write(&second, "").unwrap();
+    fs::write(&d.conf, door(&second).text()).unwrap();
+    d.signal(Signal::SIGHUP);
+    d.expect_log("configuration reloaded");
+
+    // Filled while idle: noticed through the new watch.
+    fs::write(&second, " 7200,8200,9200\n").unwrap();
+    let opened = poll_until(DEFAULT_TIMEOUT, || {
+        knock(&lab, &[&h, "7200", "8200", "9200"]);
+        netns_tests::wait::wait_for_log_count(&opens, "\n", 1, Duration::from_millis(400)).ok()
+    });
+    assert!(
+        opened.is_some(),
+        "the reloaded configuration's one-time file is not watched\n{}",
+        d.dump()
+    );
+    // The old file no longer counts.
+    assert!(lines(&first)[0].starts_with(' '), "{}", d.dump());
+}
