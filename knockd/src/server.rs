@@ -249,6 +249,10 @@ impl<'a> Server<'a> {
             signals.drain();
             if notified {
                 let changes = self.watcher.read();
+                if changes.addresses && self.capture.is_none() {
+                    // A link came back, perhaps ours: try now, not after the back-off.
+                    self.reopen_at = Instant::now();
+                }
                 self.recheck(changes);
             }
             let frames = if capture_ready || capture_broken {

@@ -7,6 +7,7 @@
 //! interface.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use knock_common::otp::{self, OtpError, OtpLine};
 use knock_common::Sequence;
@@ -86,7 +87,14 @@ pub struct OneTimeFile {
     /// It went over the wire, so it must never work: the door stays
     /// disabled until it is marked.
     refused: Option<OtpLine>,
+    /// When to try marking `refused` again: no file event says when a
+    /// read-only or full file system takes writes again, so it is retried
+    /// every [`MARK_RETRY`] while it is pending (and only then).
+    retry_at: Option<Instant>,
 }
+
+/// How often a refused one-time line is retried (see `retry_at`).
+pub const MARK_RETRY: Duration = Duration::from_secs(1);
 
 impl OneTimeFile {
     pub fn new(path: &Path) -> Self {
@@ -96,6 +104,7 @@ impl OneTimeFile {
             disabled: None,
             warned: Vec::new(),
             refused: None,
+            retry_at: None,
         }
     }
 
@@ -124,6 +133,7 @@ impl OneTimeFile {
     /// Re-read the file and take its first usable line as current (after
     /// marking a refused line, if there is one).
     fn rescan(&mut self, notes: &mut Vec<Note>) {
+        self.retry_at = None;
         if let Some(line) = self.refused.clone() {
             match otp::mark_used(&self.path, &line) {
                 Ok(()) => {
@@ -137,6 +147,7 @@ impl OneTimeFile {
                 // The file was rewritten: its lines are what counts now.
                 Err(OtpError::Changed { .. }) => self.refused = None,
                 Err(OtpError::Io { .. }) => {
+                    self.retry_at = Some(Instant::now() + MARK_RETRY);
                     self.not_writable(notes);
                     return;
                 }
@@ -204,6 +215,7 @@ impl SequenceSource for OneTimeFile {
                 OtpError::Changed { .. } => self.rescan(&mut notes),
                 OtpError::Io { .. } => {
                     self.refused = Some(line);
+                    self.retry_at = Some(Instant::now() + MARK_RETRY);
                     self.not_writable(&mut notes);
                 }
             }
@@ -222,6 +234,10 @@ impl SequenceSource for OneTimeFile {
         let mut notes = Vec::new();
         self.rescan(&mut notes);
         notes
+    }
+
+    fn next_refresh(&self) -> Option<Instant> {
+        self.retry_at
     }
 
     fn describe(&self) -> String {
@@ -321,13 +337,17 @@ mod tests {
         let (mut s, _) = otp_source(&p);
         std::fs::remove_file(&p).unwrap();
         assert!(s.consume().is_err());
-        // Still unwritable: still disabled, said once.
+        // A refused line asks to be retried (no file event may come).
+        assert!(s.next_refresh().is_some());
+        // Still unwritable: still disabled, said once, still retried.
         assert!(s.refresh().is_empty());
         assert!(s.current().is_none());
+        assert!(s.next_refresh().is_some());
         // Back as it was: the refused line is marked first, the next one
-        // becomes current.
+        // becomes current, and no retry is pending any more.
         std::fs::write(&p, " 1000\n 2000\n").unwrap();
         let notes = s.refresh();
+        assert_eq!(s.next_refresh(), None);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "#1000\n 2000\n");
         assert_eq!(s.current().unwrap().to_string(), "2000:tcp");
         assert!(
