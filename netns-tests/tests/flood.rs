@@ -198,6 +198,11 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
     );
     assert!(log.contains("starting up, listening on"));
     assert!(
+        log.contains(&format!("flooded: running command: echo {knocker} >> ")),
+        "the command line is missing\n{}",
+        d.dump()
+    );
+    assert!(
         log.lines()
             .last()
             .unwrap_or("")
