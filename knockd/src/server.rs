@@ -368,8 +368,8 @@ impl Server<'_> {
         now: Instant,
         msg: impl FnOnce(&mut Self) -> String,
     ) {
-        if kind == LineKind::Incorrect && !self.log.is_verbose() && !self.settings.debug {
-            return; // goes nowhere
+        if kind == LineKind::Incorrect && !self.log.is_verbose() {
+            return; // a `-v` line: without `-v` it goes nowhere
         }
         let admitted = self.limiter.admit(door, kind, now, &mut self.summaries);
         self.write_summaries();
