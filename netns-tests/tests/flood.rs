@@ -393,3 +393,60 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
     // The old file no longer counts.
     assert!(lines(&first)[0].starts_with(' '), "{}", d.dump());
 }
+
+#[test]
+fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
+    require_root!("left_out_lines_are_counted_exactly_and_shown_with_debug");
+    let lab = Lab::new("f-exact");
+    let cmd = append_ip(&lab, "opens");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[("Sequence", "7000,8000,9000"), ("Command", cmd.as_str())],
+    );
+    let mut d = lab.start_daemon(&bins::knockd(), conf.text(), &["-D"]);
+    let h = lab.server_v4().to_string();
+    let c = lab.client_v4().to_string();
+    // One process sends the first port BURST + 50 times: each hit starts
+    // the knock again, so each is a `Stage 1` line.
+    let extra = 50;
+    let total = BURST as usize + extra;
+    let mut args = vec![h.as_str()];
+    args.extend((0..total).map(|_| "7000"));
+    knock(&lab, &args);
+    // -D shows every left-out line; the log has the burst.
+    let left_out_debug = format!("{c}: door: Stage 1 (left out of the log: rate limit)");
+    let shown = poll_until(DEFAULT_TIMEOUT, || {
+        (d.proc.output_text().matches(&left_out_debug).count() >= extra).then_some(())
+    });
+    assert!(
+        shown.is_some(),
+        "left-out lines not shown with -D\n{}",
+        d.dump()
+    );
+    // A completing knock proves the daemon kept listening; OPEN SESAME is
+    // written although Stage lines are being left out.
+    knock(&lab, &[&h, "7000", "8000", "9000"]);
+    netns_tests::expect_file(&lab.path("opens"), &d);
+    stop(&mut d);
+    let log = d.log_text();
+    assert_eq!(
+        log.matches(&format!("{c}: door: Stage 1\n")).count(),
+        BURST as usize,
+        "{}",
+        d.dump()
+    );
+    // The completing knock's three Stage lines (Stage 1 to 3, then OPEN
+    // SESAME) were left out too; the summary at shut-down counts them with
+    // the rest.
+    assert_eq!(
+        d.proc.output_text().matches(&left_out_debug).count(),
+        extra + 1
+    );
+    assert_eq!(
+        left_out(&log, "door", "Stage N"),
+        [extra as u64 + 3],
+        "{}",
+        d.dump()
+    );
+    assert!(log.contains(&format!("{c}: door: OPEN SESAME")));
+}
