@@ -4,10 +4,12 @@
 //!   leaves a small log: per-packet lines stop after the rate limiter's
 //!   burst, a summary line counts the rest, and a legitimate knock during
 //!   the flood still opens and is logged (`OPEN SESAME` is never left out);
-//!   the last summary is written at shut-down;
+//!   the last summary is written at shut-down; the count is exact, and `-D`
+//!   still shows every left-out line;
 //! * an idle daemon, woken only by notifications, picks up an address added
 //!   to its interface, a one-time file appended to, and the same file
-//!   deleted and created again.
+//!   deleted and created again; after `SIGHUP` it watches the new
+//!   configuration's files.
 //!
 //! Every test runs in a throw-away namespace lab (root only). Every flood is
 //! bounded in packets and seconds and goes only to the lab's server.
