@@ -2,10 +2,12 @@
 //!
 //! Pure logic, testable without a network: [`config`], [`packet`] (frame
 //! decoder), [`matcher`] (knock state machine), [`sources`] (where a door's
-//! sequence comes from), [`rotating`] (accepted windows of rotating
-//! sequences and their durable record). Around them: [`capture`] (libpcap), [`commands`]
-//! (child processes and stop timers), [`log`], [`lookup`], [`process`] (pid
-//! file, daemon), [`server`] (the event loop) and [`daemon`] (start-up).
+//! sequences come from), [`rotating`] (accepted windows of rotating
+//! sequences and their durable record), [`ratelimit`] (per-packet log lines
+//! under a flood). Around them: [`capture`] (libpcap), [`commands`] (child
+//! processes and stop timers), [`log`], [`watch`] (rtnetlink and inotify
+//! notifications), [`lookup`], [`process`] (pid file, daemon), [`server`]
+//! (the event loop) and [`daemon`] (start-up).
 
 pub mod capture;
 pub mod check;
@@ -19,6 +21,8 @@ pub mod lookup;
 pub mod matcher;
 pub mod packet;
 pub mod process;
+pub mod ratelimit;
 pub mod rotating;
 pub mod server;
 pub mod sources;
+pub mod watch;

@@ -497,6 +497,26 @@ mod tests {
     }
 
     #[test]
+    fn action_lines_and_errors_are_never_limited() {
+        // The rate limit of per-packet lines (crate::ratelimit) is applied
+        // by the caller before a line is built; the logger itself drops
+        // nothing, however many lines come how fast.
+        let log = Logger::memory(false, false);
+        for i in 0..(crate::ratelimit::BURST as usize * 50) {
+            log.log(&format!("10.0.0.{}: door: OPEN SESAME", i % 250));
+            log.error(&format!(
+                "door: command returned non-zero status code ({i})"
+            ));
+        }
+        let got = log.captured();
+        assert_eq!(got.len(), crate::ratelimit::BURST as usize * 100);
+        assert_eq!(
+            got.iter().filter(|m| m.ends_with("OPEN SESAME")).count(),
+            got.len() / 2
+        );
+    }
+
+    #[test]
     fn logger_is_sync() {
         fn check<T: Sync + Send>() {}
         check::<Logger>();

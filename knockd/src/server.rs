@@ -1,7 +1,13 @@
-//! The daemon's event loop: one thread that polls the capture descriptor and
-//! a signal pipe, feeds decoded hits to the matcher, uses up one-time
-//! sequences, starts commands and fires timers. Nothing in the loop blocks:
-//! commands run as child processes, reverse lookups on a helper thread.
+//! The daemon's event loop: one thread that polls the capture descriptor, a
+//! signal pipe and the change notifications ([`crate::watch`]), feeds decoded
+//! hits to the matcher, uses up one-time sequences, starts commands and fires
+//! timers. Nothing in the loop blocks: commands run as child processes,
+//! reverse lookups on a helper thread.
+//!
+//! Idle means idle: `poll` sleeps without a timeout unless something is
+//! pending (an attempt's expiry, a command's stop timer, a capture reopen, a
+//! rate-limit summary, a source's next refresh). Address and one-time-file
+//! changes wake it through rtnetlink and inotify.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -23,7 +29,9 @@ use crate::log::Logger;
 use crate::lookup::Names;
 use crate::matcher::{Candidate, DoorRule, Event, Matcher, PerSource};
 use crate::packet;
+use crate::ratelimit::{Limits, LineKind, RateLimiter, Summary};
 use crate::sources::{self, Consumed, Note, SequenceSource};
+use crate::watch::{self, Changes, Watcher};
 
 /// Settings of a daemon run that come from the command line.
 #[derive(Debug, Clone)]
@@ -50,10 +58,16 @@ impl Settings {
     pub const DEFAULT_MAX_CHILDREN: usize = 64;
 }
 
-/// How often addresses and one-time files are re-checked.
-const TICK: Duration = Duration::from_secs(1);
 /// Frames handled per wake-up before timers get their turn.
 const BATCH: usize = 4096;
+/// A wake-up that found at least this many frames means a flood (a knocker
+/// sends one packet at a time): then the loop pauses [`COALESCE`] before
+/// polling again, so that the next wake-up handles a batch instead of waking
+/// for every packet (context switches were a third of the CPU under a
+/// flood). Ordinary knocks never wait; during a flood a packet waits at most
+/// this long, and the capture buffer holds far more than that much traffic.
+const COALESCE_FRAMES: usize = 8;
+const COALESCE: Duration = Duration::from_millis(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -129,9 +143,16 @@ pub struct Server<'a> {
     backoff: Duration,
     outage_logged: bool,
     local: BTreeSet<IpAddr>,
-    next_tick: Instant,
-    /// When a rotating door's candidates change next (window boundary).
+    /// When a source's candidates change on their own next (a rotating
+    /// door's window boundary, a one-time line waiting to be marked).
     rotation_at: Option<Instant>,
+    /// Address and one-time-file change notifications.
+    watcher: Watcher,
+    /// Next re-check of everything, only while a notification is missing.
+    next_check: Option<Instant>,
+    /// Per-packet log lines (see [`crate::ratelimit`]).
+    limiter: RateLimiter,
+    summaries: Vec<Summary>,
     names: Option<Names>,
     events: Vec<Event>,
 }
@@ -145,6 +166,7 @@ impl<'a> Server<'a> {
         let iface = choose_interface(&settings, &cfg);
         let capture = Capture::open(&iface)?;
         let now = Instant::now();
+        let (watcher, watch_error) = Watcher::new();
         let mut server = Server {
             names: None,
             commands: Commands::new(settings.max_children),
@@ -159,10 +181,18 @@ impl<'a> Server<'a> {
             backoff: BACKOFF_MIN,
             outage_logged: false,
             local: BTreeSet::new(),
-            next_tick: now + TICK,
             rotation_at: None,
+            watcher,
+            next_check: None,
+            limiter: RateLimiter::new(0, Limits::default()),
+            summaries: Vec::new(),
             events: Vec::new(),
         };
+        if let Some(e) = watch_error {
+            log.error(&e.to_string());
+        }
+        // Watch before the files are first read, so no change falls between.
+        server.watch_files(now);
         server.install_doors();
         server.local = capture::interface_addresses(&server.iface, server.settings.ipv4_only);
         server.apply_filter();
@@ -180,6 +210,8 @@ impl<'a> Server<'a> {
         self.debug_config();
         loop {
             if signals.term.swap(false, Ordering::SeqCst) {
+                self.limiter.drain(Instant::now(), &mut self.summaries);
+                self.write_summaries();
                 self.log
                     .verbose("waiting for child processes, running pending stop commands");
                 let names = &mut self.names;
@@ -194,8 +226,12 @@ impl<'a> Server<'a> {
                 self.reload();
             }
             let now = Instant::now();
-            if now >= self.next_tick {
-                self.tick(now);
+            if self.next_check.is_some_and(|t| now >= t) {
+                self.next_check = Some(now + watch::FALLBACK_PERIOD);
+                self.recheck(Changes {
+                    addresses: true,
+                    files: true,
+                });
             }
             if self.rotation_at.is_some_and(|at| now >= at) {
                 self.rotate();
@@ -205,32 +241,57 @@ impl<'a> Server<'a> {
             }
 
             let timeout = self.poll_timeout(Instant::now());
-            let (capture_ready, capture_broken) = {
+            let (capture_ready, capture_broken, notified) = {
                 let mut fds = vec![PollFd::new(signals.wake.as_fd(), PollFlags::POLLIN)];
-                if let Some(c) = &self.capture {
+                let capture_at = self.capture.as_ref().map(|c| {
                     fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
-                }
+                    fds.len() - 1
+                });
+                let watch_from = fds.len();
+                fds.extend(
+                    self.watcher
+                        .fds()
+                        .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+                );
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(format!("poll failed: {e}")),
                 }
-                let revents = fds
-                    .get(1)
-                    .and_then(|f| f.revents())
+                let revents = capture_at
+                    .and_then(|i| fds[i].revents())
                     .unwrap_or(PollFlags::empty());
+                let notified = fds[watch_from..]
+                    .iter()
+                    .any(|f| f.revents().is_some_and(|r| !r.is_empty()));
                 (
                     revents.contains(PollFlags::POLLIN),
                     revents
                         .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL),
+                    notified,
                 )
             };
             signals.drain();
-            if capture_ready || capture_broken {
-                self.read_frames(capture_broken);
+            if notified {
+                let changes = self.watcher.read();
+                if changes.addresses && self.capture.is_none() {
+                    // A link came back, perhaps ours: try now, not after the back-off.
+                    self.reopen_at = Instant::now();
+                }
+                self.recheck(changes);
             }
+            let frames = if capture_ready || capture_broken {
+                self.read_frames(capture_broken)
+            } else {
+                0
+            };
             let now = Instant::now();
             self.matcher.expire(now, &mut self.events);
             self.handle_events(now);
+            self.limiter.expire(now, &mut self.summaries);
+            self.write_summaries();
+            if frames >= COALESCE_FRAMES {
+                std::thread::sleep(COALESCE);
+            }
             let names = &mut self.names;
             self.commands
                 .poll_with(now, self.log, &mut |ip| describe(names, ip));
@@ -279,6 +340,72 @@ impl Server<'_> {
             self.matcher.set_bound(i, door.source.bound());
         }
         self.plan_rotation();
+        self.limiter.reset(self.doors.len());
+    }
+
+    /// Watch the one-time files of the configuration; fall back to
+    /// re-checking once a second if a notification is missing.
+    fn watch_files(&mut self, now: Instant) {
+        let files: Vec<PathBuf> = self
+            .cfg
+            .doors
+            .iter()
+            .filter_map(|d| match &d.sequence {
+                config::SequenceSpec::OneTime(path) => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        for e in self.watcher.watch_files(&files) {
+            self.log.error(&e.to_string());
+        }
+        self.next_check = self
+            .watcher
+            .needs_polling()
+            .then_some(now + watch::FALLBACK_PERIOD);
+    }
+
+    /// Write the rate limiter's summary lines (where the lines they sum up
+    /// would have gone).
+    fn write_summaries(&mut self) {
+        if self.summaries.is_empty() {
+            return;
+        }
+        for s in self.summaries.drain(..) {
+            let name = self.cfg.doors.get(s.door).map_or("?", |d| d.name.as_str());
+            let msg = s.message(name);
+            match s.kind {
+                LineKind::Incorrect => self.log.verbose(&msg),
+                LineKind::Stage | LineKind::Timeout => self.log.log(&msg),
+            }
+        }
+    }
+
+    /// A per-packet line of `kind` for door `door`: written if the rate
+    /// limiter admits it, otherwise left out of the log, syslog and `-v`
+    /// (shown with `-D` only). `msg` is only called if the line is shown.
+    fn per_packet(
+        &mut self,
+        door: usize,
+        kind: LineKind,
+        now: Instant,
+        msg: impl FnOnce(&mut Self) -> String,
+    ) {
+        if kind == LineKind::Incorrect && !self.log.is_verbose() {
+            return; // a `-v` line: without `-v` it goes nowhere
+        }
+        let admitted = self.limiter.admit(door, kind, now, &mut self.summaries);
+        self.write_summaries();
+        if admitted {
+            let m = msg(self);
+            match kind {
+                LineKind::Incorrect => self.log.verbose(&m),
+                LineKind::Stage | LineKind::Timeout => self.log.log(&m),
+            }
+        } else if self.settings.debug {
+            let m = msg(self);
+            self.log
+                .debug(&format!("{m} (left out of the log: rate limit)"));
+        }
     }
 
     fn debug_config(&self) {
@@ -302,26 +429,28 @@ impl Server<'_> {
         }
     }
 
+    /// Until the earliest pending deadline; without one, no timeout at all.
     fn poll_timeout(&self, now: Instant) -> PollTimeout {
-        let mut due = self.next_tick;
-        if let Some(at) = self.rotation_at {
-            due = due.min(at);
-        }
-        if self.capture.is_none() {
-            due = due.min(self.reopen_at);
-        }
-        for d in [self.matcher.next_deadline(), self.commands.next_deadline()]
-            .into_iter()
-            .flatten()
-        {
-            due = due.min(d);
-        }
+        let due = [
+            self.capture.is_none().then_some(self.reopen_at),
+            self.next_check,
+            self.matcher.next_deadline(),
+            self.commands.next_deadline(),
+            self.limiter.next_deadline(),
+            self.rotation_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(due) = due else {
+            return PollTimeout::NONE;
+        };
         // Round up so a deadline is never polled for zero ms repeatedly.
         let ms = due
             .saturating_duration_since(now)
             .as_micros()
             .div_ceil(1000);
-        PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+        PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
     }
 
     /// The addresses that knocks may be sent to and the ports of every
@@ -371,22 +500,27 @@ impl Server<'_> {
         }
     }
 
-    /// Once a second: re-read the interface's addresses and re-check
-    /// sequence sources (one-time files appended to, edited or removed).
-    fn tick(&mut self, now: Instant) {
-        self.next_tick = now + TICK;
+    /// After a notification (or a source's own deadline): re-read the
+    /// interface's addresses and/or re-check the sequence sources (one-time
+    /// files appended to, edited, removed or created again).
+    fn recheck(&mut self, what: Changes) {
         let mut changed = false;
-        let local = capture::interface_addresses(&self.iface, self.settings.ipv4_only);
-        if local != self.local {
-            self.log.verbose(&format!(
-                "{}: addresses now {}",
-                self.iface,
-                fmt_addrs(&local)
-            ));
-            self.local = local;
-            changed = true;
+        if what.addresses {
+            let local = capture::interface_addresses(&self.iface, self.settings.ipv4_only);
+            if local != self.local {
+                self.log.verbose(&format!(
+                    "{}: addresses now {}",
+                    self.iface,
+                    fmt_addrs(&local)
+                ));
+                self.local = local;
+                changed = true;
+            }
         }
         for i in 0..self.doors.len() {
+            if !what.files {
+                break;
+            }
             let notes = self.doors[i].source.refresh();
             log_notes(self.log, &self.cfg.doors[i].name, &notes);
             changed |= self.sync_sequence(i);
@@ -397,8 +531,9 @@ impl Server<'_> {
         self.plan_rotation();
     }
 
-    /// A rotating door's window ended: refresh the doors whose candidates
-    /// change now, give them to the matcher and the filter at once.
+    /// A source's own deadline passed (a rotating door's window ended, a
+    /// one-time line waits to be marked): refresh the doors whose deadline
+    /// it is, give their candidates to the matcher and the filter at once.
     fn rotate(&mut self) {
         let wall = SystemTime::now();
         let mut changed = false;
@@ -417,8 +552,8 @@ impl Server<'_> {
         self.plan_rotation();
     }
 
-    /// When [`rotate`](Self::rotate) must run next: the earliest window
-    /// boundary of the rotating doors.
+    /// When [`rotate`](Self::rotate) must run next: the earliest deadline
+    /// any source asks for ([`SequenceSource::next_change`]).
     fn plan_rotation(&mut self) {
         self.rotation_at = self
             .doors
@@ -467,11 +602,14 @@ impl Server<'_> {
         }
     }
 
-    fn read_frames(&mut self, broken: bool) {
+    /// Handle the frames waiting in the capture (at most [`BATCH`]); returns
+    /// how many there were.
+    fn read_frames(&mut self, broken: bool) -> usize {
         let mut got_any = false;
+        let mut frames = 0;
         for _ in 0..BATCH {
             let Some(cap) = self.capture.as_mut() else {
-                return;
+                return frames;
             };
             let link = cap.link();
             let frame = match cap.next_frame() {
@@ -479,10 +617,11 @@ impl Server<'_> {
                 Ok(None) => break,
                 Err(e) => {
                     self.lose_capture(&e, Instant::now());
-                    return;
+                    return frames;
                 }
             };
             got_any = true;
+            frames += 1;
             let hit = packet::decode(link, frame);
             let now = Instant::now();
             match hit {
@@ -518,6 +657,7 @@ impl Server<'_> {
         if broken && !got_any {
             self.lose_capture("the capture descriptor reported an error", Instant::now());
         }
+        frames
     }
 
     fn src_text(&mut self, ip: IpAddr) -> String {
@@ -535,28 +675,31 @@ impl Server<'_> {
                 } => {
                     // The bare address, and no lookup: a DNS query per hit
                     // would show how far a knock got (see `lookup`).
-                    self.log.log(&format!(
-                        "{src}: {}: Stage {stage}",
-                        self.cfg.doors[door].name
-                    ));
+                    self.per_packet(door, LineKind::Stage, now, |me| {
+                        format!("{src}: {}: Stage {stage}", me.cfg.doors[door].name)
+                    });
                 }
                 Event::Fail {
                     door, src, stage, ..
                 } => {
-                    let s = self.src_text(src);
-                    self.log.verbose(&format!(
-                        "{s}: {}: incorrect knock (stage {stage}), attempt discarded",
-                        self.cfg.doors[door].name
-                    ));
+                    self.per_packet(door, LineKind::Incorrect, now, |me| {
+                        let s = me.src_text(src);
+                        format!(
+                            "{s}: {}: incorrect knock (stage {stage}), attempt discarded",
+                            me.cfg.doors[door].name
+                        )
+                    });
                 }
                 Event::Expired {
                     door, src, stage, ..
                 } => {
-                    let s = self.src_text(src);
-                    self.log.log(&format!(
-                        "{s}: {}: sequence timeout (stage {stage})",
-                        self.cfg.doors[door].name
-                    ));
+                    self.per_packet(door, LineKind::Timeout, now, |me| {
+                        let s = me.src_text(src);
+                        format!(
+                            "{s}: {}: sequence timeout (stage {stage})",
+                            me.cfg.doors[door].name
+                        )
+                    });
                 }
                 Event::Open { door, src, tag } => self.open(door, src, tag, now),
                 Event::Evicted {
@@ -579,6 +722,7 @@ impl Server<'_> {
                     if self.sync_sequence(door) {
                         self.apply_filter();
                     }
+                    self.plan_rotation();
                 }
             }
         }
@@ -607,6 +751,8 @@ impl Server<'_> {
         if self.sync_sequence(i) {
             self.apply_filter();
         }
+        // A refused mark is retried at the source's deadline.
+        self.plan_rotation();
         if ok {
             self.commands
                 .open(i, &self.cfg.doors[i], src, now, self.log);
@@ -638,8 +784,12 @@ impl Server<'_> {
                     .log_file_override
                     .clone()
                     .or_else(|| cfg.options.log_file.clone());
+                // Counts of the old doors are written under their names.
+                self.limiter.drain(Instant::now(), &mut self.summaries);
+                self.write_summaries();
                 self.log.set_sinks(log_file, cfg.options.use_syslog);
                 self.cfg = cfg;
+                self.watch_files(Instant::now());
                 self.install_doors();
                 if iface != self.iface {
                     self.log

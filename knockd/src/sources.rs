@@ -21,7 +21,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use knock_common::otp::{self, OtpError, OtpLine};
 
@@ -71,8 +71,9 @@ pub trait SequenceSource {
     fn describe(&self) -> String;
 
     /// When the candidates next change on their own (a rotating door's next
-    /// window): the event loop refreshes the source at that instant instead
-    /// of waiting for its next tick. `None`: only on ticks.
+    /// window, a one-time line waiting to be marked): the event loop
+    /// refreshes the source at that instant. `None`: only when a watched
+    /// file changes.
     fn next_change(&self) -> Option<SystemTime> {
         None
     }
@@ -155,7 +156,14 @@ pub struct OneTimeFile {
     /// or burnt). They must never work: the door stays disabled until every
     /// one is marked.
     pending: Vec<OtpLine>,
+    /// When to try marking `pending` again: no file event says when a
+    /// read-only or full file system takes writes again, so the lines are
+    /// retried every [`MARK_RETRY`] while any is pending (and only then).
+    retry_at: Option<SystemTime>,
 }
+
+/// How often a refused one-time line is retried (see `retry_at`).
+pub const MARK_RETRY: Duration = Duration::from_secs(1);
 
 impl OneTimeFile {
     pub fn new(path: &Path) -> Self {
@@ -166,6 +174,7 @@ impl OneTimeFile {
             disabled: None,
             warned: Vec::new(),
             pending: Vec::new(),
+            retry_at: None,
         }
     }
 
@@ -218,6 +227,7 @@ impl OneTimeFile {
                     line.line_no
                 )));
                 self.pending.push(line.clone());
+                self.retry_at = Some(SystemTime::now() + MARK_RETRY);
                 self.not_writable(notes);
                 Err(())
             }
@@ -227,6 +237,7 @@ impl OneTimeFile {
     /// Re-read the file and take its first usable lines as candidates
     /// (after marking pending lines, if there are any).
     fn rescan(&mut self, notes: &mut Vec<Note>) {
+        self.retry_at = None;
         while let Some(line) = self.pending.first().cloned() {
             match otp::mark_used(&self.path, &line) {
                 Ok(()) => {
@@ -242,6 +253,7 @@ impl OneTimeFile {
                     self.pending.remove(0);
                 }
                 Err(OtpError::Io { .. }) => {
+                    self.retry_at = Some(SystemTime::now() + MARK_RETRY);
                     self.not_writable(notes);
                     return;
                 }
@@ -360,6 +372,10 @@ impl SequenceSource for OneTimeFile {
         let mut notes = Vec::new();
         self.rescan(&mut notes);
         notes
+    }
+
+    fn next_change(&self) -> Option<SystemTime> {
+        self.retry_at.filter(|_| !self.pending.is_empty())
     }
 
     fn describe(&self) -> String {
@@ -552,10 +568,15 @@ mod tests {
         // Still unwritable: still disabled, said once.
         assert!(s.refresh().is_empty());
         assert!(s.candidates().is_empty());
+        // A refused line asks to be retried (no file event may come).
+        assert!(s.next_change().is_some());
+        assert!(s.refresh().is_empty());
+        assert!(s.next_change().is_some());
         // Back as it was: the refused line is marked first, the next one
-        // becomes current.
+        // becomes current, and no retry is pending any more.
         std::fs::write(&p, " 1000\n 2000\n").unwrap();
         let notes = s.refresh();
+        assert_eq!(s.next_change(), None);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "#1000\n 2000\n");
         assert_eq!(cands(&*s), [(2, "2000:tcp".into())]);
         assert!(

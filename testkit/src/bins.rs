@@ -2,7 +2,7 @@
 //!
 //! The suite's own binaries come from the workspace target directory
 //! (`$CARGO_TARGET_DIR` or `<workspace>/target`, profile `debug`). The first
-//! test that needs one runs `cargo build -p knockd -p knock -p knock-gen`
+//! test that needs one runs `cargo build -p knockd -p knock -p knock-gen -p knock-flood`
 //! once per test process, so a test never runs a stale binary; set
 //! `KNOCK_TESTS_NO_BUILD=1` to skip that step (the binaries must then exist).
 
@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The packages whose binaries the tests run (each has one binary of the
-/// same name).
-pub const PACKAGES: [&str; 3] = ["knockd", "knock", "knock-gen"];
+/// The packages whose binaries the tests run (each has a binary of the same
+/// name; `knock-flood` is the benchmark's bounded flood tool).
+pub const PACKAGES: [&str; 4] = ["knockd", "knock", "knock-gen", "knock-flood"];
 
 /// Root of the Cargo workspace.
 pub fn workspace_root() -> PathBuf {
@@ -57,7 +57,8 @@ fn build_once() -> &'static Result<(), String> {
             Ok(())
         } else {
             Err(format!(
-                "`cargo build -p knockd -p knock -p knock-gen` failed ({}):\n{}",
+                "`cargo build -p {}` failed ({}):\n{}",
+                PACKAGES.join(" -p "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             ))

@@ -59,7 +59,18 @@ fn programs() -> [Program; 3] {
     ]
 }
 
-const KNOCKD_EXTRA: &str = r#".SH SIGNALS
+const KNOCKD_EXTRA: &str = r#".SH LOGGING
+Per\-packet lines (\fBStage N\fR, \fBsequence timeout\fR, and with \fB\-v\fR
+\fBincorrect knock\fR) are limited per door and per kind to 100 lines a
+minute; the rest are counted in a line
+\fBDOOR: N similar lines left out in the last 60 s (KIND)\fR, so a flood of
+forged knocks cannot fill the disk. The limit applies to the log file,
+syslog and \fB\-v\fR; \fB\-D\fR prints every line. \fBOPEN SESAME\fR,
+commands, their results, errors, start\-up and shut\-down are never left out.
+.PP
+An idle knockd does not wake up: address changes arrive as rtnetlink
+notifications and changes of one\-time sequence files as inotify events.
+.SH SIGNALS
 .TP
 .B SIGHUP
 Re\-read the configuration file. The new configuration is parsed completely

@@ -1,0 +1,412 @@
+//! Flood hygiene and idle behaviour of our `knockd` (SPEC §5, §6):
+//!
+//! * a bounded flood of spoofed first knocks (the benchmark's `knock-flood`)
+//!   leaves a small log: per-packet lines stop after the rate limiter's
+//!   burst, a summary line counts the rest, and a legitimate knock during
+//!   the flood still opens and is logged (`OPEN SESAME` is never left out);
+//!   the last summary is written at shut-down; the count is exact, and `-D`
+//!   still shows every left-out line;
+//! * an idle daemon, woken only by notifications, picks up an address added
+//!   to its interface, a one-time file appended to, and the same file
+//!   deleted and created again; after `SIGHUP` it watches the new
+//!   configuration's files.
+//!
+//! Every test runs in a throw-away namespace lab (root only). Every flood is
+//! bounded in packets and seconds and goes only to the lab's server.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use knockd::ratelimit::{BURST, WINDOW};
+use netns_tests::scenario::{knock_until, lines, wait_lines};
+use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
+use netns_tests::{bins, require_root, Conf, Daemon, Lab};
+use nix::sys::signal::Signal;
+
+/// MAC address of the server end of the lab's veth pair.
+fn server_mac(lab: &Lab) -> String {
+    let out = lab.run(
+        &lab.server_ns,
+        "cat",
+        &[format!("/sys/class/net/{}/address", lab.server_if)],
+    );
+    out.assert_success();
+    out.stdout.trim().to_owned()
+}
+
+/// `KEY=value` from the flood tool's one-line report.
+fn report_field(report: &str, key: &str) -> Option<u64> {
+    report
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// Stop the daemon with SIGTERM and wait for it to exit.
+fn stop(d: &mut Daemon) {
+    d.signal(Signal::SIGTERM);
+    let st = d.proc.wait_exit(DEFAULT_TIMEOUT);
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "daemon did not exit cleanly on SIGTERM: {st:?}\n{}",
+        d.dump()
+    );
+}
+
+/// `DOOR: N similar lines left out in the last S s (KIND)` lines of `text`
+/// for `door` and `kind`: their counts.
+fn left_out(text: &str, door: &str, kind: &str) -> Vec<u64> {
+    let head = format!("] {door}: ");
+    let tail = format!(" ({kind})");
+    text.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find(&head)? + head.len()..];
+            let rest = rest.strip_suffix(&tail)?;
+            let (n, what) = rest.split_once(' ')?;
+            what.starts_with("similar lines left out in the last ")
+                .then(|| n.parse().ok())?
+        })
+        .collect()
+}
+
+#[test]
+fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
+    require_root!("spoofed_flood_keeps_the_log_small_and_loses_no_knock");
+    let lab = Lab::new("f-flood");
+    let opens = lab.path("opens");
+    let cmd = lab.append_ip("opens");
+    let conf = Conf::new(&[]).door(
+        "flooded",
+        &[
+            ("Sequence", "7000,8000,9000"),
+            ("Seq_Timeout", "2"),
+            ("TCPFlags", "syn"),
+            ("Command", cmd.as_str()),
+        ],
+    );
+    let began = Instant::now();
+    let mut d = lab.our_daemon(&conf);
+    let h = lab.server_v4().to_string();
+    let mac = server_mac(&lab);
+
+    // Bounded: at most 400,000 SYNs and 8 s, all to the lab's server.
+    let mut flood = lab.spawn(
+        &lab.client_ns,
+        bins::our_bin("knock-flood"),
+        &[
+            "-i",
+            &lab.client_if,
+            "--dst-mac",
+            &mac,
+            "--dst",
+            &h,
+            "--port",
+            "7000",
+            "--sources",
+            "50000",
+            "--src-net",
+            "198.18.0.0/15",
+            "--count",
+            "400000",
+            "--seconds",
+            "8",
+        ],
+    );
+    // The flood is under way once the burst of Stage lines is used up.
+    let burst = BURST as usize;
+    let flooding = poll_until(DEFAULT_TIMEOUT, || {
+        (d.log_count(": flooded: Stage 1") >= burst).then_some(())
+    });
+    assert!(
+        flooding.is_some(),
+        "the flood never reached the daemon\n{}\n{}",
+        d.dump(),
+        flood.output_text()
+    );
+    assert!(
+        flood.is_running(),
+        "the flood ended too early: {}",
+        flood.output_text()
+    );
+
+    // A legitimate knock during the flood opens the door.
+    let opened = knock_until(&opens, Duration::from_secs(6), || {
+        lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    });
+    assert!(opened, "no knock opened during the flood\n{}", d.dump());
+    let knocker = lab.client_v4().to_string();
+    assert_eq!(lines(&opens)[0], knocker);
+    let flooding_while_opened = flood.is_running();
+
+    let st = flood.wait_exit(Duration::from_secs(20));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "knock-flood failed: {st:?} {}",
+        flood.output_text()
+    );
+    let report = flood.output_text();
+    let sent = report_field(&report, "sent").unwrap_or_else(|| panic!("no sent= in {report:?}"));
+    stop(&mut d);
+    let elapsed = began.elapsed();
+
+    let log = d.log_text();
+    let windows = 1 + (elapsed.as_secs() / WINDOW.as_secs()) as usize;
+    // OPEN SESAME (never left out), start-up and shut-down are there.
+    assert!(
+        log.contains(&format!("{knocker}: flooded: OPEN SESAME")),
+        "{}",
+        d.dump()
+    );
+    assert!(log.contains("starting up, listening on"));
+    assert!(
+        log.contains(&format!("flooded: running command: echo {knocker} >> ")),
+        "the command line is missing\n{}",
+        d.dump()
+    );
+    assert!(
+        log.lines()
+            .last()
+            .unwrap_or("")
+            .ends_with("] shutting down"),
+        "shutting down is not the last line\n{}",
+        d.dump()
+    );
+    // Stage lines stop at the burst (per 60 s window); the rest is counted
+    // in summary lines, the last of them written at shut-down, before
+    // "shutting down".
+    let stage_lines = log.matches(": flooded: Stage ").count();
+    assert!(
+        stage_lines <= burst * windows,
+        "{stage_lines} Stage lines in {elapsed:?} (limit {burst} per {WINDOW:?})"
+    );
+    let stage_left_out: u64 = left_out(&log, "flooded", "Stage N").iter().sum();
+    assert!(
+        stage_left_out > 0,
+        "no summary of left-out Stage lines\n{}",
+        log.lines().rev().take(10).collect::<Vec<_>>().join("\n")
+    );
+    // Every flood packet is at most one Stage line; the knocker's few too.
+    assert!(
+        stage_left_out + stage_lines as u64 <= sent + 100,
+        "{stage_left_out} + {stage_lines} Stage lines for {sent} packets"
+    );
+    let timeouts = log.matches(": flooded: sequence timeout").count();
+    assert!(timeouts <= burst * windows, "{timeouts} timeout lines");
+    // The whole log stays far below 100 KiB for a flood under a minute.
+    assert!(
+        log.len() < 100 * 1024,
+        "log grew to {} bytes for {sent} packets",
+        log.len()
+    );
+    // -v output (stdout) is limited the same way.
+    let out = d.proc.output_text();
+    assert!(out.matches(": flooded: Stage ").count() <= burst * windows);
+    assert!(out.contains("similar lines left out"), "{out}");
+    eprintln!(
+        "flood: {sent} packets, log {} bytes, {stage_lines} Stage lines written, \
+         {stage_left_out} left out, {timeouts} timeout lines, opened while flooding: \
+         {flooding_while_opened}",
+        log.len()
+    );
+}
+
+#[test]
+fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
+    require_root!("idle_daemon_notices_new_addresses_and_one_time_file_changes");
+    let lab = Lab::new("f-idle");
+    let otp = lab.path("door.otp");
+    fs::write(&otp, " 7100,8100,9100\n").unwrap();
+    let otp_s = otp.display().to_string();
+    let addr_cmd = lab.append_ip("addr-opens");
+    let otp_cmd = lab.append_ip("otp-opens");
+    let conf = Conf::new(&[])
+        .door(
+            "addr",
+            &[
+                ("Sequence", "7000,8000,9000"),
+                ("Command", addr_cmd.as_str()),
+            ],
+        )
+        .door(
+            "otp",
+            &[
+                ("One_Time_Sequences", otp_s.as_str()),
+                ("Command", otp_cmd.as_str()),
+            ],
+        );
+    let d = lab.our_daemon(&conf);
+    let h = lab.server_v4().to_string();
+
+    // An address added to the interface while idle: the daemon hears of it
+    // (rtnetlink) and logs the new set within a second, and it is matched.
+    let new_addr = format!("10.200.{}.9", lab.net);
+    let before = d.proc.output_text().matches("addresses now").count();
+    lab.run(
+        &lab.server_ns,
+        "ip",
+        &[
+            "addr",
+            "add",
+            &format!("{new_addr}/24"),
+            "dev",
+            &lab.server_if,
+        ],
+    )
+    .assert_success();
+    let seen = poll_until(Duration::from_secs(1), || {
+        let out = d.proc.output_text();
+        out.lines()
+            .filter(|l| l.contains("addresses now"))
+            .nth(before)
+            .filter(|l| l.contains(&new_addr))
+            .map(str::to_owned)
+    });
+    assert!(
+        seen.is_some(),
+        "the new address was not picked up within 1 s\n{}",
+        d.dump()
+    );
+    let addr_opens = lab.path("addr-opens");
+    let opened = knock_until(&addr_opens, DEFAULT_TIMEOUT, || {
+        lab.knock(&lab.client_ns, &[&new_addr, "7000", "8000", "9000"]);
+    });
+    assert!(
+        opened,
+        "a knock to the new address did not open\n{}",
+        d.dump()
+    );
+
+    // The one-time file: use its only line up.
+    let otp_opens = lab.path("otp-opens");
+    lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
+    wait_lines(&otp_opens, 1, &d);
+
+    // Appended to while idle: the new line works.
+    let mut f = fs::OpenOptions::new().append(true).open(&otp).unwrap();
+    std::io::Write::write_all(&mut f, b" 7200,8200,9200\n").unwrap();
+    drop(f);
+    let appended = poll_until(DEFAULT_TIMEOUT, || {
+        lab.knock(&lab.client_ns, &[&h, "7200", "8200", "9200"]);
+        netns_tests::wait::wait_for_log_count(&otp_opens, "\n", 2, Duration::from_millis(400)).ok()
+    });
+    assert!(
+        appended.is_some(),
+        "an appended line does not open\n{}",
+        d.dump()
+    );
+
+    // Deleted and created again (a new inode in the watched directory).
+    fs::remove_file(&otp).unwrap();
+    fs::write(&otp, " 7300,8300,9300\n").unwrap();
+    let recreated = poll_until(DEFAULT_TIMEOUT, || {
+        lab.knock(&lab.client_ns, &[&h, "7300", "8300", "9300"]);
+        netns_tests::wait::wait_for_log_count(&otp_opens, "\n", 3, Duration::from_millis(400)).ok()
+    });
+    assert!(
+        recreated.is_some(),
+        "a re-created one-time file is not noticed\n{}",
+        d.dump()
+    );
+    assert!(lines(&otp)[0].starts_with('#'), "{}", d.dump());
+}
+
+#[test]
+fn sighup_watches_the_one_time_files_of_the_new_configuration() {
+    require_root!("sighup_watches_the_one_time_files_of_the_new_configuration");
+    let lab = Lab::new("f-hupwatch");
+    let cmd = lab.append_ip("opens");
+    let opens = lab.path("opens");
+    let door = |file: &std::path::Path| {
+        let f = file.display().to_string();
+        Conf::new(&[]).door(
+            "otp",
+            &[
+                ("One_Time_Sequences", f.as_str()),
+                ("Command", cmd.as_str()),
+            ],
+        )
+    };
+    let first = lab.path("first.otp");
+    fs::write(&first, " 7100,8100,9100\n").unwrap();
+    let mut d = lab.our_daemon(&door(&first));
+    let h = lab.server_v4().to_string();
+
+    // The new configuration's file lives in another directory and is empty.
+    let other_dir = lab.path("other");
+    fs::create_dir(&other_dir).unwrap();
+    let second = other_dir.join("second.otp");
+    fs::write(&second, "").unwrap();
+    fs::write(&d.conf, door(&second).text()).unwrap();
+    d.signal(Signal::SIGHUP);
+    d.expect_log("configuration reloaded");
+
+    // Filled while idle: noticed through the new watch.
+    fs::write(&second, " 7200,8200,9200\n").unwrap();
+    let opened = poll_until(DEFAULT_TIMEOUT, || {
+        lab.knock(&lab.client_ns, &[&h, "7200", "8200", "9200"]);
+        netns_tests::wait::wait_for_log_count(&opens, "\n", 1, Duration::from_millis(400)).ok()
+    });
+    assert!(
+        opened.is_some(),
+        "the reloaded configuration's one-time file is not watched\n{}",
+        d.dump()
+    );
+    // The old file no longer counts.
+    assert!(lines(&first)[0].starts_with(' '), "{}", d.dump());
+}
+
+#[test]
+fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
+    require_root!("left_out_lines_are_counted_exactly_and_shown_with_debug");
+    let lab = Lab::new("f-exact");
+    let cmd = lab.append_ip("opens");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[("Sequence", "7000,8000,9000"), ("Command", cmd.as_str())],
+    );
+    let mut d = lab.start_daemon(&bins::knockd(), conf.text(), &["-D"]);
+    let h = lab.server_v4().to_string();
+    let c = lab.client_v4().to_string();
+    // One process sends the first port BURST + 50 times: each hit starts
+    // the knock again, so each is a `Stage 1` line.
+    let extra = 50;
+    let total = BURST as usize + extra;
+    let mut args = vec![h.as_str()];
+    args.extend((0..total).map(|_| "7000"));
+    lab.knock(&lab.client_ns, &args);
+    // -D shows every left-out line; the log has the burst.
+    let left_out_debug = format!("{c}: door: Stage 1 (left out of the log: rate limit)");
+    let shown = poll_until(DEFAULT_TIMEOUT, || {
+        (d.proc.output_text().matches(&left_out_debug).count() >= extra).then_some(())
+    });
+    assert!(
+        shown.is_some(),
+        "left-out lines not shown with -D\n{}",
+        d.dump()
+    );
+    // A completing knock proves the daemon kept listening; OPEN SESAME is
+    // written although Stage lines are being left out.
+    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    netns_tests::expect_file(&lab.path("opens"), &d);
+    stop(&mut d);
+    let log = d.log_text();
+    assert_eq!(
+        log.matches(&format!("{c}: door: Stage 1\n")).count(),
+        BURST as usize,
+        "{}",
+        d.dump()
+    );
+    // The completing knock's three Stage lines (Stage 1 to 3, then OPEN
+    // SESAME) were left out too; the summary at shut-down counts them with
+    // the rest.
+    assert_eq!(
+        d.proc.output_text().matches(&left_out_debug).count(),
+        extra + 1
+    );
+    assert_eq!(
+        left_out(&log, "door", "Stage N"),
+        [extra as u64 + 3],
+        "{}",
+        d.dump()
+    );
+    assert!(log.contains(&format!("{c}: door: OPEN SESAME")));
+}
