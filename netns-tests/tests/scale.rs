@@ -60,10 +60,11 @@ fn knock(lab: &Lab, p: [u16; 3]) {
         .assert_success();
 }
 
-/// Our daemon on `iface` (`None`: the lab's server veth), not yet ready.
+/// Our daemon on `iface` (`None`: the lab's server veth) with debug
+/// logging, not yet ready.
 fn spawn(lab: &Lab, conf: &Conf, iface: Option<&str>) -> Daemon {
     let Some(iface) = iface else {
-        return lab.spawn_daemon(&bins::knockd(), conf.text(), &[]);
+        return lab.spawn_daemon(&bins::knockd(), conf.text(), &["-D"]);
     };
     let conf_path = lab.write_file("any.conf", conf.text());
     let log = lab.path("any.log");
@@ -73,6 +74,7 @@ fn spawn(lab: &Lab, conf: &Conf, iface: Option<&str>) -> Daemon {
         "-c".to_string(),
         conf_path.display().to_string(),
         "-v".to_string(),
+        "-D".to_string(),
         "-g".to_string(),
         log.display().to_string(),
     ];
@@ -91,6 +93,15 @@ fn thousand_doors(name: &str, iface: Option<&str>) {
     if let Err(e) = wait_for_log(&d.log, "listening on", BOUND) {
         panic!("{e}\n{}", d.dump());
     }
+    // The 3000-port filter is whole in the kernel, not refused and left to
+    // libpcap's user-space fallback.
+    // (Debug lines go to the standard output.)
+    let log = d.log_text() + &d.proc.output_text();
+    assert!(
+        log.contains("capture filter: ") && !log.contains("filtered in user space"),
+        "{}",
+        d.dump()
+    );
     let opened = lab.path("opened");
     assert!(
         knock_until(&opened, BOUND, || knock(&lab, first)),
