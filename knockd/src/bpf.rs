@@ -30,7 +30,7 @@
 //!   before handing the program to the kernel.
 //! * IPv4 non-first fragments are dropped (they carry no ports).
 //! * If the exact program would be longer than [`KERNEL_MAX_INSNS`], the
-//!   port sets are coarsened: neighbouring ports closer than a gap are
+//!   port sets are coarsened: neighbouring ports at most a gap apart are
 //!   merged into ranges, with the smallest gap that fits. The filter then
 //!   passes a superset (the decoder and matcher still look at exact ports),
 //!   and it stays in the kernel.
@@ -112,8 +112,8 @@ pub struct FilterSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     insns: Vec<Insn>,
-    /// `Some(gap)` when ports closer than `gap` were merged into ranges to
-    /// fit the kernel's limit (the filter then passes a superset).
+    /// `Some(gap)` when ports at most `gap` apart were merged into ranges
+    /// to fit the kernel's limit (the filter then passes a superset).
     coarsened: Option<u32>,
 }
 
@@ -206,8 +206,8 @@ pub fn build(link: LinkType, spec: &FilterSpec) -> Program {
     }
 }
 
-/// Sorted, disjoint inclusive ranges covering `ports`, where neighbours
-/// less than `gap` apart share a range (`gap` 1: exact, one range per run of
+/// Sorted, disjoint inclusive ranges covering `ports`, where neighbours at
+/// most `gap` apart share a range (`gap` 1: exact, one range per run of
 /// consecutive ports).
 fn ranges(ports: &BTreeSet<u16>, gap: u32) -> Vec<(u32, u32)> {
     let mut out: Vec<(u32, u32)> = Vec::new();

@@ -335,12 +335,17 @@ impl Server<'_> {
                     msg.push_str(", every connection attempt");
                 }
                 if let Some(gap) = program.coarsened() {
-                    msg.push_str(&format!(", ports less than {gap} apart merged into ranges"));
-                }
-                if cap.kernel_filter_len() == Some(0) && !program.matches_nothing() {
-                    msg.push_str(", filtered in user space (refused by the kernel)");
+                    msg.push_str(&format!(", ports at most {gap} apart merged into ranges"));
                 }
                 self.log.debug(&msg);
+                if cap.kernel_filter_len() == Some(0) && !program.matches_nothing() {
+                    self.log.error(&format!(
+                        "{}: the kernel refused the capture filter ({} instructions); \
+                         every packet is filtered in user space",
+                        self.iface,
+                        program.len()
+                    ));
+                }
             }
         }
     }
