@@ -4,11 +4,13 @@
 //! decoder), [`matcher`] (knock state machine), [`sources`] (where a door's
 //! sequences come from), [`rotating`] (accepted windows of rotating
 //! sequences and their durable record), [`ratelimit`] (per-packet log lines
-//! under a flood). Around them: [`capture`] (libpcap), [`commands`] (child
+//! under a flood). Around them: [`capture`] (libpcap) with its filter
+//! [`bpf`], [`commands`] (child
 //! processes and stop timers), [`log`], [`watch`] (rtnetlink and inotify
 //! notifications), [`lookup`], [`process`] (pid file, daemon), [`server`]
 //! (the event loop) and [`daemon`] (start-up).
 
+pub mod bpf;
 pub mod capture;
 pub mod check;
 pub mod cli;
@@ -20,6 +22,7 @@ pub mod log;
 pub mod lookup;
 pub mod matcher;
 pub mod packet;
+mod pcap_ffi;
 pub mod process;
 pub mod ratelimit;
 pub mod rotating;

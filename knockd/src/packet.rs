@@ -489,26 +489,32 @@ fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use knock_common::flags::{ACK, FIN, PSH, SYN};
     use knock_testkit::frames as kit;
     use proptest::prelude::*;
 
-    const SRC4: [u8; 4] = [192, 0, 2, 7];
-    const DST4: [u8; 4] = [198, 51, 100, 1];
+    pub(crate) const SRC4: [u8; 4] = [192, 0, 2, 7];
+    pub(crate) const DST4: [u8; 4] = [198, 51, 100, 1];
 
-    fn src6() -> Ipv6Addr {
+    pub(crate) fn src6() -> Ipv6Addr {
         "2001:db8::7".parse().unwrap()
     }
-    fn dst6() -> Ipv6Addr {
+    pub(crate) fn dst6() -> Ipv6Addr {
         "2001:db8::1".parse().unwrap()
     }
 
     /// TCP header with `opts_words` 32-bit words of options and `data`
     /// bytes of payload; the reserved/ECN bits (0xc0) are set, so the
     /// decoder must mask them off.
-    fn tcp(sport: u16, dport: u16, flags: u8, opts_words: usize, data: usize) -> Vec<u8> {
+    pub(crate) fn tcp(
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        opts_words: usize,
+        data: usize,
+    ) -> Vec<u8> {
         kit::Tcp {
             src_port: sport,
             options_words: opts_words,
@@ -518,11 +524,11 @@ mod tests {
         .build()
     }
 
-    fn udp(sport: u16, dport: u16, data: usize) -> Vec<u8> {
+    pub(crate) fn udp(sport: u16, dport: u16, data: usize) -> Vec<u8> {
         kit::udp_with(sport, dport, data, None)
     }
 
-    fn ipv4_with(proto: u8, opts_words: usize, frag: u16, l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv4_with(proto: u8, opts_words: usize, frag: u16, l4: &[u8]) -> Vec<u8> {
         kit::Ipv4 {
             options_words: opts_words,
             frag,
@@ -531,21 +537,21 @@ mod tests {
         .build(l4)
     }
 
-    fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
         ipv4_with(proto, 0, 0, l4)
     }
 
     /// IPv6 packet; `ext` is the already-encoded extension chain, `first_nh`
     /// the next-header value in the fixed header.
-    fn ipv6_with(first_nh: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv6_with(first_nh: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
         kit::Ipv6::new(src6(), dst6(), first_nh).build(ext, l4)
     }
 
-    fn ipv6(proto: u8, l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv6(proto: u8, l4: &[u8]) -> Vec<u8> {
         ipv6_with(proto, &[], l4)
     }
 
-    use kit::{ethernet as ether, sll, sll2};
+    pub(crate) use kit::{ethernet as ether, sll, sll2};
 
     fn hit4(dport: u16, proto: Proto, flags: u8) -> Hit {
         Hit {
