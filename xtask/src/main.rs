@@ -434,6 +434,7 @@ mod tests {
             "Cmd_Timeout",
             "Stop_Command",
             "Stop_Command_6",
+            "Scan_Threshold",
         ] {
             // Each directive (and alias) tags a paragraph: `.B NAME` or
             // `.BI "NAME = " value`, after `.TP` or `.TQ`.
