@@ -10,6 +10,10 @@ packages=(
   knockd        # the classic daemon and client: reference peer of the compatibility tests
   hping3        # crafted packets in the end-to-end tests
   strace        # injects ENOSPC in the disk-full fault test
+  nmap          # port scans (SYN and connect) in the matching tests
+  netcat-openbsd # connect()-based knocks that retransmit their SYN
+  socat         # an ordinary service next to the knock ports
+  iptables      # DROP the knock ports, as a real firewall does
 )
 
 missing=()

@@ -1643,6 +1643,39 @@ mod tests {
     }
 
     #[test]
+    fn repeats_within_the_timeout_of_an_opening_are_stragglers_whatever_the_port() {
+        let from = |port, src_port| Hit {
+            src_port,
+            ..tcp(A, port)
+        };
+        let mut r = Rig::new(vec![door("7000", 25), door("7100,7200,7300", 25)]);
+        assert_eq!(r.hit(0, from(7000, 1111)), [stage(0, A, 1), open(0, A)]);
+        // The same hit from another connection (an app sending it twice).
+        assert!(r.hit(1000, from(7000, 2222)).is_empty());
+        r.hit(2000, from(7100, 1));
+        r.hit(2001, from(7200, 2));
+        assert_eq!(r.hit(2002, from(7300, 3)), [stage(1, A, 3), open(1, A)]);
+        for (port, src_port) in [(7100, 4), (7200, 5), (7300, 6)] {
+            assert!(r.hit(3000, from(port, src_port)).is_empty());
+        }
+        assert_eq!(r.m.attempts(), 0);
+        // After the timeout: a new knock.
+        assert_eq!(r.hit(25_001, from(7000, 7)), [stage(0, A, 1), open(0, A)]);
+        assert_eq!(r.hit(27_003, from(7100, 8)), [stage(1, A, 1)]);
+        // Another source is never a straggler.
+        assert_eq!(
+            r.hit(
+                27_005,
+                Hit {
+                    src: B,
+                    ..from(7000, 1111)
+                }
+            ),
+            [stage(0, B, 1), open(0, B)]
+        );
+    }
+
+    #[test]
     fn a_sequence_repeating_a_port_still_works() {
         let mut r = Rig::new(vec![door("7000,8000,7000", 25)]);
         assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
