@@ -2,10 +2,12 @@
 //!
 //! Pure logic, testable without a network: [`config`], [`packet`] (frame
 //! decoder), [`matcher`] (knock state machine), [`sources`] (where a door's
-//! sequence comes from). Around them: [`capture`] (libpcap), [`commands`]
+//! sequence comes from). Around them: [`capture`] (libpcap) with
+//! its filter [`bpf`], [`commands`]
 //! (child processes and stop timers), [`log`], [`lookup`], [`process`] (pid
 //! file, daemon), [`server`] (the event loop) and [`daemon`] (start-up).
 
+pub mod bpf;
 pub mod capture;
 pub mod check;
 pub mod cli;
@@ -16,6 +18,7 @@ pub mod log;
 pub mod lookup;
 pub mod matcher;
 pub mod packet;
+mod pcap_ffi;
 pub mod process;
 pub mod server;
 pub mod sources;
