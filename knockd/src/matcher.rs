@@ -531,6 +531,8 @@ pub const SCAN_SETS: usize = 4096;
 pub const SCAN_WAYS: usize = 4;
 /// Largest `scan_threshold` honoured (larger values count as this).
 pub const MAX_SCAN_THRESHOLD: usize = 64;
+// Entry lengths are `u8`.
+const _: () = assert!(MAX_SCAN_THRESHOLD < u8::MAX as usize);
 
 /// The last opening per (source, door), for the straggler rule.
 #[derive(Debug, Default)]
@@ -563,22 +565,25 @@ impl Recent {
     }
 }
 
-/// One source's distinct foreign knocks.
-#[derive(Debug, Clone)]
+/// One source's entry in the scan table.
+#[derive(Debug, Clone, Copy)]
 struct ScanEntry {
     src: IpAddr,
-    /// When the last new distinct knock was added (or, when `knocks` is
+    /// When the last new distinct knock was added (or, when the entry is
     /// full, the last foreign hit).
     last: Instant,
-    /// Distinct foreign knocks, at most `track` of them.
-    knocks: Vec<Knock>,
+    /// Distinct foreign knocks stored in the entry's row of
+    /// [`ScanTable::knocks`], at most `track`.
+    len: u8,
 }
 
 /// Distinct foreign knocks per source, in a fixed-size set-associative
-/// table (see the module doc).
+/// table (see the module doc). Allocated once, only with the guard on:
+/// entries plus a flat row of `track` knocks per entry.
 #[derive(Debug)]
 struct ScanTable {
     entries: Vec<Option<ScanEntry>>,
+    knocks: Vec<Knock>,
     hasher: std::collections::hash_map::RandomState,
     /// Knocks kept per source: one more than the largest threshold.
     track: usize,
@@ -586,20 +591,18 @@ struct ScanTable {
 
 impl ScanTable {
     fn new(track: usize) -> Self {
+        let n = if track > 0 { SCAN_SETS * SCAN_WAYS } else { 0 };
         ScanTable {
-            entries: if track > 0 {
-                vec![None; SCAN_SETS * SCAN_WAYS]
-            } else {
-                Vec::new()
-            },
+            entries: vec![None; n],
+            knocks: vec![Knock::tcp(0); n * track],
             hasher: Default::default(),
             track,
         }
     }
 
-    fn set(&self, src: IpAddr) -> std::ops::Range<usize> {
-        let set = (self.hasher.hash_one(src) as usize) & (SCAN_SETS - 1);
-        set * SCAN_WAYS..(set + 1) * SCAN_WAYS
+    /// First entry index of `src`'s set.
+    fn set(&self, src: IpAddr) -> usize {
+        ((self.hasher.hash_one(src) as usize) & (SCAN_SETS - 1)) * SCAN_WAYS
     }
 
     fn live(e: &ScanEntry, now: Instant) -> bool {
@@ -611,12 +614,13 @@ impl ScanTable {
         if self.entries.is_empty() {
             return 0;
         }
-        self.entries[self.set(src)]
+        let set = self.set(src);
+        self.entries[set..set + SCAN_WAYS]
             .iter()
             .flatten()
             .find(|e| e.src == src)
             .filter(|e| Self::live(e, now))
-            .map_or(0, |e| e.knocks.len())
+            .map_or(0, |e| usize::from(e.len))
     }
 
     /// `src` touched the foreign `knock` at `now`.
@@ -624,43 +628,41 @@ impl ScanTable {
         if self.entries.is_empty() {
             return;
         }
-        let range = self.set(src);
-        let ways = &mut self.entries[range];
-        let i = match ways
-            .iter()
-            .position(|e| e.as_ref().is_some_and(|e| e.src == src))
-        {
-            Some(i) => i,
+        let set = self.set(src);
+        let ways = &mut self.entries[set..set + SCAN_WAYS];
+        let w = match ways.iter().position(|e| e.is_some_and(|e| e.src == src)) {
+            Some(w) => w,
             None => {
                 // An empty or forgotten way, else the fewest knocks, the
                 // least recent on ties.
-                let i = ways
+                let w = ways
                     .iter()
                     .enumerate()
                     .min_by_key(|(_, e)| match e {
                         None => (0, 0, None),
                         Some(e) if !Self::live(e, now) => (0, 1, None),
-                        Some(e) => (1, e.knocks.len(), Some(e.last)),
+                        Some(e) => (1, e.len, Some(e.last)),
                     })
-                    .map_or(0, |(i, _)| i);
-                let mut knocks = ways[i].take().map(|e| e.knocks).unwrap_or_default();
-                knocks.clear();
-                ways[i] = Some(ScanEntry {
+                    .map_or(0, |(w, _)| w);
+                ways[w] = Some(ScanEntry {
                     src,
                     last: now,
-                    knocks,
+                    len: 0,
                 });
-                i
+                w
             }
         };
-        let Some(e) = ways[i].as_mut() else { return };
+        let Some(e) = ways[w].as_mut() else { return };
         if !Self::live(e, now) {
-            e.knocks.clear();
+            e.len = 0;
         }
-        if e.knocks.len() >= self.track {
+        let row = (set + w) * self.track;
+        let len = usize::from(e.len);
+        if len >= self.track {
             e.last = now;
-        } else if !e.knocks.contains(&knock) {
-            e.knocks.push(knock);
+        } else if !self.knocks[row..row + len].contains(&knock) {
+            self.knocks[row + len] = knock;
+            e.len += 1;
             e.last = now;
         }
     }
@@ -764,7 +766,7 @@ impl Matcher {
         let mut st = State {
             attempts,
             recent,
-            scans,
+            scanned: scans.count(hit.src, now),
             cap: *cap,
         };
         for group in pairs.chunk_by(|a, b| a.0 == b.0) {
@@ -848,7 +850,8 @@ impl Matcher {
 struct State<'a> {
     attempts: &'a mut Attempts,
     recent: &'a mut Recent,
-    scans: &'a ScanTable,
+    /// Distinct foreign knocks the hit's source touched recently.
+    scanned: usize,
     cap: usize,
 }
 
@@ -868,7 +871,7 @@ impl State<'_> {
     ) {
         let door = d as usize;
         let t = rule.scan_threshold.min(MAX_SCAN_THRESHOLD);
-        if t > 0 && self.scans.count(src, now) > t {
+        if t > 0 && self.scanned > t {
             for &(_, c) in group {
                 let Some(cand) = rule.candidates.get(c as usize) else {
                     continue;
@@ -1921,13 +1924,8 @@ mod tests {
         }
         assert!(out.is_empty());
         assert_eq!(r.m.scans.entries.len(), SCAN_SETS * SCAN_WAYS);
-        assert!(r
-            .m
-            .scans
-            .entries
-            .iter()
-            .flatten()
-            .all(|e| e.knocks.capacity() <= 16));
+        assert_eq!(r.m.scans.knocks.len(), SCAN_SETS * SCAN_WAYS * 9);
+        assert!(r.m.scans.entries.iter().flatten().all(|e| e.len <= 9));
         // A is still known as a scanner.
         assert!(r.hit(200, tcp(A, 7000)).is_empty());
         assert_eq!(r.m.attempts(), 0);
@@ -2422,8 +2420,8 @@ mod tests {
         /// A door opens for a source on candidate `tag` only when that
         /// candidate's sequence occurs in order among the hits from that
         /// source the candidate could see, starting within the door's
-        /// timeout; and a one-knock door never opens twice for a source
-        /// within its timeout.
+        /// timeout; and a one-knock candidate never opens on a straggler of
+        /// the door's latest opening for that source.
         #[test]
         fn opens_only_after_the_sequence_in_time(
             doors in proptest::collection::vec(arb_door(), 1..4),
@@ -2434,7 +2432,8 @@ mod tests {
             let mut now = Instant::now();
             // Per (src, door, tag): the relevant hits so far, with their times.
             let mut seen: HashMap<(IpAddr, usize, Tag), Vec<(Knock, Instant)>> = HashMap::new();
-            let mut opened: HashMap<(IpAddr, usize), Instant> = HashMap::new();
+            // Per (src, door): the latest opening (time, sequence).
+            let mut opened: HashMap<(IpAddr, usize), (Instant, Sequence)> = HashMap::new();
             for s in &steps {
                 now += Duration::from_millis(s.dt_ms);
                 let h = step_hit(s);
@@ -2456,10 +2455,17 @@ mod tests {
                         prop_assert_eq!(hist.last().map(|x| x.0), seq.knocks().last().copied());
                         let since = now.checked_sub(rule.timeout);
                         prop_assert!(subsequence_since(seq.knocks(), hist, since));
-                        if let Some(&t) = opened.get(&(src, door)) {
-                            prop_assert!(now.duration_since(t) > rule.timeout || seq.len() > 1);
+                        // A straggler of the latest opening never opens:
+                        // a one-knock candidate whose knock was in that
+                        // sequence does not open again within the timeout.
+                        if let Some((t, prev)) = opened.get(&(src, door)) {
+                            prop_assert!(
+                                now.duration_since(*t) > rule.timeout
+                                    || seq.len() > 1
+                                    || !prev.contains(h.knock())
+                            );
                         }
-                        opened.insert((src, door), now);
+                        opened.insert((src, door), (now, seq.clone()));
                     }
                 }
             }
