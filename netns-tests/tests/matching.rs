@@ -58,7 +58,7 @@ fn door_conf(lab: &Lab, conf: Conf, name: &str, sequence: &str, extra: &[(&str, 
 }
 
 /// Wait `QUIET`, then the file `name` must have exactly `want` lines.
-fn still_lines(lab: &Lab, name: &str, want: &[String], d: &Daemon) {
+fn still_lines(lab: &Lab, name: &str, want: &[&str], d: &Daemon) {
     std::thread::sleep(QUIET);
     assert_eq!(lines(&lab.path(name)), want, "{name}\n{}", d.dump());
 }
@@ -89,8 +89,8 @@ fn each_hit_sent_twice_opens_once_and_a_restart_still_opens() {
     knock(&lab, &cn, &[&h, "7500", "7500"]);
     wait_lines(&lab.path("door"), 1, &d);
     wait_lines(&lab.path("one"), 1, &d);
-    still_lines(&lab, "door", &[c.clone()], &d);
-    still_lines(&lab, "one", &[c.clone()], &d);
+    still_lines(&lab, "door", &[c.as_str()], &d);
+    still_lines(&lab, "one", &[c.as_str()], &d);
     assert_eq!(d.log_count("door: OPEN SESAME"), 1, "{}", d.dump());
     assert_eq!(d.log_count("one: OPEN SESAME"), 1, "{}", d.dump());
     assert!(
@@ -113,7 +113,7 @@ fn each_hit_sent_twice_opens_once_and_a_restart_still_opens() {
         "the restarted knock never opened\n{}",
         d.dump()
     );
-    still_lines(&lab, "door", &[c.clone(), c.clone()], &d);
+    still_lines(&lab, "door", &[c.as_str(), c.as_str()], &d);
 }
 
 #[test]
@@ -147,8 +147,8 @@ fn retransmitted_syns_of_a_firewalled_connect_client_open_once() {
     }
     wait_lines(&lab.path("door"), 1, &d);
     wait_lines(&lab.path("one"), 1, &d);
-    still_lines(&lab, "door", &[c.clone()], &d);
-    still_lines(&lab, "one", &[c.clone()], &d);
+    still_lines(&lab, "door", &[c.as_str()], &d);
+    still_lines(&lab, "one", &[c.as_str()], &d);
     for port in [7000, 8000, 9000, 7500] {
         assert!(
             packets(&d, &c, port) >= 2,
@@ -227,7 +227,7 @@ fn one_time_knock_with_a_lost_last_hit_then_the_next_line_opens() {
     // listens: line 3 opens right after).
     k(0, 3);
     k(1, 3);
-    still_lines(&lab, "otp", &[c.clone()], &d);
+    still_lines(&lab, "otp", &[c.as_str()], &d);
     k(2, 3);
     wait_lines(&lab.path("otp"), 2, &d);
 
@@ -237,7 +237,7 @@ fn one_time_knock_with_a_lost_last_hit_then_the_next_line_opens() {
     let burnt = poll_until(wait::DEFAULT_TIMEOUT, || (marked(&server)[3]).then_some(()));
     assert!(burnt.is_some(), "line 4 not marked\n{}", d.dump());
     k(3, 3);
-    still_lines(&lab, "otp", &[c.clone(), c.clone()], &d);
+    still_lines(&lab, "otp", &[c.as_str(), c.as_str()], &d);
     // Line 5 opens.
     k(4, 3);
     wait_lines(&lab.path("otp"), 3, &d);
@@ -338,14 +338,14 @@ fn sequential_syn_and_connect_scans_open_nothing_while_a_knock_from_elsewhere_wo
     );
     // ... the guarded one only to the knock.
     wait_lines(&lab.path("guarded"), 1, &d);
-    still_lines(&lab, "guarded", &[c3.clone()], &d);
+    still_lines(&lab, "guarded", &[c3.as_str()], &d);
     for port in [7000, 8000, 9000] {
         assert!(packets(&d, &c1, port) >= 1, "{}", d.dump());
         assert!(packets(&d, &c2, port) >= 1, "{}", d.dump());
     }
     // A scanner cannot knock for a while; others still can.
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    still_lines(&lab, "guarded", &[c3.clone()], &d);
+    still_lines(&lab, "guarded", &[c3.as_str()], &d);
     let mut d = d;
     d.assert_running();
 }
@@ -423,7 +423,7 @@ fn knock_succeeds_while_the_source_uses_a_real_service() {
         &["-d", "300", &h, "7000", "8000", "9000"],
     );
     wait_lines(&lab.path("guarded"), 1, &d);
-    assert_eq!(lines(&lab.path("guarded")), [c.clone()]);
+    assert_eq!(lines(&lab.path("guarded")), [c.as_str()]);
     assert!(packets(&d, &c, 443) >= 4, "{}", d.dump());
     users.kill();
 }
