@@ -427,3 +427,89 @@ fn knock_succeeds_while_the_source_uses_a_real_service() {
     assert!(packets(&d, &c, 443) >= 4, "{}", d.dump());
     users.kill();
 }
+
+/// `knock-flood` (bench/knock-flood), built if needed.
+fn knock_flood() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = std::process::Command::new(cargo)
+        .current_dir(bins::workspace_root())
+        .args(["build", "-q", "-p", "knock-flood"])
+        .status()
+        .expect("running cargo build -p knock-flood");
+    assert!(built.success(), "cargo build -p knock-flood failed");
+    bins::our_bin("knock-flood")
+}
+
+#[test]
+fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
+    require_root!("a_slow_knock_survives_a_spoofed_flood_on_another_door");
+    let lab = Lab::new("m-flood");
+    let flood = knock_flood();
+    let conf = door_conf(
+        &lab,
+        Conf::new(&[]),
+        "slow",
+        "7000,8000,9000",
+        &[("Seq_Timeout", "60")],
+    );
+    let conf = door_conf(&lab, conf, "flooded", "5555,6666", &[("Seq_Timeout", "60")]);
+    let d = start_debug(&lab, &conf);
+    let h = lab.server_v4().to_string();
+    let mac = sh(
+        &lab,
+        &lab.server_ns,
+        &format!("cat /sys/class/net/{}/address", lab.server_if),
+    )
+    .stdout
+    .trim()
+    .to_owned();
+    let c = lab.client_v4().to_string();
+    let flood_once = || {
+        // 100,000 spoofed sources (more than the 65,536 attempts kept),
+        // one first hit each, bounded in packets and seconds.
+        let out = lab.run(
+            &lab.client_ns,
+            &flood,
+            &[
+                "-i",
+                lab.client_if.as_str(),
+                "--dst-mac",
+                mac.as_str(),
+                "--dst",
+                h.as_str(),
+                "--port",
+                "5555",
+                "--sources",
+                "100000",
+                "--src-net",
+                "198.18.0.0/15",
+                "--count",
+                "100000",
+                "--seconds",
+                "10",
+            ],
+        );
+        out.assert_success();
+    };
+    knock(&lab, &lab.client_ns, &[&h, "7000"]);
+    d.expect_log(&format!("{c}: slow: Stage 1"));
+    flood_once();
+    knock(&lab, &lab.client_ns, &[&h, "8000"]);
+    d.expect_log(&format!("{c}: slow: Stage 2"));
+    flood_once();
+    knock(&lab, &lab.client_ns, &[&h, "9000"]);
+    wait_lines(&lab.path("slow"), 1, &d);
+    assert_eq!(lines(&lab.path("slow")), [c.as_str()]);
+    // The flood did fill the attempt table: attempts were evicted.
+    let evicted = d
+        .proc
+        .output_text()
+        .lines()
+        .filter(|l| l.contains("flooded: attempt at stage 1 evicted"))
+        .count();
+    assert!(
+        evicted > 0,
+        "the flood never reached the cap\n{}",
+        d.log_text()
+    );
+}
