@@ -467,9 +467,10 @@ fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
     .trim()
     .to_owned();
     let c = lab.client_v4().to_string();
-    let flood_once = || {
-        // 100,000 spoofed sources (more than the 65,536 attempts kept),
-        // one first hit each, bounded in packets and seconds.
+    // 120,000 spoofed sources (more than the 65,536 attempts kept), one
+    // first hit each, paced so that a loaded machine decodes them all,
+    // bounded in packets and seconds; each flood from its own network.
+    let flood_once = |net: &str| {
         let out = lab.run(
             &lab.client_ns,
             &flood,
@@ -483,11 +484,13 @@ fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
                 "--port",
                 "5555",
                 "--sources",
-                "100000",
+                "120000",
                 "--src-net",
-                "198.18.0.0/15",
+                net,
                 "--count",
-                "100000",
+                "120000",
+                "--pps",
+                "20000",
                 "--seconds",
                 "10",
             ],
@@ -496,10 +499,10 @@ fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
     };
     knock(&lab, &lab.client_ns, &[&h, "7000"]);
     d.expect_log(&format!("{c}: slow: Stage 1"));
-    flood_once();
+    flood_once("198.18.0.0/15");
     knock(&lab, &lab.client_ns, &[&h, "8000"]);
     d.expect_log(&format!("{c}: slow: Stage 2"));
-    flood_once();
+    flood_once("10.0.0.0/12");
     knock(&lab, &lab.client_ns, &[&h, "9000"]);
     wait_lines(&lab.path("slow"), 1, &d);
     assert_eq!(lines(&lab.path("slow")), [c.as_str()]);
