@@ -58,9 +58,11 @@
 //!
 //! Cost per hit: one hash lookup of the knock to find the (door, candidate)
 //! pairs whose sequence uses it (a hit on a knock no door uses costs nothing
-//! more, or one lookup in the fixed-size scan table when the guard is on),
-//! then per such pair one hash lookup by (source, door, tag), plus one scan
-//! table and one recent-openings lookup per door. Attempts live in a slab;
+//! more, or, with the guard on, one lookup of the retired knocks and one
+//! update of the fixed-size scan table: a keyed hash and at most
+//! [`SCAN_WAYS`] entries), then one scan-table lookup, per door one
+//! recent-openings lookup, and per pair one hash lookup by (source, door,
+//! tag). Attempts live in a slab;
 //! each door keeps a queue of its attempts in order of (re)start, which (the
 //! door's timeout being fixed) is also its order of expiry, so finding the
 //! victim or the next deadline looks only at each door's front (O(doors)).
