@@ -7,15 +7,47 @@
 //! need the daemon to see connection attempts to every port of its
 //! addresses (the capture filter widened by the scan guard).
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{append_ip, lines, wait_lines, QUIET};
 use netns_tests::wait::{self, poll_until};
 use netns_tests::{bins, require_root, Conf, Daemon, Lab, RunOutput};
+
+/// How long "nothing happens" is watched for.
+const QUIET: Duration = Duration::from_millis(800);
+
+/// `echo %IP% >> FILE` (FILE inside the lab directory; one line per run).
+fn append_ip(lab: &Lab, file: &str) -> String {
+    format!("echo %IP% >> {}", lab.path(file).display())
+}
+
+/// Lines of `path` (empty when it does not exist).
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Wait until `path` has at least `n` complete lines; panic with the logs.
+fn wait_lines(path: &Path, n: usize, d: &Daemon) -> Vec<String> {
+    let got = poll_until(wait::DEFAULT_TIMEOUT, || {
+        let text = fs::read_to_string(path).ok()?;
+        (text.ends_with('\n') && text.lines().count() >= n).then_some(())
+    });
+    if got.is_none() {
+        panic!(
+            "{} does not have {n} line(s) within {:?}: {:?}\n{}",
+            path.display(),
+            wait::DEFAULT_TIMEOUT,
+            lines(path),
+            d.dump()
+        );
+    }
+    lines(path)
+}
 
 /// Run `program args` in `ns`; it must succeed.
 fn run_ok(lab: &Lab, ns: &str, program: &str, args: &[&str]) -> RunOutput {
