@@ -73,11 +73,16 @@
 //! [`Matcher::set_candidates`] (the changed door's attempts) and an opening
 //! (the door's candidates).
 //!
-//! Source-bound sequences (a rotating door with `Sequence_Bind_Source`) are
-//! not modelled yet: their candidates depend on the source. They would plug
-//! in as a per-door derivation `Fn(IpAddr) -> Vec<Candidate>` consulted for
-//! hits inside the door's port range (a range index next to the knock
-//! index), with the derived candidates cached per (source, door).
+//! Source-bound doors (a rotating door with `Sequence_Bind_Source`): their
+//! candidates depend on the knocker, so they cannot be indexed ahead of
+//! time. Such a door is declared with [`Matcher::set_bound`] (its protocol
+//! and port range); a hit inside that range asks a [`PerSource`] for the
+//! source's candidates ([`Matcher::on_hit_with`]; the source derives and
+//! caches them) and is then handled by the same rules as above, with those
+//! candidates. Source-bound doors are handled after the indexed ones. For
+//! the scan guard, a hit in the range that is not in the source's
+//! candidates is foreign like any other. Cost: one range check per
+//! source-bound door and hit, plus the lookup in the source's cache.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -98,6 +103,35 @@ pub type Tag = u64;
 pub struct Candidate {
     pub tag: Tag,
     pub sequence: Sequence,
+}
+
+/// The candidates of source-bound doors, asked for per hit.
+pub trait PerSource {
+    /// The candidates door `door` accepts from `src` now.
+    fn candidates_for(&mut self, door: usize, src: IpAddr) -> &[Candidate];
+}
+
+/// A [`PerSource`] for matchers without source-bound doors.
+pub struct NoPerSource;
+
+impl PerSource for NoPerSource {
+    fn candidates_for(&mut self, _door: usize, _src: IpAddr) -> &[Candidate] {
+        &[]
+    }
+}
+
+/// The hits a source-bound door looks at: `proto` on ports `lo..=hi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundRange {
+    pub proto: Proto,
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl BoundRange {
+    pub fn contains(&self, knock: Knock) -> bool {
+        knock.proto == self.proto && self.lo <= knock.port && knock.port <= self.hi
+    }
 }
 
 /// What the matcher needs to know about one door.
@@ -694,6 +728,8 @@ pub struct Matcher {
     /// never make a knocker look like a scanner.
     retired: VecDeque<Knock>,
     retired_count: HashMap<Knock, u32>,
+    /// Source-bound doors and their ranges (see [`Matcher::set_bound`]).
+    bound: Vec<(u32, BoundRange)>,
 }
 
 impl Matcher {
@@ -722,6 +758,7 @@ impl Matcher {
             scans: ScanTable::new(track),
             retired: VecDeque::new(),
             retired_count: HashMap::new(),
+            bound: Vec::new(),
         };
         m.rebuild_index();
         m
@@ -759,6 +796,34 @@ impl Matcher {
         is_local: &dyn Fn(IpAddr) -> bool,
         out: &mut Vec<Event>,
     ) {
+        self.on_hit_with(hit, now, is_local, &mut NoPerSource, out);
+    }
+
+    /// Declare door `door` source-bound on `range` (its candidates then come
+    /// from the [`PerSource`] given to [`on_hit_with`](Self::on_hit_with)),
+    /// or an ordinary door again with `None`. Attempts in flight are kept.
+    pub fn set_bound(&mut self, door: usize, range: Option<BoundRange>) {
+        let Ok(d) = u32::try_from(door) else { return };
+        if door >= self.doors.len() {
+            return;
+        }
+        self.bound.retain(|&(x, _)| x != d);
+        if let Some(r) = range {
+            self.bound.push((d, r));
+            self.bound.sort_unstable_by_key(|&(x, _)| x);
+        }
+    }
+
+    /// [`on_hit`](Self::on_hit) for a matcher with source-bound doors:
+    /// `per_source` gives their candidates for the hit's source.
+    pub fn on_hit_with(
+        &mut self,
+        hit: &Hit,
+        now: Instant,
+        is_local: &dyn Fn(IpAddr) -> bool,
+        per_source: &mut dyn PerSource,
+        out: &mut Vec<Event>,
+    ) {
         // Amortised: every attempt expires at most once.
         self.expire(now, out);
         let knock = hit.knock();
@@ -771,25 +836,21 @@ impl Matcher {
             recent,
             scans,
             retired_count,
+            bound,
             ..
         } = self;
-        let Some(pairs) = index.get(&knock) else {
-            if scans.track > 0
-                && is_probe(hit)
-                && !retired_count.contains_key(&knock)
-                && (is_local(hit.dst) || targets.contains(&hit.dst))
-            {
-                scans.note(hit.src, knock, now);
-            }
-            return;
-        };
+        let pairs = index.get(&knock);
+        let mut claimed = pairs.is_some();
         let mut st = State {
             attempts,
             recent,
             scanned: scans.count(hit.src, now),
             cap: *cap,
         };
-        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+        for group in pairs
+            .map_or(&[][..], Vec::as_slice)
+            .chunk_by(|a, b| a.0 == b.0)
+        {
             let d = group[0].0;
             let Some(rule) = doors.get(d as usize) else {
                 continue;
@@ -797,7 +858,40 @@ impl Matcher {
             if !rule.sees(hit, is_local) {
                 continue;
             }
-            st.door_hit(rule, d, group, hit.src, knock, now, out);
+            st.door_hit(rule, &rule.candidates, d, group, hit.src, knock, now, out);
+        }
+        for &(d, range) in bound.iter() {
+            if !range.contains(knock) {
+                continue;
+            }
+            let Some(rule) = doors.get(d as usize) else {
+                continue;
+            };
+            if !rule.sees(hit, is_local) {
+                continue;
+            }
+            let cands = per_source.candidates_for(d as usize, hit.src);
+            // At most 2 * 10 + 1 windows: a small fixed buffer.
+            let mut buf = [(0u32, 0u32); 32];
+            let mut n = 0;
+            for (c, cand) in cands.iter().enumerate().take(buf.len()) {
+                if cand.sequence.contains(knock) {
+                    buf[n] = (d, c as u32);
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                claimed = true;
+                st.door_hit(rule, cands, d, &buf[..n], hit.src, knock, now, out);
+            }
+        }
+        if !claimed
+            && scans.track > 0
+            && is_probe(hit)
+            && !retired_count.contains_key(&knock)
+            && (is_local(hit.dst) || targets.contains(&hit.dst))
+        {
+            scans.note(hit.src, knock, now);
         }
     }
 
@@ -908,6 +1002,7 @@ impl State<'_> {
     fn door_hit(
         &mut self,
         rule: &DoorRule,
+        cands: &[Candidate],
         d: u32,
         group: &[(u32, u32)],
         src: IpAddr,
@@ -919,7 +1014,7 @@ impl State<'_> {
         let t = rule.scan_threshold.min(MAX_SCAN_THRESHOLD);
         if t > 0 && self.scanned > t {
             for &(_, c) in group {
-                let Some(cand) = rule.candidates.get(c as usize) else {
+                let Some(cand) = cands.get(c as usize) else {
                     continue;
                 };
                 let tag = cand.tag;
@@ -936,7 +1031,7 @@ impl State<'_> {
         }
         let straggler = self.recent.straggler((src, d), knock, now, rule.timeout);
         for &(_, c) in group {
-            let Some(cand) = rule.candidates.get(c as usize) else {
+            let Some(cand) = cands.get(c as usize) else {
                 continue;
             };
             let tag = cand.tag;
@@ -955,7 +1050,7 @@ impl State<'_> {
                     });
                     if stage >= knocks.len() {
                         self.attempts.remove(&key);
-                        self.open(rule, d, src, tag, now, out);
+                        self.open(cands, d, src, tag, now, out);
                         return;
                     }
                     continue;
@@ -990,7 +1085,7 @@ impl State<'_> {
                     tag,
                     stage: 1,
                 });
-                self.open(rule, d, src, tag, now, out);
+                self.open(cands, d, src, tag, now, out);
                 return;
             }
             while self.attempts.len() >= self.cap {
@@ -1019,7 +1114,7 @@ impl State<'_> {
     /// opening for the straggler rule.
     fn open(
         &mut self,
-        rule: &DoorRule,
+        cands: &[Candidate],
         d: u32,
         src: IpAddr,
         tag: Tag,
@@ -1028,7 +1123,7 @@ impl State<'_> {
     ) {
         let door = d as usize;
         out.push(Event::Open { door, src, tag });
-        for c in &rule.candidates {
+        for c in cands {
             if let Some(a) = self.attempts.remove(&(src, d, c.tag)) {
                 out.push(Event::Fail {
                     door,
@@ -1038,7 +1133,7 @@ impl State<'_> {
                 });
             }
         }
-        if let Some(c) = rule.candidate(tag) {
+        if let Some(c) = cands.iter().find(|c| c.tag == tag) {
             self.recent.record((src, d), now, &c.sequence);
         }
     }
@@ -1122,6 +1217,158 @@ mod tests {
         }
     }
 
+    /// Per-source candidates from a table (what a bind-source door's
+    /// source derives), counting the questions.
+    struct Table(Vec<(IpAddr, Vec<Candidate>)>, usize);
+
+    impl PerSource for Table {
+        fn candidates_for(&mut self, _door: usize, src: IpAddr) -> &[Candidate] {
+            self.1 += 1;
+            self.0
+                .iter()
+                .find(|(ip, _)| *ip == src)
+                .map_or(&[][..], |(_, c)| c.as_slice())
+        }
+    }
+
+    fn cands(list: &[(Tag, &str)]) -> Vec<Candidate> {
+        list.iter()
+            .map(|&(tag, s)| Candidate {
+                tag,
+                sequence: seq(s),
+            })
+            .collect()
+    }
+
+    fn bound_rig(scan_threshold: usize) -> (Rig, Table) {
+        let mut rule = DoorRule {
+            candidates: Vec::new(),
+            ..door("1", 5)
+        };
+        rule.scan_threshold = scan_threshold;
+        let mut rig = Rig::new(vec![door("7000,8000", 5), rule]);
+        rig.m.set_bound(
+            1,
+            Some(BoundRange {
+                proto: Proto::Tcp,
+                lo: 20000,
+                hi: 29999,
+            }),
+        );
+        let table = Table(
+            vec![
+                (
+                    A,
+                    cands(&[(10, "21000,22000,23000"), (11, "24000,25000,26000")]),
+                ),
+                (
+                    B,
+                    cands(&[(10, "23000,22000,21000"), (11, "27000,28000,29000")]),
+                ),
+            ],
+            0,
+        );
+        (rig, table)
+    }
+
+    fn hit_with(rig: &mut Rig, t: &mut Table, ms: u64, h: Hit) -> Vec<Event> {
+        let mut out = Vec::new();
+        let now = rig.at(ms);
+        rig.m.on_hit_with(&h, now, &local, t, &mut out);
+        rig.m.check();
+        out
+    }
+
+    #[test]
+    fn bound_door_uses_each_sources_own_candidates() {
+        let (mut rig, mut t) = bound_rig(0);
+        // B sends A's sequence: nothing opens for B.
+        for (i, p) in [21000, 22000, 23000].into_iter().enumerate() {
+            let ev = hit_with(&mut rig, &mut t, i as u64, tcp(B, p));
+            assert!(
+                !ev.iter().any(|e| matches!(e, Event::Open { .. })),
+                "{ev:?}"
+            );
+        }
+        // A and B interleaved, each on its own candidate.
+        let mut opened = Vec::new();
+        for (i, (src, p)) in [
+            (A, 24000),
+            (B, 27000),
+            (A, 25000),
+            (B, 28000),
+            (A, 26000),
+            (B, 29000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for e in hit_with(&mut rig, &mut t, 10 + i as u64, tcp(src, p)) {
+                if let Event::Open { door, src, tag } = e {
+                    opened.push((door, src, tag));
+                }
+            }
+        }
+        assert_eq!(opened, vec![(1, A, 11), (1, B, 11)]);
+        // Ports outside the range never ask the source.
+        let asked = t.1;
+        hit_with(&mut rig, &mut t, 50, tcp(A, 19999));
+        hit_with(&mut rig, &mut t, 51, udp(A, 21000));
+        assert_eq!(t.1, asked);
+        // The indexed door still works next to it.
+        hit_with(&mut rig, &mut t, 60, tcp(A, 7000));
+        let ev = hit_with(&mut rig, &mut t, 61, tcp(A, 8000));
+        assert!(ev.contains(&Event::Open {
+            door: 0,
+            src: A,
+            tag: 0
+        }));
+    }
+
+    #[test]
+    fn bound_door_attempts_expire_and_fail_like_others() {
+        let (mut rig, mut t) = bound_rig(0);
+        hit_with(&mut rig, &mut t, 0, tcp(A, 21000));
+        hit_with(&mut rig, &mut t, 1, tcp(A, 22000));
+        assert_eq!(rig.m.progress(A, 1, 10), Some(2));
+        // A wrong knock of the same sequence fails it (stage 2: burnt).
+        let ev = hit_with(&mut rig, &mut t, 2, tcp(A, 21000));
+        assert!(ev.is_empty(), "a repeated earlier knock is ignored: {ev:?}");
+        let ev = rig.expire(6000);
+        assert_eq!(
+            ev,
+            vec![Event::Expired {
+                door: 1,
+                src: A,
+                tag: 10,
+                stage: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn bound_door_hits_off_the_sources_candidates_count_for_the_scan_guard() {
+        let (mut rig, mut t) = bound_rig(2);
+        // Three ports in the range that are not A's: foreign.
+        for (i, p) in [20001, 20002, 20003].into_iter().enumerate() {
+            hit_with(&mut rig, &mut t, i as u64, tcp(A, p));
+        }
+        for (i, p) in [24000, 25000, 26000].into_iter().enumerate() {
+            let ev = hit_with(&mut rig, &mut t, 10 + i as u64, tcp(A, p));
+            assert!(
+                !ev.iter().any(|e| matches!(e, Event::Open { .. })),
+                "{ev:?}"
+            );
+        }
+        // B, who did not scan, opens.
+        let mut open = false;
+        for (i, p) in [27000, 28000, 29000].into_iter().enumerate() {
+            let ev = hit_with(&mut rig, &mut t, 20 + i as u64, tcp(B, p));
+            open |= ev.iter().any(|e| matches!(e, Event::Open { door: 1, .. }));
+        }
+        assert!(open);
+    }
+
     impl Matcher {
         /// Internal consistency of the attempt bookkeeping.
         fn check(&self) {
@@ -1133,6 +1380,11 @@ mod tests {
             for (key, &slot) in &at.map {
                 let a = at.slots[slot as usize].as_ref().expect("live slot");
                 assert_eq!(&a.key, key);
+                if self.bound.iter().any(|&(d, _)| d == key.1) {
+                    // Source-bound: the candidates live in the source.
+                    assert!(a.matched >= 1);
+                    continue;
+                }
                 let len = self.doors[key.1 as usize]
                     .candidate(key.2)
                     .expect("attempt on a current candidate")
