@@ -11,8 +11,10 @@ packages=(
   hping3        # crafted packets in the end-to-end tests
   strace        # injects ENOSPC in the disk-full fault test
   iptables      # the firewall of the client tests (DROP until the door opens; a lost hit)
-  socat         # the service behind that firewall
+  socat         # the service behind that firewall, next to the knock ports
   python3       # runs the reference implementation in contrib/ against the test vectors
+  nmap          # port scans (SYN and connect) in the matching tests
+  netcat-openbsd # connect()-based knocks that retransmit their SYN
 )
 
 missing=()

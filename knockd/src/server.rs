@@ -535,7 +535,7 @@ impl Server<'_> {
     /// Whether the filter must also pass every connection attempt (TCP SYN
     /// without ACK, any UDP) to the listening addresses, for the scan guard.
     fn watch_attempts(&self) -> bool {
-        false
+        self.matcher.wants_all_probes()
     }
 
     /// After a notification (or a source's own deadline): re-read the

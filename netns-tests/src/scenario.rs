@@ -114,6 +114,27 @@ pub fn wait_lines(path: &Path, n: usize, d: &Daemon) -> Vec<String> {
     lines(path)
 }
 
+/// Knock (again) until `path` has `n` lines, at most 10 s. A repeat of
+/// the same knock from the same address within the door's `Seq_Timeout`
+/// of its opening is a straggler of that knock and opens nothing, so doors
+/// knocked again use a short `Seq_Timeout`.
+pub fn knock_until_lines<T>(path: &Path, n: usize, d: &Daemon, mut knock: impl FnMut() -> T) {
+    let done = wait::poll_until(Duration::from_secs(10), || {
+        let _ = knock();
+        wait::poll_until(Duration::from_millis(300), || {
+            (lines(path).len() >= n).then_some(())
+        })
+    });
+    if done.is_none() {
+        panic!(
+            "{} does not have {n} line(s) after knocking for 10 s: {:?}\n{}",
+            path.display(),
+            lines(path),
+            d.dump()
+        );
+    }
+}
+
 /// Repeat `knock` until `file` appears (for states right after a reload or
 /// an interface outage), for at most `timeout`. Returns whether it did.
 pub fn knock_until(file: &Path, timeout: Duration, mut knock: impl FnMut()) -> bool {

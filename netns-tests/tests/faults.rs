@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netns_tests::proc::{pids_in_ns, run_with_timeout};
-use netns_tests::scenario::{knock_until, lines, wait_lines, QUIET};
+use netns_tests::scenario::{knock_until, knock_until_lines, lines, wait_lines, QUIET};
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, expect_file, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
@@ -194,7 +194,9 @@ fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
             "fixed",
             &[
                 ("Sequence", "5000,5001"),
-                ("Seq_Timeout", "5"),
+                // Knocked again and again: past Seq_Timeout of its last
+                // opening, a knock is no straggler.
+                ("Seq_Timeout", "1"),
                 ("Start_Command", fixed.as_str()),
             ],
         )
@@ -203,8 +205,9 @@ fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
 /// The fixed door of [`otp_and_fixed`] still opens (n-th time).
 fn fixed_door_works(lab: &Lab, d: &Daemon, n: usize) {
     let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "5000", "5001"]);
-    wait_lines(&lab.path("fixed"), n, d);
+    knock_until_lines(&lab.path("fixed"), n, d, || {
+        lab.knock(&lab.client_ns, &[&h, "5000", "5001"])
+    });
 }
 
 #[test]
@@ -311,27 +314,33 @@ fn fault_hanging_start_command_blocks_nothing() {
     let conf = Conf::new(&[])
         .door(
             "hang",
-            &[("Sequence", "7000"), ("Start_Command", hang.as_str())],
+            &[
+                ("Sequence", "7000"),
+                ("Seq_Timeout", "1"),
+                ("Start_Command", hang.as_str()),
+            ],
         )
         .door(
             "ok",
             &[
                 ("Sequence", "8000,9000"),
-                ("Seq_Timeout", "5"),
+                ("Seq_Timeout", "1"),
                 ("Start_Command", ok.as_str()),
             ],
         );
     let mut d = lab.our_daemon(&conf);
     let h = lab.s4();
     for n in 1..=3 {
-        lab.knock(&lab.client_ns, &[&h, "7000"]);
-        wait_lines(&lab.path("hung"), n, &d);
+        knock_until_lines(&lab.path("hung"), n, &d, || {
+            lab.knock(&lab.client_ns, &[&h, "7000"])
+        });
     }
     // Three commands hang; the other door and the capture loop do not care.
-    lab.knock(&lab.client_ns, &[&h, "8000", "9000"]);
-    wait_lines(&lab.path("ok"), 1, &d);
-    lab.knock(&lab.client_ns, &[&h, "8000", "9000"]);
-    wait_lines(&lab.path("ok"), 2, &d);
+    for n in 1..=2 {
+        knock_until_lines(&lab.path("ok"), n, &d, || {
+            lab.knock(&lab.client_ns, &[&h, "8000", "9000"])
+        });
+    }
 
     // Shutdown completes: the hung commands are killed after the grace
     // period, with their children (process groups).
@@ -435,7 +444,7 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
         "door",
         &[
             ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "5"),
+            ("Seq_Timeout", "1"),
             ("Start_Command", opens.as_str()),
         ],
     );
@@ -466,8 +475,9 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
         d.expect_log_count("keeping the running configuration", n + 1);
         let _ = what;
         d.assert_running();
-        lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
-        wait_lines(&lab.path("opens"), n + 1, &d);
+        knock_until_lines(&lab.path("opens"), n + 1, &d, || {
+            lab.knock(&lab.client_ns, &[&h, "7000", "8000"])
+        });
     }
     assert!(
         d.log_count(&d.conf.display().to_string()) >= breakers.len(),

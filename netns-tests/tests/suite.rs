@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netns_tests::scenario::{knock_until, lines, wait_lines, QUIET};
 use netns_tests::wait::{self, poll_until, DEFAULT_TIMEOUT};
@@ -130,8 +130,10 @@ fn wrong_order_and_wrong_port_do_not_open() {
     let c = &lab.client_ns;
     lab.knock(c, &[&h, "8000", "7000", "9000"]);
     lab.knock(c, &[&h, "7000", "9000", "8000"]);
-    lab.knock(c, &[&h, "7000", "8000", "9001"]);
     lab.knock(c, &[&h, "7001", "8000", "9000"]);
+    // Last: 9001 is no port of the sequence, so this attempt stays at
+    // stage 2 (a later 8000 would be a duplicate and 9000 would open).
+    lab.knock(c, &[&h, "7000", "8000", "9001"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
     assert_eq!(d.log_count("OPEN SESAME"), 0, "{}", d.dump());
     // The daemon is fine and the right sequence opens.
@@ -187,13 +189,29 @@ fn single_port_door_opens_on_every_knock() {
     require_root!("single_port_door_opens_on_every_knock");
     let lab = Lab::new("s-single");
     let cmd = lab.append_ip("opened");
-    let conf = Conf::new(&[]).door("door", &[("Sequence", "7000"), ("Command", cmd.as_str())]);
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000"),
+            ("Seq_Timeout", "1"),
+            ("Command", cmd.as_str()),
+        ],
+    );
     let d = lab.our_daemon(&conf);
     let h = lab.s4();
     lab.knock(&lab.client_ns, &[&h, "7000"]);
     wait_lines(&lab.path("opened"), 1, &d);
-    // Without a stop command the command runs on every successful knock.
-    lab.knock(&lab.client_ns, &[&h, "7000"]);
+    let t0 = Instant::now();
+    // Without a stop command the command runs on every successful knock
+    // (once Seq_Timeout has passed: before, a repeat is a straggler).
+    let again = poll_until(Duration::from_secs(5), || {
+        lab.knock(&lab.client_ns, &[&h, "7000"]);
+        wait::poll_until(Duration::from_millis(300), || {
+            (lines(&lab.path("opened")).len() >= 2).then_some(())
+        })
+    });
+    assert!(again.is_some(), "second knock never opened\n{}", d.dump());
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{}", d.dump());
     let l = wait_lines(&lab.path("opened"), 2, &d);
     assert_eq!(
         l,
@@ -231,14 +249,26 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     let lab = Lab::new("s-resched");
     let start_cmd = stamp_ip(&lab, "start");
     let stop_cmd = stamp_ip(&lab, "stop");
-    let conf = start_stop("7000,8000", &start_cmd, "2", &stop_cmd);
+    // Seq_Timeout 1: a knock more than 1 s after the opening is a new
+    // knock, not a straggler of the first.
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000,8000"),
+            ("Seq_Timeout", "1"),
+            ("Start_Command", start_cmd.as_str()),
+            ("Cmd_Timeout", "2"),
+            ("Stop_Command", stop_cmd.as_str()),
+        ],
+    );
     let d = lab.our_daemon(&conf);
     let h = lab.s4();
     lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
     let started = wait_stamps(&lab.path("start"), 1, &d)[0].0;
-    // Knock again once the first stop is at most a second away.
+    // Knock again once the opening is more than Seq_Timeout old (and the
+    // first stop less than a second away).
     poll_until(DEFAULT_TIMEOUT, || {
-        (unix_now() >= started + 1.0).then_some(())
+        (unix_now() >= started + 1.1).then_some(())
     })
     .expect("the clock moves");
     let second_knock = unix_now();
