@@ -458,8 +458,17 @@ impl Server<'_> {
     /// door's candidate sequences (a source-bound door: its whole port
     /// range), per protocol, go into the BPF filter.
     fn apply_filter(&mut self) {
+        // A handle that takes no filter (its interface went away while the
+        // loop had not noticed yet) is no capture: reopen it.
+        if let Err(e) = self.install_filter() {
+            self.lose_capture(&e, Instant::now());
+        }
+    }
+
+    /// Build the filter and install it on the capture, if there is one.
+    fn install_filter(&mut self) -> Result<(), String> {
         if self.capture.is_none() {
-            return;
+            return Ok(());
         }
         let mut spec = bpf::FilterSpec {
             watch_attempts: self.watch_attempts(),
@@ -498,11 +507,11 @@ impl Server<'_> {
             }
         }
         let Some(cap) = self.capture.as_mut() else {
-            return;
+            return Ok(());
         };
         let program = bpf::build(cap.link(), &spec);
         match cap.set_filter(&program) {
-            Err(e) => self.log.error(&e),
+            Err(e) => return Err(e.to_string()),
             Ok(false) => {}
             Ok(true) => {
                 // Sizes only: the ports are the doors' secrets.
@@ -530,6 +539,7 @@ impl Server<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Whether the filter must also pass every connection attempt (TCP SYN
@@ -626,18 +636,27 @@ impl Server<'_> {
             Ok(c) => {
                 self.capture = Some(c);
                 self.local = capture::interface_addresses(&self.iface, self.settings.ipv4_only);
-                self.apply_filter();
-                self.log.log(&format!("{}: capture reopened", self.iface));
-            }
-            Err(e) => {
-                if !self.outage_logged {
-                    self.log.error(&format!("{e}; retrying"));
-                    self.outage_logged = true;
+                match self.install_filter() {
+                    Ok(()) => self.log.log(&format!("{}: capture reopened", self.iface)),
+                    Err(e) => {
+                        self.capture = None;
+                        self.reopen_failed(&e, now);
+                    }
                 }
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                self.reopen_at = now + self.backoff;
             }
+            Err(e) => self.reopen_failed(&e, now),
         }
+    }
+
+    /// The capture could not be reopened: say so once per outage, and try
+    /// again after a longer back-off.
+    fn reopen_failed(&mut self, e: &dyn std::fmt::Display, now: Instant) {
+        if !self.outage_logged {
+            self.log.error(&format!("{e}; retrying"));
+            self.outage_logged = true;
+        }
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.reopen_at = now + self.backoff;
     }
 
     /// Handle the frames waiting in the capture (at most [`BATCH`]); returns
