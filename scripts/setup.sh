@@ -11,6 +11,10 @@ packages=(
   hping3        # crafted packets in the end-to-end tests
   strace        # injects ENOSPC in the disk-full fault test
   python3       # runs the reference implementation in contrib/ against the test vectors
+  nmap          # port scans (SYN and connect) in the matching tests
+  netcat-openbsd # connect()-based knocks that retransmit their SYN
+  socat         # an ordinary service next to the knock ports
+  iptables      # DROP the knock ports, as a real firewall does
 )
 
 missing=()

@@ -85,7 +85,10 @@ impl Rng {
     }
 }
 
-fn workload(n: usize) -> Vec<Vec<u8>> {
+/// The mixed workload; with `probes`, the background traffic is TCP SYNs
+/// to random ports no door uses (what the capture passes when the scan
+/// guard is on: every connection attempt), from random sources.
+fn workload(n: usize, probes: bool) -> Vec<Vec<u8>> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut frames = Vec::with_capacity(n);
     let mut legit = 0u32;
@@ -96,6 +99,10 @@ fn workload(n: usize) -> Vec<Vec<u8>> {
             // Spoofed first knocks from random sources.
             0..=3 => ether(0x0800, false, &ipv4(src4, 6, &tcp(7000, 0x02))),
             // Background traffic on unrelated ports.
+            4 | 5 if probes => {
+                let port = 10_000 + (r >> 48) as u16 % 50_000;
+                ether(0x0800, false, &ipv4(src4, 6, &tcp(port, 0x02)))
+            }
             4 | 5 => ether(0x0800, false, &ipv4(src4, 6, &tcp(443, 0x10))),
             // A complete legitimate sequence from one source.
             6 => {
@@ -121,6 +128,16 @@ fn workload(n: usize) -> Vec<Vec<u8>> {
     }
     frames.truncate(n);
     frames
+}
+
+fn guarded(threshold: usize) -> Vec<DoorRule> {
+    doors()
+        .into_iter()
+        .map(|d| DoorRule {
+            scan_threshold: threshold,
+            ..d
+        })
+        .collect()
 }
 
 fn doors() -> Vec<DoorRule> {
@@ -159,7 +176,7 @@ fn doors() -> Vec<DoorRule> {
 }
 
 fn bench(c: &mut Criterion) {
-    let frames = workload(100_000);
+    let frames = workload(100_000, false);
     let mut group = c.benchmark_group("decode+match");
     group.throughput(Throughput::Elements(frames.len() as u64));
     group.sample_size(20);
@@ -185,6 +202,36 @@ fn bench(c: &mut Criterion) {
                 black_box((opens, m.attempts()))
             })
         });
+    }
+    group.finish();
+
+    // The scan guard's cost: the same workload with SYN probes to random
+    // ports as background traffic, guard off and on (every probe then
+    // updates the per-source scan table).
+    let probes = workload(100_000, true);
+    let mut group = c.benchmark_group("decode+match, probes");
+    group.throughput(Throughput::Elements(probes.len() as u64));
+    group.sample_size(20);
+    for threshold in [0usize, 8] {
+        group.bench_with_input(
+            BenchmarkId::new("scan_threshold", threshold),
+            &threshold,
+            |b, &threshold| {
+                b.iter(|| {
+                    let mut m = Matcher::new(guarded(threshold), 100_000);
+                    let base = Instant::now();
+                    let mut out: Vec<Event> = Vec::with_capacity(16);
+                    for (i, f) in probes.iter().enumerate() {
+                        let now = base + Duration::from_micros(10 * i as u64);
+                        if let Ok(hit) = decode(LinkType::Ethernet, f) {
+                            m.on_hit(&hit, now, &is_local, &mut out);
+                        }
+                        out.clear();
+                    }
+                    black_box(m.attempts())
+                })
+            },
+        );
     }
     group.finish();
 

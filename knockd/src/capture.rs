@@ -1,18 +1,18 @@
 //! Packet capture: a non-blocking libpcap handle whose file descriptor the
-//! event loop polls, the BPF filter that lets only possible knocks through,
-//! and the addresses of the listening interface.
+//! event loop polls, with the BPF filter of [`crate::bpf`] that lets only
+//! possible knocks through, and the addresses of the listening interface.
 //!
-//! The filter matches addresses and ports only. TCP flags are checked in
-//! Rust, because libpcap's `tcp[tcpflags]` silently matches no IPv6 packet.
+//! The filter is built by hand and installed through libpcap
+//! (`pcap_setfilter`), which adapts it to Linux cooked sockets and falls
+//! back to filtering in user space if the kernel refuses it.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use knock_common::{Knock, Proto};
-
+use crate::bpf::Program;
 use crate::packet::LinkType;
+use crate::pcap_ffi;
 
 /// Bytes captured per packet: enough for the link header (with VLAN tags or
 /// SLL2), an IPv6 header with a few extension headers and a TCP header.
@@ -26,7 +26,7 @@ pub const BUFFER_SIZE: i32 = 4 << 20;
 pub struct Capture {
     cap: pcap::Capture<pcap::Active>,
     link: LinkType,
-    filter: Option<String>,
+    filter: Option<Program>,
 }
 
 impl Capture {
@@ -61,16 +61,26 @@ impl Capture {
         self.link
     }
 
-    /// Install `filter` unless it is the one already installed.
-    pub fn set_filter(&mut self, filter: &str) -> Result<(), String> {
-        if self.filter.as_deref() == Some(filter) {
-            return Ok(());
+    /// Install `filter` unless it is the one already installed. Returns
+    /// whether it was installed now.
+    pub fn set_filter(&mut self, filter: &Program) -> Result<bool, String> {
+        if self.filter.as_ref() == Some(filter) {
+            return Ok(false);
         }
-        self.cap
-            .filter(filter, optimize(filter))
-            .map_err(|e| format!("cannot install capture filter \"{filter}\": {e}"))?;
-        self.filter = Some(filter.to_string());
-        Ok(())
+        pcap_ffi::set_filter(&mut self.cap, filter.instructions()).map_err(|e| {
+            format!(
+                "cannot install the capture filter ({} instructions): {e}",
+                filter.len()
+            )
+        })?;
+        self.filter = Some(filter.clone());
+        Ok(true)
+    }
+
+    /// How many instructions the kernel runs as this capture's filter (0:
+    /// none, so libpcap filters in user space), if the kernel says.
+    pub fn kernel_filter_len(&self) -> Option<usize> {
+        pcap_ffi::kernel_filter_len(self.cap.as_fd())
     }
 
     /// The next captured frame, `Ok(None)` when none is waiting.
@@ -115,169 +125,113 @@ pub fn interface_addresses(iface: &str, ipv4_only: bool) -> BTreeSet<IpAddr> {
         .collect()
 }
 
-/// The BPF filter for the given destination addresses and knocks: packets
-/// to one of `hosts` that are TCP or UDP to one of the knocks' ports. IPv6
-/// packets to those hosts that carry extension headers pass too (the
-/// filter language cannot follow the header chain; the decoder does).
-/// With nothing to listen for, the filter matches nothing.
-/// The filter that lets no packet through (nothing to listen for).
-pub const MATCH_NOTHING: &str = "ip and not ip";
-
-/// Whether to let libpcap optimise `filter`. Its optimiser refuses a filter
-/// that can never match ("expression rejects all packets"), so
-/// [`MATCH_NOTHING`] is installed as written.
-pub fn optimize(filter: &str) -> bool {
-    filter != MATCH_NOTHING
-}
-
-pub fn build_filter(hosts: &BTreeSet<IpAddr>, knocks: &BTreeSet<Knock>, link: LinkType) -> String {
-    if hosts.is_empty() || knocks.is_empty() {
-        return MATCH_NOTHING.to_string();
-    }
-    let host_expr = hosts
-        .iter()
-        .map(|h| format!("dst host {h}"))
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let mut port_exprs = Vec::new();
-    for proto in [Proto::Tcp, Proto::Udp] {
-        // Runs of 3 or more consecutive ports (a source-bound rotating
-        // door passes its whole range) become one `portrange`.
-        let sorted: Vec<u16> = knocks
-            .iter()
-            .filter(|k| k.proto == proto)
-            .map(|k| k.port)
-            .collect();
-        let mut ports: Vec<String> = Vec::new();
-        let mut ranges: Vec<String> = Vec::new();
-        for run in sorted.chunk_by(|a, b| u32::from(*a) + 1 == u32::from(*b)) {
-            match run {
-                [lo, .., hi] if run.len() >= 3 => ranges.push(format!("{lo}-{hi}")),
-                _ => ports.extend(run.iter().map(u16::to_string)),
-            }
-        }
-        if !ports.is_empty() {
-            port_exprs.push(format!("({proto} dst port ({}))", ports.join(" or ")));
-        }
-        for r in ranges {
-            port_exprs.push(format!("({proto} dst portrange {r})"));
-        }
-    }
-    let mut inner = format!("({host_expr}) and ({}", port_exprs.join(" or "));
-    if hosts.iter().any(IpAddr::is_ipv6) {
-        // Hop-by-hop, routing, fragment and destination options headers.
-        let _ = write!(
-            inner,
-            " or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60))"
-        );
-    }
-    inner.push(')');
-    match link {
-        // Frames that still carry an 802.1Q tag need the `vlan` offset shift.
-        LinkType::Ethernet => format!("({inner}) or (vlan and ({inner}))"),
-        _ => inner,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::{self, FilterSpec};
+    use crate::packet;
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
 
     fn set<T: Ord>(v: impl IntoIterator<Item = T>) -> BTreeSet<T> {
         v.into_iter().collect()
     }
 
-    #[test]
-    fn runs_of_consecutive_ports_become_port_ranges() {
-        let hosts = set(["10.0.0.1".parse().unwrap()]);
-        let mut knocks: BTreeSet<Knock> = (1024..=65535).map(Knock::tcp).collect();
-        knocks.extend([Knock::tcp(80), Knock::tcp(81), Knock::udp(7000)]);
-        let f = build_filter(&hosts, &knocks, LinkType::RawIp);
-        assert_eq!(
-            f,
-            "(dst host 10.0.0.1) and ((tcp dst port (80 or 81)) or \
-             (tcp dst portrange 1024-65535) or (udp dst port (7000)))"
-        );
-    }
-
-    #[test]
-    fn filter_lists_hosts_and_ports_per_protocol() {
-        let hosts = set(["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()]);
-        let knocks = set([Knock::tcp(7000), Knock::tcp(8000), Knock::udp(9000)]);
-        let f = build_filter(&hosts, &knocks, LinkType::RawIp);
-        assert_eq!(
-            f,
-            "(dst host 10.0.0.1 or dst host fd00::1) and ((tcp dst port (7000 or 8000)) or \
-             (udp dst port (9000)) or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60)))"
-        );
-        let v4 = build_filter(
-            &set(["10.0.0.1".parse().unwrap()]),
-            &knocks,
-            LinkType::RawIp,
-        );
-        assert!(!v4.contains("ip6"), "{v4}");
-        let eth = build_filter(&hosts, &knocks, LinkType::Ethernet);
-        assert!(eth.contains(") or (vlan and ("), "{eth}");
-    }
-
-    #[test]
-    fn nothing_to_listen_for_matches_nothing() {
-        let knocks = set([Knock::tcp(7000)]);
-        assert_eq!(
-            build_filter(&BTreeSet::new(), &knocks, LinkType::Ethernet),
-            "ip and not ip"
-        );
-        let hosts = set(["10.0.0.1".parse().unwrap()]);
-        assert_eq!(
-            build_filter(&hosts, &BTreeSet::new(), LinkType::Ethernet),
-            "ip and not ip"
-        );
-    }
-
-    #[test]
-    fn filters_compile_with_libpcap() {
-        let hosts = set(["10.0.0.1".parse().unwrap(), "fe80::1".parse().unwrap()]);
-        let knocks = set([Knock::tcp(7000), Knock::udp(9000)]);
-        for (link, dlt) in [
-            (LinkType::Ethernet, pcap::Linktype::ETHERNET),
-            (LinkType::LinuxSll, pcap::Linktype::LINUX_SLL),
-            (LinkType::RawIp, pcap::Linktype(12)),
-        ] {
-            let cap = pcap::Capture::dead(dlt).unwrap();
-            for f in [
-                build_filter(&hosts, &knocks, link),
-                build_filter(&BTreeSet::new(), &knocks, link),
-            ] {
-                cap.compile(&f, optimize(&f))
-                    .unwrap_or_else(|e| panic!("{f:?} does not compile: {e}"));
-            }
-        }
-    }
-
-    /// A live handle refuses an optimised never-matching filter where a
-    /// dead one does not, so this opens loopback (needs CAP_NET_RAW).
-    #[test]
-    fn match_nothing_installs_on_a_live_capture() {
-        let mut cap = match Capture::open("lo") {
-            Ok(c) => c,
+    /// Open `iface`, or `None` (a skip, refused under CI) without the
+    /// privilege to capture.
+    fn open_or_skip(iface: &str, test: &str) -> Option<Capture> {
+        match Capture::open(iface) {
+            Ok(c) => Some(c),
             Err(e) if e.contains("permitted") => {
-                eprintln!("SKIPPED match_nothing_installs_on_a_live_capture: {e}");
+                eprintln!("SKIPPED {test}: {e}");
                 assert_ne!(
                     std::env::var("CI").as_deref(),
                     Ok("true"),
                     "needs root in CI"
                 );
-                return;
+                None
             }
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// UDP destination ports of the frames `cap` delivers within `wait`,
+    /// until one to `until` arrives.
+    fn udp_ports_until(cap: &mut Capture, until: u16, wait: Duration) -> Vec<u16> {
+        let deadline = Instant::now() + wait;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            let link = cap.link();
+            match cap.next_frame().unwrap() {
+                Some(f) => {
+                    if let Ok(hit) = packet::decode(link, f) {
+                        seen.push(hit.dst_port);
+                        if hit.dst_port == until {
+                            break;
+                        }
+                    }
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        seen
+    }
+
+    /// The program that matches nothing installs on a live handle (libpcap
+    /// refuses an *optimised* never-matching expression there).
+    #[test]
+    fn match_nothing_installs_on_a_live_capture() {
+        let Some(mut cap) = open_or_skip("lo", "match_nothing_installs_on_a_live_capture") else {
+            return;
         };
-        let knocks = set([Knock::tcp(7000)]);
-        let f = build_filter(&BTreeSet::new(), &knocks, cap.link());
-        assert_eq!(f, MATCH_NOTHING);
-        cap.set_filter(&f).unwrap();
-        let hosts = set(["127.0.0.1".parse().unwrap()]);
-        cap.set_filter(&build_filter(&hosts, &knocks, cap.link()))
-            .unwrap();
+        let spec = FilterSpec {
+            tcp_ports: set([7000]),
+            ..FilterSpec::default()
+        };
+        let p = bpf::build(cap.link(), &spec);
+        assert!(p.matches_nothing());
+        assert!(cap.set_filter(&p).unwrap());
+        assert!(!cap.set_filter(&p).unwrap(), "same program installed twice");
+        assert_eq!(cap.kernel_filter_len(), Some(1));
+    }
+
+    /// On Ethernet (`lo`) and Linux cooked capture (`any`), the program runs
+    /// in the kernel (libpcap rewrites the cooked offsets) and lets exactly
+    /// the door's datagrams through: one to another port is dropped, the
+    /// next to the door port arrives.
+    #[test]
+    fn filter_runs_in_the_kernel_on_ethernet_and_cooked_captures() {
+        for iface in ["lo", "any"] {
+            let Some(mut cap) = open_or_skip(iface, "filter_runs_in_the_kernel") else {
+                return;
+            };
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            // Two free ports: one the door's, one not.
+            let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let door = probe.local_addr().unwrap().port();
+            let other = sock.local_addr().unwrap().port();
+            let spec = FilterSpec {
+                hosts: set(["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()]),
+                udp_ports: (1..=4000).step_by(2).chain([door]).collect(),
+                tcp_ports: (3000..=5000).step_by(3).collect(),
+                watch_attempts: false,
+            };
+            let p = bpf::build(cap.link(), &spec);
+            assert!(p.len() > 1000, "{}", p.len());
+            cap.set_filter(&p).unwrap();
+            assert_eq!(
+                cap.kernel_filter_len(),
+                Some(p.len()),
+                "{iface}: filter not in the kernel"
+            );
+            for port in [other, door] {
+                sock.send_to(b"x", ("127.0.0.1", port)).unwrap();
+            }
+            let seen = udp_ports_until(&mut cap, door, Duration::from_secs(10));
+            // `any` sees a loopback packet on its way out and in.
+            assert!(seen.contains(&door), "{iface}: {seen:?}");
+            assert!(seen.iter().all(|&p| p == door), "{iface}: {seen:?}");
+        }
     }
 
     #[test]

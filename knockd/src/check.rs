@@ -309,6 +309,7 @@ mod tests {
             "Seq_Timeout:        25 s",
             "TCPFlags:           syn,!ack",
             "Target:             192.0.2.1",
+            "Scan_Threshold:     8 (a source that touched more distinct other ports cannot knock)",
             "Start_Command:      open %IP%",
             "Start_Command_6:    (none: nothing runs for IPv6 knocks)",
             "Cmd_Timeout:        7 s",

@@ -1341,6 +1341,8 @@ mod tests {
         assert_eq!(d.seq_timeout, DEFAULT_SEQ_TIMEOUT);
         assert_eq!(d.seq_timeout, Duration::from_secs(25));
         assert_eq!(d.cmd_timeout, DEFAULT_CMD_TIMEOUT);
+        assert_eq!(d.scan_threshold, DEFAULT_SCAN_THRESHOLD);
+        assert_eq!(d.scan_threshold, 8);
         assert_eq!(d.cmd_timeout, Duration::from_secs(10));
         assert_eq!(d.tcp_flags, None);
         assert_eq!(d.target, None);
@@ -1442,6 +1444,11 @@ mod tests {
                 d.seq_timeout == Duration::from_secs(7)
             }),
             ("SEQ_TIMEOUT=7", |d| d.seq_timeout == Duration::from_secs(7)),
+            ("Scan_Threshold = 0", |d| d.scan_threshold == 0),
+            ("scan_threshold=20", |d| d.scan_threshold == 20),
+            ("SCAN_THRESHOLD = 64", |d| {
+                d.scan_threshold == MAX_SCAN_THRESHOLD
+            }),
             ("Timeout = 8", |d| d.seq_timeout == Duration::from_secs(8)),
             ("timeout = 8", |d| d.seq_timeout == Duration::from_secs(8)),
             ("seq_timeout = 31536000", |d| {
@@ -1720,6 +1727,32 @@ mod tests {
             "[d]\nsequence = 1\ntcpflags =",
             Some(3),
             &["\"tcpflags\"", "empty value"],
+        ),
+        // scan guard
+        (
+            "[d]\nsequence = 1\nscan_threshold = 65",
+            Some(3),
+            &["scan_threshold \"65\"", "from 0 (guard off) to 64"],
+        ),
+        (
+            "[d]\nsequence = 1\n\nScan_Threshold = -1",
+            Some(4),
+            &["Scan_Threshold \"-1\"", "not a whole number"],
+        ),
+        (
+            "[d]\nsequence = 1\nscan_threshold = +3",
+            Some(3),
+            &["\"+3\""],
+        ),
+        (
+            "[d]\nsequence = 1\nscan_threshold = yes",
+            Some(3),
+            &["\"yes\""],
+        ),
+        (
+            "[options]\nscan_threshold = 3\n[d]\nsequence = 1",
+            Some(2),
+            &["door directive"],
         ),
         // timeouts
         (

@@ -565,6 +565,8 @@ pub const SCAN_SETS: usize = 4096;
 pub const SCAN_WAYS: usize = 4;
 /// Largest `scan_threshold` honoured (larger values count as this).
 pub const MAX_SCAN_THRESHOLD: usize = 64;
+// Entry lengths are `u8`.
+const _: () = assert!(MAX_SCAN_THRESHOLD < u8::MAX as usize);
 
 /// The last opening per (source, door), for the straggler rule.
 #[derive(Debug, Default)]
@@ -597,22 +599,25 @@ impl Recent {
     }
 }
 
-/// One source's distinct foreign knocks.
-#[derive(Debug, Clone)]
+/// One source's entry in the scan table.
+#[derive(Debug, Clone, Copy)]
 struct ScanEntry {
     src: IpAddr,
-    /// When the last new distinct knock was added (or, when `knocks` is
+    /// When the last new distinct knock was added (or, when the entry is
     /// full, the last foreign hit).
     last: Instant,
-    /// Distinct foreign knocks, at most `track` of them.
-    knocks: Vec<Knock>,
+    /// Distinct foreign knocks stored in the entry's row of
+    /// [`ScanTable::knocks`], at most `track`.
+    len: u8,
 }
 
 /// Distinct foreign knocks per source, in a fixed-size set-associative
-/// table (see the module doc).
+/// table (see the module doc). Allocated once, only with the guard on:
+/// entries plus a flat row of `track` knocks per entry.
 #[derive(Debug)]
 struct ScanTable {
     entries: Vec<Option<ScanEntry>>,
+    knocks: Vec<Knock>,
     hasher: std::collections::hash_map::RandomState,
     /// Knocks kept per source: one more than the largest threshold.
     track: usize,
@@ -620,20 +625,18 @@ struct ScanTable {
 
 impl ScanTable {
     fn new(track: usize) -> Self {
+        let n = if track > 0 { SCAN_SETS * SCAN_WAYS } else { 0 };
         ScanTable {
-            entries: if track > 0 {
-                vec![None; SCAN_SETS * SCAN_WAYS]
-            } else {
-                Vec::new()
-            },
+            entries: vec![None; n],
+            knocks: vec![Knock::tcp(0); n * track],
             hasher: Default::default(),
             track,
         }
     }
 
-    fn set(&self, src: IpAddr) -> std::ops::Range<usize> {
-        let set = (self.hasher.hash_one(src) as usize) & (SCAN_SETS - 1);
-        set * SCAN_WAYS..(set + 1) * SCAN_WAYS
+    /// First entry index of `src`'s set.
+    fn set(&self, src: IpAddr) -> usize {
+        ((self.hasher.hash_one(src) as usize) & (SCAN_SETS - 1)) * SCAN_WAYS
     }
 
     fn live(e: &ScanEntry, now: Instant) -> bool {
@@ -645,12 +648,13 @@ impl ScanTable {
         if self.entries.is_empty() {
             return 0;
         }
-        self.entries[self.set(src)]
+        let set = self.set(src);
+        self.entries[set..set + SCAN_WAYS]
             .iter()
             .flatten()
             .find(|e| e.src == src)
             .filter(|e| Self::live(e, now))
-            .map_or(0, |e| e.knocks.len())
+            .map_or(0, |e| usize::from(e.len))
     }
 
     /// `src` touched the foreign `knock` at `now`.
@@ -658,43 +662,41 @@ impl ScanTable {
         if self.entries.is_empty() {
             return;
         }
-        let range = self.set(src);
-        let ways = &mut self.entries[range];
-        let i = match ways
-            .iter()
-            .position(|e| e.as_ref().is_some_and(|e| e.src == src))
-        {
-            Some(i) => i,
+        let set = self.set(src);
+        let ways = &mut self.entries[set..set + SCAN_WAYS];
+        let w = match ways.iter().position(|e| e.is_some_and(|e| e.src == src)) {
+            Some(w) => w,
             None => {
                 // An empty or forgotten way, else the fewest knocks, the
                 // least recent on ties.
-                let i = ways
+                let w = ways
                     .iter()
                     .enumerate()
                     .min_by_key(|(_, e)| match e {
                         None => (0, 0, None),
                         Some(e) if !Self::live(e, now) => (0, 1, None),
-                        Some(e) => (1, e.knocks.len(), Some(e.last)),
+                        Some(e) => (1, e.len, Some(e.last)),
                     })
-                    .map_or(0, |(i, _)| i);
-                let mut knocks = ways[i].take().map(|e| e.knocks).unwrap_or_default();
-                knocks.clear();
-                ways[i] = Some(ScanEntry {
+                    .map_or(0, |(w, _)| w);
+                ways[w] = Some(ScanEntry {
                     src,
                     last: now,
-                    knocks,
+                    len: 0,
                 });
-                i
+                w
             }
         };
-        let Some(e) = ways[i].as_mut() else { return };
+        let Some(e) = ways[w].as_mut() else { return };
         if !Self::live(e, now) {
-            e.knocks.clear();
+            e.len = 0;
         }
-        if e.knocks.len() >= self.track {
+        let row = (set + w) * self.track;
+        let len = usize::from(e.len);
+        if len >= self.track {
             e.last = now;
-        } else if !e.knocks.contains(&knock) {
-            e.knocks.push(knock);
+        } else if !self.knocks[row..row + len].contains(&knock) {
+            self.knocks[row + len] = knock;
+            e.len += 1;
             e.last = now;
         }
     }
@@ -825,7 +827,7 @@ impl Matcher {
         let mut st = State {
             attempts,
             recent,
-            scans,
+            scanned: scans.count(hit.src, now),
             cap: *cap,
         };
         for group in pairs
@@ -943,7 +945,8 @@ impl Matcher {
 struct State<'a> {
     attempts: &'a mut Attempts,
     recent: &'a mut Recent,
-    scans: &'a ScanTable,
+    /// Distinct foreign knocks the hit's source touched recently.
+    scanned: usize,
     cap: usize,
 }
 
@@ -964,7 +967,7 @@ impl State<'_> {
     ) {
         let door = d as usize;
         let t = rule.scan_threshold.min(MAX_SCAN_THRESHOLD);
-        if t > 0 && self.scans.count(src, now) > t {
+        if t > 0 && self.scanned > t {
             for &(_, c) in group {
                 let Some(cand) = cands.get(c as usize) else {
                     continue;
@@ -1884,6 +1887,351 @@ mod tests {
         assert_eq!(r.m.progress(b6, 0, 0), Some(1));
     }
 
+    #[test]
+    fn every_hit_sent_twice_opens_once() {
+        let mut r = Rig::new(vec![door("7000,8000:udp,9000", 25)]);
+        assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
+        assert!(r.hit(1, tcp(A, 7000)).is_empty());
+        assert_eq!(r.hit(2, udp(A, 8000)), [stage(0, A, 2)]);
+        assert!(r.hit(3, udp(A, 8000)).is_empty());
+        // A SYN retransmitted a second later, out of order: still ignored.
+        assert!(r.hit(1000, tcp(A, 7000)).is_empty());
+        assert_eq!(r.hit(1001, tcp(A, 9000)), [stage(0, A, 3), open(0, A)]);
+        assert!(r.hit(1002, tcp(A, 9000)).is_empty());
+        // Retransmissions after the opening start nothing.
+        for ms in [2000, 3000, 4000] {
+            assert!(r.hit(ms, tcp(A, 7000)).is_empty());
+            assert!(r.hit(ms, udp(A, 8000)).is_empty());
+            assert!(r.hit(ms, tcp(A, 9000)).is_empty());
+        }
+        assert_eq!(r.m.attempts(), 0);
+    }
+
+    #[test]
+    fn repeats_within_the_timeout_of_an_opening_are_stragglers_whatever_the_port() {
+        let from = |port, src_port| Hit {
+            src_port,
+            ..tcp(A, port)
+        };
+        let mut r = Rig::new(vec![door("7000", 25), door("7100,7200,7300", 25)]);
+        assert_eq!(r.hit(0, from(7000, 1111)), [stage(0, A, 1), open(0, A)]);
+        // The same hit from another connection (an app sending it twice).
+        assert!(r.hit(1000, from(7000, 2222)).is_empty());
+        r.hit(2000, from(7100, 1));
+        r.hit(2001, from(7200, 2));
+        assert_eq!(r.hit(2002, from(7300, 3)), [stage(1, A, 3), open(1, A)]);
+        for (port, src_port) in [(7100, 4), (7200, 5), (7300, 6)] {
+            assert!(r.hit(3000, from(port, src_port)).is_empty());
+        }
+        assert_eq!(r.m.attempts(), 0);
+        // After the timeout: a new knock.
+        assert_eq!(r.hit(25_001, from(7000, 7)), [stage(0, A, 1), open(0, A)]);
+        assert_eq!(r.hit(27_003, from(7100, 8)), [stage(1, A, 1)]);
+        // Another source is never a straggler.
+        assert_eq!(
+            r.hit(
+                27_005,
+                Hit {
+                    src: B,
+                    ..from(7000, 1111)
+                }
+            ),
+            [stage(0, B, 1), open(0, B)]
+        );
+    }
+
+    #[test]
+    fn a_sequence_repeating_a_port_still_works() {
+        let mut r = Rig::new(vec![door("7000,8000,7000", 25)]);
+        assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
+        // Not expected yet (8000 is): a duplicate.
+        assert!(r.hit(1, tcp(A, 7000)).is_empty());
+        assert_eq!(r.hit(2, tcp(A, 8000)), [stage(0, A, 2)]);
+        // Expected now: advances.
+        assert_eq!(r.hit(3, tcp(A, 7000)), [stage(0, A, 3), open(0, A)]);
+    }
+
+    #[test]
+    fn starting_the_whole_sequence_again_gets_a_fresh_clock() {
+        let mut r = Rig::new(vec![door("7000,8000,9000", 25)]);
+        r.hit(0, tcp(A, 7000));
+        r.hit(1000, tcp(A, 8000));
+        // 9000 was lost; the knocker starts again 20 s later.
+        assert!(r.hit(20_000, tcp(A, 7000)).is_empty());
+        assert!(r.hit(21_000, tcp(A, 8000)).is_empty());
+        // 26 s after the very first hit, 6 s after the restart.
+        assert_eq!(r.hit(26_000, tcp(A, 9000)), [stage(0, A, 3), open(0, A)]);
+        // A wrong knock of the door still fails.
+        r.hit(60_000, tcp(A, 7000));
+        assert_eq!(r.hit(60_001, tcp(A, 9000)), [fail(0, A, 1)]);
+    }
+
+    /// Door 0 accepts candidates 10 (current) and 11 (the next line).
+    fn two_lines() -> DoorRule {
+        DoorRule {
+            candidates: vec![
+                Candidate {
+                    tag: 10,
+                    sequence: seq("1001,1002,1003"),
+                },
+                Candidate {
+                    tag: 11,
+                    sequence: seq("2001,2002,2003"),
+                },
+            ],
+            ..door("1", 25)
+        }
+    }
+
+    #[test]
+    fn a_later_candidate_opens_and_ends_the_others() {
+        let mut r = Rig::new(vec![two_lines()]);
+        r.hit(0, tcp(A, 1001));
+        r.hit(1, tcp(A, 1002));
+        // 1003 was lost; the client moved on to the next line.
+        assert_eq!(
+            r.hit(2, tcp(A, 2001)),
+            [Event::Stage {
+                door: 0,
+                src: A,
+                tag: 11,
+                stage: 1
+            }]
+        );
+        r.hit(3, tcp(A, 2002));
+        let out = r.hit(4, tcp(A, 2003));
+        assert_eq!(
+            out,
+            [
+                Event::Stage {
+                    door: 0,
+                    src: A,
+                    tag: 11,
+                    stage: 3
+                },
+                Event::Open {
+                    door: 0,
+                    src: A,
+                    tag: 11
+                },
+                // Seen on the wire past its first hit: the server burns it.
+                Event::Fail {
+                    door: 0,
+                    src: A,
+                    tag: 10,
+                    stage: 2
+                },
+            ]
+        );
+        assert_eq!(out[2].ended(), Some((0, 10, 2)));
+        assert_eq!(r.m.attempts(), 0);
+    }
+
+    #[test]
+    fn set_candidates_keeps_attempts_on_candidates_that_stay() {
+        let mut r = Rig::new(vec![two_lines()]);
+        r.hit(0, tcp(A, 1001));
+        r.hit(1, tcp(A, 2001));
+        // Line 10 used up (by someone else); line 12 enters the look-ahead.
+        let mut next = two_lines().candidates;
+        next.remove(0);
+        next.push(Candidate {
+            tag: 12,
+            sequence: seq("3001"),
+        });
+        r.m.set_candidates(0, next);
+        r.m.check();
+        assert_eq!(r.m.progress(A, 0, 10), None);
+        assert_eq!(r.m.progress(A, 0, 11), Some(1));
+        assert!(r.hit(2, tcp(A, 1002)).is_empty(), "no longer a candidate");
+        r.hit(3, tcp(A, 2002));
+        assert_eq!(
+            r.hit(4, tcp(A, 2003)).last(),
+            Some(&Event::Open {
+                door: 0,
+                src: A,
+                tag: 11
+            })
+        );
+    }
+
+    fn guarded(s: &str, threshold: usize) -> DoorRule {
+        DoorRule {
+            scan_threshold: threshold,
+            ..door(s, 25)
+        }
+    }
+
+    /// Feed `ports` from `src` (TCP SYN), 1 ms apart from `t0`; returns the
+    /// opens.
+    fn sweep(r: &mut Rig, src: IpAddr, t0: u64, ports: impl IntoIterator<Item = u16>) -> usize {
+        let mut opens = 0;
+        for (i, p) in ports.into_iter().enumerate() {
+            let out = r.hit(t0 + i as u64, tcp(src, p));
+            opens += out
+                .iter()
+                .filter(|e| matches!(e, Event::Open { .. }))
+                .count();
+        }
+        opens
+    }
+
+    #[test]
+    fn a_sequential_scan_opens_nothing_unless_the_guard_is_off() {
+        for (lo, hi) in [(6990, 9010), (7000, 9000), (1, 10_000)] {
+            let mut r = Rig::new(vec![guarded("7000,8000,9000", 8)]);
+            assert_eq!(sweep(&mut r, A, 0, lo..=hi), 0, "scan {lo}-{hi}");
+            // A knock from another address still works during and after.
+            r.hit(20_000, tcp(B, 7000));
+            r.hit(20_001, tcp(B, 8000));
+            assert_eq!(r.hit(20_002, tcp(B, 9000)).last(), Some(&open(0, B)));
+        }
+        // The same scan opens the door with the guard off (the classic
+        // behaviour): the guard is what stops it.
+        let mut r = Rig::new(vec![guarded("7000,8000,9000", 0)]);
+        assert_eq!(sweep(&mut r, A, 0, 6990..=9010), 1);
+        assert!(!r.m.wants_all_probes());
+        assert!(Rig::new(vec![guarded("7000", 8)]).m.wants_all_probes());
+    }
+
+    #[test]
+    fn a_random_order_scan_opens_nothing() {
+        // Deterministic shuffles of 1..=20000 (xorshift).
+        for seed in 1..=20u64 {
+            let mut ports: Vec<u16> = (1..=20_000).collect();
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for i in (1..ports.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ports.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let mut r = Rig::new(vec![guarded("7000,8000,9000", 8), guarded("1234", 8)]);
+            assert_eq!(sweep(&mut r, A, 0, ports), 0, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_scanner_is_remembered_for_a_while_then_forgiven() {
+        let mut r = Rig::new(vec![guarded("7000,8000,9000", 8)]);
+        sweep(&mut r, A, 0, 100..=108);
+        // Nine distinct foreign ports: above the threshold.
+        assert!(r.hit(1000, tcp(A, 7000)).is_empty());
+        assert_eq!(r.m.attempts(), 0);
+        let memory = SCAN_MEMORY.as_millis() as u64;
+        assert!(r.hit(8 + memory, tcp(A, 7000)).is_empty());
+        // Forgotten after SCAN_MEMORY without a new foreign port.
+        assert_eq!(r.hit(9 + memory, tcp(A, 7000)), [stage(0, A, 1)]);
+    }
+
+    #[test]
+    fn an_attempt_fails_when_its_source_starts_scanning() {
+        let mut r = Rig::new(vec![guarded("7000,8000,9000", 8)]);
+        r.hit(0, tcp(A, 7000));
+        r.hit(1, tcp(A, 8000));
+        sweep(&mut r, A, 2, 100..=108);
+        assert_eq!(r.hit(20, tcp(A, 9000)), [fail(0, A, 2)]);
+    }
+
+    #[test]
+    fn ordinary_traffic_to_a_few_services_never_breaks_a_knock() {
+        let mut r = Rig::new(vec![guarded("7000,8000,9000", 8)]);
+        let mut t = 0;
+        // Hundreds of connections to the same few services from the same
+        // address (people behind one NAT), also during the knock.
+        for round in 0..200u64 {
+            for p in [80, 443, 22, 25, 993] {
+                r.hit(t, tcp(A, p));
+                r.hit(t, udp(A, 443));
+                t += 10;
+            }
+            match round {
+                50 => assert_eq!(r.hit(t, tcp(A, 7000)), [stage(0, A, 1)]),
+                100 => assert_eq!(r.hit(t, tcp(A, 8000)), [stage(0, A, 2)]),
+                150 => assert_eq!(r.hit(t, tcp(A, 9000)), [stage(0, A, 3), open(0, A)]),
+                _ => {}
+            }
+        }
+        // Established traffic (ACK set) and other addresses never count.
+        let mut r = Rig::new(vec![guarded("7000", 2)]);
+        for p in 100..200 {
+            let ack = Hit {
+                tcp_flags: ACK,
+                ..tcp(A, p)
+            };
+            let syn_ack = Hit {
+                tcp_flags: SYN | ACK,
+                ..tcp(A, p)
+            };
+            let elsewhere = Hit {
+                dst: OTHER,
+                ..tcp(A, p)
+            };
+            for h in [ack, syn_ack, elsewhere] {
+                r.hit(0, h);
+            }
+        }
+        assert_eq!(r.hit(1, tcp(A, 7000)), [stage(0, A, 1), open(0, A)]);
+    }
+
+    #[test]
+    fn scan_state_is_bounded_and_a_spoofed_flood_cannot_wash_out_a_scanner() {
+        let mut r = Rig::new(vec![guarded("7000,8000,9000", 8)]);
+        sweep(&mut r, A, 0, 100..=120);
+        let mut out = Vec::new();
+        // 1M spoofed one-port sources.
+        for i in 0..1_000_000u32 {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            r.m.on_hit(&tcp(src, 443), r.at(100), &local, &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!(r.m.scans.entries.len(), SCAN_SETS * SCAN_WAYS);
+        assert_eq!(r.m.scans.knocks.len(), SCAN_SETS * SCAN_WAYS * 9);
+        assert!(r.m.scans.entries.iter().flatten().all(|e| e.len <= 9));
+        // A is still known as a scanner.
+        assert!(r.hit(200, tcp(A, 7000)).is_empty());
+        assert_eq!(r.m.attempts(), 0);
+    }
+
+    #[test]
+    fn a_slow_knock_survives_a_million_spoofed_first_hits_on_another_door() {
+        let cap = 65_536;
+        let doors = vec![door("7000,8000,9000", 60), door("5555,6666", 60)];
+        let mut r = Rig::with_cap(doors, cap);
+        let mut out = Vec::new();
+        let mut evicted = 0usize;
+        assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
+        for (phase, next) in [(0u32, 8000u16), (1, 9000)] {
+            // 500,000 spoofed first hits on door 1 between two hits of A.
+            for i in 0..500_000u32 {
+                let src = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + phase * 500_000 + i));
+                let now = r.at(1 + u64::from(phase) * 10_000 + u64::from(i) / 100);
+                out.clear();
+                r.m.on_hit(&tcp(src, 5555), now, &local, &mut out);
+                evicted += out
+                    .iter()
+                    .filter(|e| matches!(e, Event::Evicted { door: 1, .. }))
+                    .count();
+            }
+            assert_eq!(r.m.attempts(), cap, "the flood fills the table");
+            let ms = 10_000 * (u64::from(phase) + 1);
+            let got = r.hit(ms, tcp(A, next));
+            assert_eq!(got[0], stage(0, A, 2 + phase as usize));
+        }
+        assert_eq!(evicted, 1_000_000 - cap + 1);
+        assert_eq!(r.m.progress(A, 0, 0), None, "opened");
+
+        // The limit of the policy: a flood on the same door's first port
+        // (which only a sniffer of a fixed sequence knows) does evict.
+        let mut r = Rig::with_cap(vec![door("7000,8000,9000", 60)], 1000);
+        r.hit(0, tcp(A, 7000));
+        for i in 0..1000u32 {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i));
+            r.m.on_hit(&tcp(src, 7000), r.at(1), &local, &mut out);
+        }
+        assert_eq!(r.m.progress(A, 0, 0), None);
+    }
+
     // ---- property tests ----
 
     /// Small alphabet of knocks so that random hits often matter. Doors use
@@ -2377,8 +2725,8 @@ mod tests {
         /// A door opens for a source on candidate `tag` only when that
         /// candidate's sequence occurs in order among the hits from that
         /// source the candidate could see, starting within the door's
-        /// timeout; and a one-knock door never opens twice for a source
-        /// within its timeout.
+        /// timeout; and a one-knock candidate never opens on a straggler of
+        /// the door's latest opening for that source.
         #[test]
         fn opens_only_after_the_sequence_in_time(
             doors in proptest::collection::vec(arb_door(), 1..4),
@@ -2389,7 +2737,8 @@ mod tests {
             let mut now = Instant::now();
             // Per (src, door, tag): the relevant hits so far, with their times.
             let mut seen: HashMap<(IpAddr, usize, Tag), Vec<(Knock, Instant)>> = HashMap::new();
-            let mut opened: HashMap<(IpAddr, usize), Instant> = HashMap::new();
+            // Per (src, door): the latest opening (time, sequence).
+            let mut opened: HashMap<(IpAddr, usize), (Instant, Sequence)> = HashMap::new();
             for s in &steps {
                 now += Duration::from_millis(s.dt_ms);
                 let h = step_hit(s);
@@ -2411,10 +2760,17 @@ mod tests {
                         prop_assert_eq!(hist.last().map(|x| x.0), seq.knocks().last().copied());
                         let since = now.checked_sub(rule.timeout);
                         prop_assert!(subsequence_since(seq.knocks(), hist, since));
-                        if let Some(&t) = opened.get(&(src, door)) {
-                            prop_assert!(now.duration_since(t) > rule.timeout || seq.len() > 1);
+                        // A straggler of the latest opening never opens:
+                        // a one-knock candidate whose knock was in that
+                        // sequence does not open again within the timeout.
+                        if let Some((t, prev)) = opened.get(&(src, door)) {
+                            prop_assert!(
+                                now.duration_since(*t) > rule.timeout
+                                    || seq.len() > 1
+                                    || !prev.contains(h.knock())
+                            );
                         }
-                        opened.insert((src, door), now);
+                        opened.insert((src, door), (now, seq.clone()));
                     }
                 }
             }

@@ -405,23 +405,29 @@ fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use knock_common::flags::{ACK, FIN, PSH, SYN};
     use proptest::prelude::*;
 
-    const SRC4: [u8; 4] = [192, 0, 2, 7];
-    const DST4: [u8; 4] = [198, 51, 100, 1];
+    pub(crate) const SRC4: [u8; 4] = [192, 0, 2, 7];
+    pub(crate) const DST4: [u8; 4] = [198, 51, 100, 1];
 
-    fn src6() -> Ipv6Addr {
+    pub(crate) fn src6() -> Ipv6Addr {
         "2001:db8::7".parse().unwrap()
     }
-    fn dst6() -> Ipv6Addr {
+    pub(crate) fn dst6() -> Ipv6Addr {
         "2001:db8::1".parse().unwrap()
     }
 
     /// TCP header with `opts_words` 32-bit words of options and `data` bytes of payload.
-    fn tcp(sport: u16, dport: u16, flags: u8, opts_words: usize, data: usize) -> Vec<u8> {
+    pub(crate) fn tcp(
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        opts_words: usize,
+        data: usize,
+    ) -> Vec<u8> {
         let mut t = vec![0u8; 20 + opts_words * 4 + data];
         t[0..2].copy_from_slice(&sport.to_be_bytes());
         t[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -434,7 +440,7 @@ mod tests {
         t
     }
 
-    fn udp(sport: u16, dport: u16, data: usize) -> Vec<u8> {
+    pub(crate) fn udp(sport: u16, dport: u16, data: usize) -> Vec<u8> {
         let mut u = vec![0u8; 8 + data];
         u[0..2].copy_from_slice(&sport.to_be_bytes());
         u[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -442,7 +448,7 @@ mod tests {
         u
     }
 
-    fn ipv4_with(proto: u8, opts_words: usize, frag: u16, l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv4_with(proto: u8, opts_words: usize, frag: u16, l4: &[u8]) -> Vec<u8> {
         let hl = 20 + opts_words * 4;
         let mut p = vec![0u8; hl];
         p[0] = 0x40 | (5 + opts_words) as u8;
@@ -460,13 +466,13 @@ mod tests {
         p
     }
 
-    fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
         ipv4_with(proto, 0, 0, l4)
     }
 
     /// IPv6 packet; `ext` is the already-encoded extension chain, `first_nh`
     /// the next-header value in the fixed header.
-    fn ipv6_with(first_nh: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv6_with(first_nh: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
         let mut p = vec![0u8; 40];
         p[0] = 0x60;
         let plen = (ext.len() + l4.len()) as u16;
@@ -480,11 +486,11 @@ mod tests {
         p
     }
 
-    fn ipv6(proto: u8, l4: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv6(proto: u8, l4: &[u8]) -> Vec<u8> {
         ipv6_with(proto, &[], l4)
     }
 
-    fn ether(ethertype: u16, tags: &[u16], ip: &[u8]) -> Vec<u8> {
+    pub(crate) fn ether(ethertype: u16, tags: &[u16], ip: &[u8]) -> Vec<u8> {
         let mut f = vec![0xaa; 12];
         let mut types: Vec<u16> = tags.to_vec();
         types.push(ethertype);
@@ -497,7 +503,7 @@ mod tests {
         f
     }
 
-    fn sll(proto: u16, ip: &[u8]) -> Vec<u8> {
+    pub(crate) fn sll(proto: u16, ip: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 16];
         f[0..2].copy_from_slice(&0u16.to_be_bytes()); // packet type: to us
         f[2..4].copy_from_slice(&1u16.to_be_bytes()); // ARPHRD_ETHER
@@ -508,7 +514,7 @@ mod tests {
         f
     }
 
-    fn sll2(proto: u16, ip: &[u8]) -> Vec<u8> {
+    pub(crate) fn sll2(proto: u16, ip: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 20];
         f[0..2].copy_from_slice(&proto.to_be_bytes());
         f[4..8].copy_from_slice(&3u32.to_be_bytes()); // ifindex

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use knock_common::Knock;
+use knock_common::Proto;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::bpf;
 use crate::capture::{self, Capture};
 use crate::commands::Commands;
 use crate::config::{self, Config};
@@ -325,13 +326,15 @@ impl Server<'_> {
     }
 
     /// The addresses that knocks may be sent to and the ports of every
-    /// door's current sequence go into the BPF filter.
+    /// door's current sequence, per protocol, go into the BPF filter.
     fn apply_filter(&mut self) {
-        let Some(cap) = self.capture.as_mut() else {
+        if self.capture.is_none() {
             return;
+        }
+        let mut spec = bpf::FilterSpec {
+            watch_attempts: self.watch_attempts(),
+            ..bpf::FilterSpec::default()
         };
-        let mut hosts = BTreeSet::new();
-        let mut knocks: BTreeSet<Knock> = BTreeSet::new();
         for ((rule, door), d) in self
             .matcher
             .doors()
@@ -344,31 +347,61 @@ impl Server<'_> {
             if rule.candidates.is_empty() && bound.is_none() {
                 continue;
             }
-            for c in &rule.candidates {
-                knocks.extend(c.sequence.iter().copied());
+            for k in rule.candidates.iter().flat_map(|c| c.sequence.iter()) {
+                match k.proto {
+                    Proto::Tcp => spec.tcp_ports.insert(k.port),
+                    Proto::Udp => spec.udp_ports.insert(k.port),
+                };
             }
             if let Some(b) = bound {
-                knocks.extend((b.lo..=b.hi).map(|p| Knock::new(p, b.proto)));
+                let ports = match b.proto {
+                    Proto::Tcp => &mut spec.tcp_ports,
+                    Proto::Udp => &mut spec.udp_ports,
+                };
+                ports.extend(b.lo..=b.hi);
             }
             match door.target {
                 Some(t) if !(self.settings.ipv4_only && t.is_ipv6()) => {
-                    hosts.insert(t);
+                    spec.hosts.insert(t);
                 }
                 Some(_) => {}
-                None => hosts.extend(self.local.iter().copied()),
+                None => spec.hosts.extend(self.local.iter().copied()),
             }
         }
-        let filter = capture::build_filter(&hosts, &knocks, cap.link());
-        if let Err(e) = cap.set_filter(&filter) {
-            self.log.error(&e);
-        } else {
-            // Sizes only: the ports are the doors' secrets.
-            self.log.debug(&format!(
-                "capture filter: {} addresses, {} knocks",
-                hosts.len(),
-                knocks.len()
-            ));
+        let Some(cap) = self.capture.as_mut() else {
+            return;
+        };
+        let program = bpf::build(cap.link(), &spec);
+        match cap.set_filter(&program) {
+            Err(e) => self.log.error(&e),
+            Ok(false) => {}
+            Ok(true) => {
+                // Sizes only: the ports are the doors' secrets.
+                let mut msg = format!(
+                    "capture filter: {} instructions for {} addresses, {} TCP and {} UDP ports",
+                    program.len(),
+                    spec.hosts.len(),
+                    spec.tcp_ports.len(),
+                    spec.udp_ports.len()
+                );
+                if spec.watch_attempts {
+                    msg.push_str(", every connection attempt");
+                }
+                if let Some(gap) = program.coarsened() {
+                    msg.push_str(&format!(", ports less than {gap} apart merged into ranges"));
+                }
+                if cap.kernel_filter_len() == Some(0) && !program.matches_nothing() {
+                    msg.push_str(", filtered in user space (refused by the kernel)");
+                }
+                self.log.debug(&msg);
+            }
         }
+    }
+
+    /// Whether the filter must also pass every connection attempt (TCP SYN
+    /// without ACK, any UDP) to the listening addresses, for the scan guard.
+    fn watch_attempts(&self) -> bool {
+        self.matcher.wants_all_probes()
     }
 
     /// Once a second: re-read the interface's addresses and re-check

@@ -246,13 +246,29 @@ fn single_port_door_opens_on_every_knock() {
     require_root!("single_port_door_opens_on_every_knock");
     let lab = Lab::new("s-single");
     let cmd = append_ip(&lab, "opened");
-    let conf = Conf::new(&[]).door("door", &[("Sequence", "7000"), ("Command", cmd.as_str())]);
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000"),
+            ("Seq_Timeout", "1"),
+            ("Command", cmd.as_str()),
+        ],
+    );
     let d = start(&lab, &conf);
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000"]);
     wait_lines(&lab.path("opened"), 1, &d);
-    // Without a stop command the command runs on every successful knock.
-    knock(&lab, &lab.client_ns, &[&h, "7000"]);
+    let t0 = Instant::now();
+    // Without a stop command the command runs on every successful knock
+    // (once Seq_Timeout has passed: before, a repeat is a straggler).
+    let again = poll_until(Duration::from_secs(5), || {
+        knock(&lab, &lab.client_ns, &[&h, "7000"]);
+        wait::poll_until(Duration::from_millis(300), || {
+            (lines(&lab.path("opened")).len() >= 2).then_some(())
+        })
+    });
+    assert!(again.is_some(), "second knock never opened\n{}", d.dump());
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{}", d.dump());
     let l = wait_lines(&lab.path("opened"), 2, &d);
     assert_eq!(
         l,
@@ -291,19 +307,35 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     let lab = Lab::new("s-resched");
     let start_cmd = append_ip(&lab, "start");
     let stop_cmd = append_ip(&lab, "stop");
-    let conf = start_stop("7000,8000", &start_cmd, "2", &stop_cmd);
+    // Seq_Timeout 1: a knock again more than 1 s after the opening is a
+    // new knock, not a straggler of the first.
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[
+            ("Sequence", "7000,8000"),
+            ("Seq_Timeout", "1"),
+            ("Start_Command", start_cmd.as_str()),
+            ("Cmd_Timeout", "3"),
+            ("Stop_Command", stop_cmd.as_str()),
+        ],
+    );
     let d = start(&lab, &conf);
     let h = s4(&lab);
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
     wait_lines(&lab.path("start"), 1, &d);
-    std::thread::sleep(Duration::from_millis(1000));
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
-    d.expect_log_count("OPEN SESAME", 2);
+    let t0 = Instant::now();
+    let again = poll_until(Duration::from_secs(3), || {
+        knock(&lab, &lab.client_ns, &[&h, "7000", "8000"]);
+        wait::wait_for_log_count(&d.log, "OPEN SESAME", 2, Duration::from_millis(200)).ok()
+    });
+    assert!(again.is_some(), "second knock never opened\n{}", d.dump());
     let t1 = Instant::now();
-    // Not before ~2 s after the second knock, and the start ran once.
-    expect_no_file(&lab.path("stop"), Duration::from_millis(1500), &d);
+    assert!(t1 - t0 >= Duration::from_secs(1), "{}", d.dump());
+    // The first stop was due 3 s after t0; rescheduled, it is not before
+    // ~3 s after the second knock. And the start ran once.
+    expect_no_file(&lab.path("stop"), Duration::from_millis(2500), &d);
     wait_lines(&lab.path("stop"), 1, &d);
-    assert!(t1.elapsed() < Duration::from_millis(3500), "{}", d.dump());
+    assert!(t1.elapsed() < Duration::from_millis(4500), "{}", d.dump());
     assert_eq!(
         lines(&lab.path("start")).len(),
         1,

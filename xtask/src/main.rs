@@ -442,6 +442,7 @@ mod tests {
             "Sequence_Protocol",
             "Sequence_Bind_Source",
             "Sequence_State",
+            "Scan_Threshold",
         ] {
             // Each directive (and alias) tags a paragraph: `.B NAME` or
             // `.BI "NAME = " value`, after `.TP` or `.TQ`.
