@@ -318,9 +318,11 @@ impl Windows {
         let secs = unix_secs(now);
         let t = rotate::window(secs, self.period);
         let mut change = None;
-        let behind = secs < self.used_until
-            && self.accepted(secs).next().is_none()
-            && rotate::window(self.used_until, self.period) > t.saturating_add(self.skew);
+        // Normal use can record at most window T + skew (a knock on the
+        // newest accepted window); a record beyond that means the clock
+        // went back.
+        let behind = rotate::window(self.used_until, self.period)
+            > t.saturating_add(self.skew).saturating_add(1);
         let closed = behind.then_some(Closed::ClockBehind {
             until: self.used_until,
         });
@@ -677,7 +679,9 @@ mod tests {
         let (mut w, _) = Windows::new("ssh", &s, at(T0)).unwrap();
         w.consume(59_000_001).unwrap();
         assert!(windows(&w).is_empty());
-        // Still inside the skew: nothing to log, nothing accepted.
+        // Using the newest accepted window is normal: nothing to report.
+        assert_eq!(w.refresh(at(T0 + 5)), None);
+        // The clock set an hour back: closed (logged once), nothing accepted.
         assert_eq!(
             w.refresh(at(T0 - 3600)),
             Some(Change::Closed(Closed::ClockBehind { until: T0 + 60 }))
