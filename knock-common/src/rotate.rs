@@ -102,7 +102,7 @@ pub enum KeyError {
     #[error("{}: not a regular file", path.display())]
     NotRegular { path: PathBuf },
     #[error(
-        "{}: mode {mode:04o} gives group or others access to the key (refused: the key must be private); run chmod 600 {}",
+        "{}: mode {mode:04o} lets group or others read or write the key; run chmod 600 {}",
         path.display(),
         path.display()
     )]
