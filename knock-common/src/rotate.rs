@@ -348,16 +348,72 @@ pub fn derive(
     range: PortRange,
     bind: Option<IpAddr>,
 ) -> Vec<u16> {
-    let n = range.size();
-    let length = length.min(n as usize);
-    let mut ports: Vec<u16> = Vec::with_capacity(length);
-    if length == 0 {
-        return ports;
+    Deriver::new(key).derive(door, window, length, range, bind)
+}
+
+/// [`derive`] with the key schedule of HMAC computed once: for callers that
+/// derive many sequences with one key (a daemon serving source-bound doors
+/// derives on each new knocker). Its `Debug` output hides the state.
+#[derive(Clone)]
+pub struct Deriver {
+    /// HMAC-SHA256 keyed with the key, nothing absorbed yet.
+    keyed: Option<Hmac<Sha256>>,
+}
+
+impl fmt::Debug for Deriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Deriver(<redacted>)")
     }
-    // Hmac accepts keys of any length; new_from_slice cannot fail for it.
-    let Ok(mut base) = Hmac::<Sha256>::new_from_slice(&key.0) else {
-        return ports;
-    };
+}
+
+impl Deriver {
+    pub fn new(key: &Key) -> Deriver {
+        // Hmac accepts keys of any length; new_from_slice cannot fail.
+        Deriver {
+            keyed: Hmac::<Sha256>::new_from_slice(&key.0).ok(),
+        }
+    }
+
+    /// The same as [`derive`] with this deriver's key.
+    pub fn derive(
+        &self,
+        door: &str,
+        window: u64,
+        length: usize,
+        range: PortRange,
+        bind: Option<IpAddr>,
+    ) -> Vec<u16> {
+        let n = range.size();
+        let length = length.min(n as usize);
+        let mut ports: Vec<u16> = Vec::with_capacity(length);
+        let Some(keyed) = self.keyed.as_ref().filter(|_| length > 0) else {
+            return ports;
+        };
+        derive_into(
+            keyed.clone(),
+            door,
+            window,
+            length,
+            n,
+            range,
+            bind,
+            &mut ports,
+        );
+        ports
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn derive_into(
+    mut base: Hmac<Sha256>,
+    door: &str,
+    window: u64,
+    length: usize,
+    n: u32,
+    range: PortRange,
+    bind: Option<IpAddr>,
+    ports: &mut Vec<u16>,
+) {
     base.update(LABEL);
     base.update(&[0]);
     base.update(door.as_bytes());
@@ -401,7 +457,7 @@ pub fn derive(
             }
             ports.push(port);
             if ports.len() == length {
-                return ports;
+                return;
             }
         }
         block = block.wrapping_add(1);

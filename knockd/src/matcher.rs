@@ -867,9 +867,6 @@ impl Matcher {
             let Some(rule) = doors.get(d as usize) else {
                 continue;
             };
-            if !rule.sees(hit, is_local) {
-                continue;
-            }
             let cands = per_source.candidates_for(d as usize, hit.src);
             // At most 2 * 10 + 1 windows: a small fixed buffer.
             let mut buf = [(0u32, 0u32); 32];
@@ -880,8 +877,10 @@ impl Matcher {
                     n += 1;
                 }
             }
-            if n > 0 {
-                claimed = true;
+            // Like the index: a knock some candidate uses is not foreign,
+            // whether or not the door sees this hit.
+            claimed |= n > 0;
+            if n > 0 && rule.sees(hit, is_local) {
                 st.door_hit(rule, cands, d, &buf[..n], hit.src, knock, now, out);
             }
         }
@@ -1228,6 +1227,15 @@ mod tests {
                 .iter()
                 .find(|(ip, _)| *ip == src)
                 .map_or(&[][..], |(_, c)| c.as_slice())
+        }
+    }
+
+    /// The same candidates for every source.
+    struct Fixed(Vec<Candidate>);
+
+    impl PerSource for Fixed {
+        fn candidates_for(&mut self, _door: usize, _src: IpAddr) -> &[Candidate] {
+            &self.0
         }
     }
 
@@ -2735,6 +2743,49 @@ mod tests {
                 if let Some(d) = m.next_deadline() {
                     prop_assert!(d > now);
                 }
+            }
+        }
+
+        /// A source-bound door whose source gives every knocker the same
+        /// candidates behaves exactly like an ordinary door with them.
+        #[test]
+        fn bound_door_agrees_with_an_indexed_one(
+            door in arb_door(),
+            steps in proptest::collection::vec(arb_step(), 0..80),
+        ) {
+            // A bound door looks at one protocol: make every knock TCP.
+            let mut door = door;
+            door.candidates = door
+                .candidates
+                .iter()
+                .filter_map(|c| {
+                    let knocks = c.sequence.iter().map(|k| Knock::tcp(k.port)).collect();
+                    Some(Candidate { tag: c.tag, sequence: Sequence::new(knocks)? })
+                })
+                .collect();
+            let mut table = Fixed(door.candidates.clone());
+            let mut a = Matcher::new(vec![door.clone()], 10_000);
+            let mut b = Matcher::new(
+                vec![DoorRule { candidates: Vec::new(), ..door }],
+                10_000,
+            );
+            b.set_bound(0, Some(BoundRange { proto: Proto::Tcp, lo: 1, hi: 65535 }));
+            let base = Instant::now();
+            let mut now = base;
+            for s in &steps {
+                now += Duration::from_millis(s.dt_ms);
+                let (mut ea, mut eb) = (Vec::new(), Vec::new());
+                if s.expire {
+                    a.expire(now, &mut ea);
+                    b.expire(now, &mut eb);
+                } else {
+                    let h = step_hit(s);
+                    a.on_hit(&h, now, &local, &mut ea);
+                    b.on_hit_with(&h, now, &local, &mut table, &mut eb);
+                }
+                prop_assert_eq!(ea, eb);
+                b.check();
+                prop_assert_eq!(a.attempts(), b.attempts());
             }
         }
 

@@ -38,7 +38,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use knock_common::rotate::{self, Key, PortRange};
+use knock_common::rotate::{self, Deriver, Key, PortRange};
 use knock_common::{Knock, Proto, Sequence};
 
 use crate::config::RotatingSpec;
@@ -174,13 +174,6 @@ impl StateFile {
     }
 }
 
-/// One accepted window and its sequence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowSeq {
-    pub window: u64,
-    pub sequence: Sequence,
-}
-
 /// Why the door accepts nothing right now (logged once per change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Closed {
@@ -191,7 +184,7 @@ pub enum Closed {
 /// The accepted windows of one rotating door.
 pub struct Windows {
     door: String,
-    key: Key,
+    deriver: Deriver,
     length: usize,
     period: u64,
     skew: u64,
@@ -203,10 +196,11 @@ pub struct Windows {
     used_until: u64,
     /// The current window `T` the candidates were computed for.
     current: Option<u64>,
-    /// Candidates of `current` (empty for bind-source doors).
-    candidates: Vec<WindowSeq>,
+    /// Candidates of `current`, tagged with their window (empty for
+    /// bind-source doors).
+    candidates: Vec<Candidate>,
     /// Bind-source doors: candidates per source, for `current`.
-    bound: HashMap<IpAddr, Vec<WindowSeq>>,
+    bound: HashMap<IpAddr, Vec<Candidate>>,
     closed: Option<Closed>,
 }
 
@@ -249,7 +243,7 @@ impl Windows {
         };
         let mut w = Windows {
             door: door.to_string(),
-            key,
+            deriver: Deriver::new(&key),
             length: spec.length,
             period,
             skew: spec.skew,
@@ -297,7 +291,9 @@ impl Windows {
     }
 
     fn sequence(&self, window: u64, bind: Option<IpAddr>) -> Option<Sequence> {
-        let ports = rotate::derive(&self.key, &self.door, window, self.length, self.range, bind);
+        let ports = self
+            .deriver
+            .derive(&self.door, window, self.length, self.range, bind);
         Sequence::new(
             ports
                 .into_iter()
@@ -306,11 +302,11 @@ impl Windows {
         )
     }
 
-    fn derive_all(&self, now: u64, bind: Option<IpAddr>) -> Vec<WindowSeq> {
+    fn derive_all(&self, now: u64, bind: Option<IpAddr>) -> Vec<Candidate> {
         self.accepted(now)
-            .filter_map(|window| {
-                self.sequence(window, bind)
-                    .map(|sequence| WindowSeq { window, sequence })
+            .filter_map(|tag| {
+                self.sequence(tag, bind)
+                    .map(|sequence| Candidate { tag, sequence })
             })
             .collect()
     }
@@ -322,9 +318,11 @@ impl Windows {
         let secs = unix_secs(now);
         let t = rotate::window(secs, self.period);
         let mut change = None;
-        let behind = secs < self.used_until
-            && self.accepted(secs).next().is_none()
-            && rotate::window(self.used_until, self.period) > t.saturating_add(self.skew);
+        // Normal use can record at most window T + skew (a knock on the
+        // newest accepted window); a record beyond that means the clock
+        // went back.
+        let behind = rotate::window(self.used_until, self.period)
+            > t.saturating_add(self.skew).saturating_add(1);
         let closed = behind.then_some(Closed::ClockBehind {
             until: self.used_until,
         });
@@ -357,13 +355,13 @@ impl Windows {
     }
 
     /// The candidates of a door without `Sequence_Bind_Source`.
-    pub fn candidates(&self) -> &[WindowSeq] {
+    pub fn candidates(&self) -> &[Candidate] {
         &self.candidates
     }
 
     /// The candidates for knocker `src`: the door's own, or for a
     /// bind-source door the ones derived for `src` (cached for the window).
-    pub fn candidates_for(&mut self, src: IpAddr) -> &[WindowSeq] {
+    pub fn candidates_for(&mut self, src: IpAddr) -> &[Candidate] {
         if !self.bind_source {
             return &self.candidates;
         }
@@ -421,9 +419,9 @@ impl Windows {
             return;
         }
         self.used_until = until;
-        self.candidates.retain(|c| c.window > window);
+        self.candidates.retain(|c| c.tag > window);
         for c in self.bound.values_mut() {
-            c.retain(|c| c.window > window);
+            c.retain(|c| c.tag > window);
         }
     }
 
@@ -451,21 +449,7 @@ impl Windows {
 pub struct RotatingSource {
     /// `None`: the key could not be read; the door is disabled.
     windows: Option<Windows>,
-    candidates: Vec<Candidate>,
-    /// Per-source candidates of a bind-source door, rebuilt from
-    /// [`Windows::candidates_for`] when the source changes.
-    last_src: Option<IpAddr>,
-    src_candidates: Vec<Candidate>,
     describe: String,
-}
-
-fn to_candidates(list: &[WindowSeq]) -> Vec<Candidate> {
-    list.iter()
-        .map(|w| Candidate {
-            tag: w.window,
-            sequence: w.sequence.clone(),
-        })
-        .collect()
 }
 
 impl RotatingSource {
@@ -490,23 +474,7 @@ impl RotatingSource {
         let describe = windows
             .as_ref()
             .map_or_else(|| "rotating (disabled)".to_string(), Windows::describe);
-        let mut src = RotatingSource {
-            windows,
-            candidates: Vec::new(),
-            last_src: None,
-            src_candidates: Vec::new(),
-            describe,
-        };
-        src.sync();
-        (src, notes)
-    }
-
-    fn sync(&mut self) {
-        self.last_src = None;
-        self.candidates = self
-            .windows
-            .as_ref()
-            .map_or_else(Vec::new, |w| to_candidates(w.candidates()));
+        (RotatingSource { windows, describe }, notes)
     }
 
     /// Use up window `tag` (consume or burn): durable record, then the
@@ -516,15 +484,13 @@ impl RotatingSource {
             return Err(RotatingError::NotCandidate { window: tag });
         };
         w.refresh(SystemTime::now());
-        let result = w.consume(tag);
-        self.sync();
-        result
+        w.consume(tag)
     }
 }
 
 impl SequenceSource for RotatingSource {
     fn candidates(&self) -> &[Candidate] {
-        &self.candidates
+        self.windows.as_ref().map_or(&[], Windows::candidates)
     }
 
     fn consume(&mut self, tag: Tag) -> Consumed {
@@ -569,7 +535,6 @@ impl SequenceSource for RotatingSource {
             }
             Some(Change::Rotated) => {}
         }
-        self.sync();
         notes
     }
 
@@ -591,17 +556,10 @@ impl SequenceSource for RotatingSource {
     }
 
     fn candidates_for(&mut self, src: IpAddr) -> &[Candidate] {
-        let Some(w) = self.windows.as_mut() else {
-            return &[];
-        };
-        if !w.bind_source() {
-            return &self.candidates;
+        match self.windows.as_mut() {
+            Some(w) => w.candidates_for(src),
+            None => &[],
         }
-        if self.last_src != Some(src) {
-            self.src_candidates = to_candidates(w.candidates_for(src));
-            self.last_src = Some(src);
-        }
-        &self.src_candidates
     }
 }
 
@@ -649,7 +607,7 @@ mod tests {
     }
 
     fn windows(w: &Windows) -> Vec<u64> {
-        w.candidates().iter().map(|c| c.window).collect()
+        w.candidates().iter().map(|c| c.tag).collect()
     }
 
     const T0: u64 = 1_770_000_000; // window 59_000_000 with period 30
@@ -663,7 +621,7 @@ mod tests {
         let k = Key::parse(KEY).unwrap();
         for c in w.candidates() {
             let got: Vec<u16> = c.sequence.iter().map(|k| k.port).collect();
-            assert_eq!(got, ports(&k, c.window));
+            assert_eq!(got, ports(&k, c.tag));
             assert!(c.sequence.iter().all(|k| k.proto == Proto::Tcp));
         }
         assert_eq!(w.next_change(), Some(at(T0 + 30)));
@@ -721,7 +679,9 @@ mod tests {
         let (mut w, _) = Windows::new("ssh", &s, at(T0)).unwrap();
         w.consume(59_000_001).unwrap();
         assert!(windows(&w).is_empty());
-        // Still inside the skew: nothing to log, nothing accepted.
+        // Using the newest accepted window is normal: nothing to report.
+        assert_eq!(w.refresh(at(T0 + 5)), None);
+        // The clock set an hour back: closed (logged once), nothing accepted.
         assert_eq!(
             w.refresh(at(T0 - 3600)),
             Some(Change::Closed(Closed::ClockBehind { until: T0 + 60 }))
@@ -771,13 +731,13 @@ mod tests {
         let k = Key::parse(KEY).unwrap();
         let ca = w.candidates_for(a).to_vec();
         assert_eq!(ca.len(), 3);
-        let want = rotate::derive(&k, "ssh", ca[1].window, 3, rotate::DEFAULT_RANGE, Some(a));
+        let want = rotate::derive(&k, "ssh", ca[1].tag, 3, rotate::DEFAULT_RANGE, Some(a));
         assert_eq!(
             ca[1].sequence.iter().map(|k| k.port).collect::<Vec<_>>(),
             want
         );
         assert_ne!(w.candidates_for(b).to_vec(), ca);
-        w.consume(ca[1].window).unwrap();
+        w.consume(ca[1].tag).unwrap();
         assert_eq!(w.candidates_for(a).len(), 1);
         assert_eq!(w.candidates_for(b).len(), 1);
     }
@@ -791,6 +751,59 @@ mod tests {
             assert_eq!(w.candidates_for(ip).len(), 3);
             assert!(w.bound.len() <= MAX_BOUND_SOURCES);
         }
+    }
+
+    #[test]
+    fn source_consumes_each_window_once_and_refuses_replays() {
+        let d = tempfile::tempdir().unwrap();
+        let s = spec(d.path(), false);
+        let (mut src, notes) = RotatingSource::new("ssh", &s);
+        assert!(notes.is_empty(), "{notes:?}");
+        let tags: Vec<Tag> = src.candidates().iter().map(|c| c.tag).collect();
+        assert_eq!(tags.len(), 3);
+        assert!(src.next_change().is_some_and(|t| t > SystemTime::now()));
+        assert!(src.bound().is_none());
+        assert!(matches!(src.consume(tags[1]), Consumed::Accepted(_)));
+        assert!(matches!(src.consume(tags[1]), Consumed::Refused(_)));
+        assert!(matches!(src.consume(tags[0]), Consumed::Refused(_)));
+        // The record survives: a new source (restart, SIGHUP) agrees.
+        let (again, _) = RotatingSource::new("ssh", &s);
+        assert!(again.candidates().iter().all(|c| c.tag > tags[1]));
+        // A failed attempt on the next window uses it up as well.
+        src.burn(tags[2]);
+        assert!(src.candidates().iter().all(|c| c.tag > tags[2]));
+        assert!(!src.describe().contains("JBSW"));
+    }
+
+    #[test]
+    fn source_without_a_key_is_disabled_with_a_note() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = spec(d.path(), true);
+        s.key = None;
+        let (mut src, notes) = RotatingSource::new("ssh", &s);
+        assert!(src.candidates().is_empty());
+        assert!(src.bound().is_none());
+        assert!(src.candidates_for("192.0.2.1".parse().unwrap()).is_empty());
+        assert!(
+            matches!(&notes[..], [Note::Error(m)] if m.contains("disabled")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn bound_source_declares_its_range() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut src, _) = RotatingSource::new("ssh", &spec(d.path(), true));
+        assert_eq!(
+            src.bound(),
+            Some(BoundRange {
+                proto: Proto::Tcp,
+                lo: 1024,
+                hi: 65535
+            })
+        );
+        assert!(src.candidates().is_empty());
+        assert_eq!(src.candidates_for("192.0.2.1".parse().unwrap()).len(), 3);
     }
 
     #[test]

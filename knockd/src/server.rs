@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use knock_common::{Knock, Proto};
+use knock_common::Proto;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::bpf;
@@ -485,18 +485,18 @@ impl Server<'_> {
             if rule.candidates.is_empty() && bound.is_none() {
                 continue;
             }
-            let knocks = rule
-                .candidates
-                .iter()
-                .flat_map(|c| c.sequence.iter().copied());
-            let ranged = bound
-                .into_iter()
-                .flat_map(|b| (b.lo..=b.hi).map(move |p| Knock::new(p, b.proto)));
-            for k in knocks.chain(ranged) {
+            for k in rule.candidates.iter().flat_map(|c| c.sequence.iter()) {
                 match k.proto {
                     Proto::Tcp => spec.tcp_ports.insert(k.port),
                     Proto::Udp => spec.udp_ports.insert(k.port),
                 };
+            }
+            if let Some(b) = bound {
+                let ports = match b.proto {
+                    Proto::Tcp => &mut spec.tcp_ports,
+                    Proto::Udp => &mut spec.udp_ports,
+                };
+                ports.extend(b.lo..=b.hi);
             }
             match door.target {
                 Some(t) if !(self.settings.ipv4_only && t.is_ipv6()) => {

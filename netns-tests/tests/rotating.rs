@@ -292,3 +292,26 @@ fn a_knock_across_a_window_boundary_is_not_lost() {
     knock_ports(&lab, &c, &h, &seq[1..]);
     wait_lines(&opened(&lab), 1, &d);
 }
+
+#[test]
+fn the_used_window_is_on_disk_before_the_command_runs() {
+    require_root!("the_used_window_is_on_disk_before_the_command_runs");
+    let lab = Lab::new("r-order");
+    let state = lab.path("ssh.window");
+    // The command copies the record as it is when the command starts.
+    let cmd = format!(
+        "cat {} > {}",
+        state.display(),
+        lab.path("seen-by-command").display()
+    );
+    let d = lab.our_daemon(&conf(&lab, &[]).line(&format!("    Start_Command_6 = {cmd}")));
+    let t = now_window();
+    knock_ports(&lab, &lab.client_ns, &lab.s6(), &ports("ssh", t, None));
+    let seen = netns_tests::expect_file(&lab.path("seen-by-command"), &d);
+    let until: u64 = seen
+        .strip_prefix("used-until ")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("record {seen:?}\n{}", d.dump()));
+    // The record is the end of the knocked window.
+    assert_eq!(until, (t + 1) * rotate::DEFAULT_PERIOD, "{seen}");
+}
