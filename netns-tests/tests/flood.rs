@@ -366,12 +366,14 @@ fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
     let mut d = lab.start_daemon(&bins::knockd(), conf.text(), &["-D"]);
     let h = lab.server_v4().to_string();
     let c = lab.client_v4().to_string();
-    // One process sends the first port BURST + 50 times: each hit starts
-    // the knock again, so each is a `Stage 1` line.
+    // One process sends the first port then the last, BURST + 50 times: the
+    // last port fails the knock (a repeated first port alone would be a
+    // duplicate), so each first port starts a new knock with a `Stage 1`
+    // line.
     let extra = 50;
     let total = BURST as usize + extra;
     let mut args = vec![h.as_str()];
-    args.extend((0..total).map(|_| "7000"));
+    args.extend((0..total).flat_map(|_| ["7000", "9000"]));
     lab.knock(&lab.client_ns, &args);
     // -D shows every left-out line; the log has the burst.
     let left_out_debug = format!("{c}: door: Stage 1 (left out of the log: rate limit)");
