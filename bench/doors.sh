@@ -22,28 +22,31 @@ usage() {
   cat <<'EOF'
 usage: bench/doors.sh [--doors "N N ..."] [--classic-max N] [--bound S]
                       [--flood-rate PPS] [--flood-seconds S] [--no-flood]
-                      [--classic PATH] [--out FILE]
+                      [--classic PATH] [--ours PATH] [--out FILE]
 
   --doors LIST       door counts to measure (default "1 300 1000")
   --classic-max N    measure the classic daemon only up to N doors
-                     (default 300: at 1000 doors it needs about 34 s and
-                     3.4 GiB to start, and as much again per SIGHUP)
+                     (default 300: with these doors it takes 12 s to start
+                     at 300, and at 1000 it had not started after 120 s,
+                     at 2 GiB of memory)
   --bound S          give up on one start or reload after S seconds (default 90)
   --flood-rate PPS   packets per second of the CPU-per-packet flood (default 20000)
   --flood-seconds S  length of each flood (default 10)
   --no-flood         skip the flood
   --classic PATH     the classic daemon (default /usr/sbin/knockd)
+  --ours PATH        our daemon (default: the release build of this tree),
+                     e.g. an older build to compare against
   --out FILE         where to write the Markdown table
                      (default target/bench/doors.md)
 
 Needs root (network namespaces, packet capture). Example:
   sudo bench/doors.sh                       # about 2 minutes
-  sudo bench/doors.sh --classic-max 1000    # adds about 2 minutes of classic
+  sudo bench/doors.sh --classic-max 1000 --bound 120   # adds 2 minutes of classic
 EOF
 }
 
 doors_list="1 300 1000" classic_max=300 bound=90 flood_rate=20000 flood_s=10 flood=1
-classic=/usr/sbin/knockd out=target/bench/doors.md
+classic=/usr/sbin/knockd ours= out=target/bench/doors.md
 while [[ $# -gt 0 ]]; do
   case $1 in
     --doors) doors_list=$2; shift ;;
@@ -53,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --flood-seconds) flood_s=$2; shift ;;
     --no-flood) flood=0 ;;
     --classic) classic=$2; shift ;;
+    --ours) ours=$2; shift ;;
     --out) out=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "doors: unknown argument \"$1\" (see --help)" >&2; exit 2 ;;
@@ -75,6 +79,8 @@ fi
 echo "== building (release)"
 cargo build --release --quiet -p knockd -p knock -p knock-flood
 bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
+ours=${ours:-$bin/knockd}
+[[ -x $ours ]] || { echo "doors: our daemon not found at $ours" >&2; exit 1; }
 
 srv=kdoors-srv-$$ cli=kdoors-cli-$$ sif=kds$$ cif=kdc$$
 srv_ip=10.251.0.1 cli_ip=10.251.0.2
@@ -115,9 +121,10 @@ srv_mac=$(ip netns exec "$srv" cat "/sys/class/net/$sif/address")
 ip netns exec "$cli" ping -c 1 -W 1 "$srv_ip" >/dev/null 2>&1 || true
 
 # Door i: ports P, P+6, P+13 with P = 2000 + 20 i; the last door's ports
-# are LAST (three ports); its command creates $work/opened.
-write_conf() { # FILE N "LAST"
-  local file=$1 n=$2 last=$3 i p
+# are LAST (three ports); its command creates $work/MARK (a new name after
+# a reload, so that a straggling knock of before cannot count).
+write_conf() { # FILE N "LAST" MARK
+  local file=$1 n=$2 last=$3 mark=$4 i p
   {
     echo "[options]"
     echo "    LogFile = $work/knockd.log"
@@ -125,8 +132,8 @@ write_conf() { # FILE N "LAST"
       p=$((2000 + 20 * i))
       printf '[door%d]\n    Sequence = %d,%d,%d\n    Command = true\n' "$i" "$p" $((p + 6)) $((p + 13))
     done
-    printf '[last]\n    Sequence = %s\n    Seq_Timeout = 5\n    Command = touch %s/opened\n' \
-      "$(tr ' ' ',' <<<"$last")" "$work"
+    printf '[last]\n    Sequence = %s\n    Seq_Timeout = 5\n    Command = touch %s/%s\n' \
+      "$(tr ' ' ',' <<<"$last")" "$work" "$mark"
   } >"$file"
 }
 last_ports() { # N -> the last door's ports
@@ -136,13 +143,13 @@ last_ports() { # N -> the last door's ports
 moved_ports="40001 40011 40021"
 
 now() { date +%s.%N; }
-# Knock LAST every 50 ms until $work/opened exists; print the seconds since
-# T0, or "timeout" after the bound.
-knock_until_open() { # T0 "PORTS"
-  local t0=$1 ports=$2
-  while [[ ! -e $work/opened ]]; do
+# Knock PORTS every 50 ms until $work/MARK exists; print the seconds since
+# T0, or ">BOUND" when it gave up after the bound.
+knock_until_open() { # T0 "PORTS" MARK
+  local t0=$1 ports=$2 mark=$3
+  while [[ ! -e $work/$mark ]]; do
     if awk -v t0="$t0" -v now="$(now)" -v b="$bound" 'BEGIN {exit !(now - t0 > b)}'; then
-      echo timeout; return
+      echo ">$bound"; return
     fi
     # shellcheck disable=SC2086
     ip netns exec "$cli" "$bin/knock" "$srv_ip" $ports >/dev/null 2>&1 || true
@@ -158,21 +165,20 @@ declare -A R
 measure() { # NAME PROGRAM N
   local name=$1 prog=$2 n=$3 t0 last
   last=$(last_ports "$n")
-  write_conf "$work/doors.conf" "$n" "$last"
-  rm -f "$work/opened" "$work/knockd.log"
+  write_conf "$work/doors.conf" "$n" "$last" opened
+  rm -f "$work/opened" "$work/reloaded" "$work/knockd.log"
   local extra=()
   [[ $name == ours ]] && extra=(-D)
   t0=$(now)
   ip netns exec "$srv" "$prog" -i "$sif" -c "$work/doors.conf" "${extra[@]}" >"$work/out" 2>&1 &
   pid=$!
-  R[$name,$n,start]=$(knock_until_open "$t0" "$last")
+  R[$name,$n,start]=$(knock_until_open "$t0" "$last" opened)
   R[$name,$n,reload]=-
-  if [[ ${R[$name,$n,start]} != timeout ]]; then
-    write_conf "$work/doors.conf" "$n" "$moved_ports"
-    rm -f "$work/opened"
+  if [[ ${R[$name,$n,start]} != ">"* ]]; then
+    write_conf "$work/doors.conf" "$n" "$moved_ports" reloaded
     t0=$(now)
     kill -HUP "$pid"
-    R[$name,$n,reload]=$(knock_until_open "$t0" "$moved_ports")
+    R[$name,$n,reload]=$(knock_until_open "$t0" "$moved_ports" reloaded)
   fi
   R[$name,$n,rss]=$(awk -v k="$(status_kb "$pid" VmHWM)" 'BEGIN {printf "%.1f MiB", k / 1024}')
   R[$name,$n,filter]=$( (grep -ho 'capture filter: [0-9]* instructions' "$work/knockd.log" "$work/out" 2>/dev/null || true) | tail -1 | awk '{print $3}')
@@ -182,7 +188,7 @@ measure() { # NAME PROGRAM N
 
 echo "== start-up and SIGHUP until a knock on the last door works"
 for n in $doors_list; do
-  measure ours "$bin/knockd" "$n"
+  measure ours "$ours" "$n"
   if [[ $n -le $classic_max ]]; then
     measure classic "$classic" "$n"
   fi
@@ -190,9 +196,9 @@ done
 
 flood_cpu() { # N -> CPU seconds and packets of our daemon under the flood
   local n=$1 before after sent
-  write_conf "$work/doors.conf" "$n" "$(last_ports "$n")"
+  write_conf "$work/doors.conf" "$n" "$(last_ports "$n")" opened
   rm -f "$work/knockd.log"
-  ip netns exec "$srv" "$bin/knockd" -i "$sif" -c "$work/doors.conf" >"$work/out" 2>&1 &
+  ip netns exec "$srv" "$ours" -i "$sif" -c "$work/doors.conf" >"$work/out" 2>&1 &
   pid=$!
   for _ in $(seq 300); do grep -qs "listening on" "$work/knockd.log" && break; sleep 0.1; done
   sleep 0.5

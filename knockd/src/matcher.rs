@@ -33,7 +33,9 @@
 //!   starts a new one (a first knock is always a duplicate of a live attempt).
 //! * Scan guard (doors with `scan_threshold` N > 0): a *foreign* hit is a
 //!   TCP SYN without ACK, or a UDP datagram, to a local address or a door's
-//!   target, on a `port:proto` that no candidate of any door uses. Per source
+//!   target, on a `port:proto` that no candidate of any door uses (nor did
+//!   one of the last [`RETIRED_CAP`] knocks of candidates that left their
+//!   door: replayed or straggling used sequences are not a scan). Per source
 //!   the matcher counts the distinct foreign knocks; the count is forgotten
 //!   after [`SCAN_MEMORY`] without a new distinct one (once it is past every
 //!   door's threshold, without any foreign hit). While a source's count is
@@ -56,9 +58,11 @@
 //!
 //! Cost per hit: one hash lookup of the knock to find the (door, candidate)
 //! pairs whose sequence uses it (a hit on a knock no door uses costs nothing
-//! more, or one lookup in the fixed-size scan table when the guard is on),
-//! then per such pair one hash lookup by (source, door, tag), plus one scan
-//! table and one recent-openings lookup per door. Attempts live in a slab;
+//! more, or, with the guard on, one lookup of the retired knocks and one
+//! update of the fixed-size scan table: a keyed hash and at most
+//! [`SCAN_WAYS`] entries), then one scan-table lookup, per door one
+//! recent-openings lookup, and per pair one hash lookup by (source, door,
+//! tag). Attempts live in a slab;
 //! each door keeps a queue of its attempts in order of (re)start, which (the
 //! door's timeout being fixed) is also its order of expiry, so finding the
 //! victim or the next deadline looks only at each door's front (O(doors)).
@@ -556,6 +560,9 @@ impl Attempts {
 /// Openings remembered for the straggler rule.
 pub const RECENT_CAP: usize = 4096;
 
+/// Knocks of candidates that left their door remembered as not foreign.
+pub const RETIRED_CAP: usize = 1024;
+
 /// How long a source's distinct foreign knocks are remembered after the last
 /// new one.
 pub const SCAN_MEMORY: Duration = Duration::from_secs(60);
@@ -715,6 +722,12 @@ pub struct Matcher {
     attempts: Attempts,
     recent: Recent,
     scans: ScanTable,
+    /// Knocks of candidates that left their door (used one-time lines,
+    /// past windows), newest last, at most [`RETIRED_CAP`]; with a count
+    /// per knock. Not foreign, so replays and stragglers of used sequences
+    /// never make a knocker look like a scanner.
+    retired: VecDeque<Knock>,
+    retired_count: HashMap<Knock, u32>,
     /// Source-bound doors and their ranges (see [`Matcher::set_bound`]).
     bound: Vec<(u32, BoundRange)>,
 }
@@ -743,6 +756,8 @@ impl Matcher {
             attempts,
             recent: Recent::default(),
             scans: ScanTable::new(track),
+            retired: VecDeque::new(),
+            retired_count: HashMap::new(),
             bound: Vec::new(),
         };
         m.rebuild_index();
@@ -820,7 +835,9 @@ impl Matcher {
             attempts,
             recent,
             scans,
+            retired_count,
             bound,
+            ..
         } = self;
         let pairs = index.get(&knock);
         let mut claimed = pairs.is_some();
@@ -870,6 +887,7 @@ impl Matcher {
         if !claimed
             && scans.track > 0
             && is_probe(hit)
+            && !retired_count.contains_key(&knock)
             && (is_local(hit.dst) || targets.contains(&hit.dst))
         {
             scans.note(hit.src, knock, now);
@@ -919,7 +937,33 @@ impl Matcher {
         if let Ok(d) = u32::try_from(door) {
             self.attempts.drop_where(d, |a| !kept(a.key.2));
         }
+        let mut gone: Vec<Knock> = old
+            .iter()
+            .flat_map(|c| c.sequence.iter().copied())
+            .filter(|k| !new.iter().any(|c| c.sequence.contains(*k)))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        for k in gone {
+            self.retire(k);
+        }
         self.rebuild_index();
+    }
+
+    fn retire(&mut self, k: Knock) {
+        self.retired.push_back(k);
+        *self.retired_count.entry(k).or_default() += 1;
+        while self.retired.len() > RETIRED_CAP {
+            let Some(old) = self.retired.pop_front() else {
+                break;
+            };
+            if let Some(n) = self.retired_count.get_mut(&old) {
+                *n -= 1;
+                if *n == 0 {
+                    self.retired_count.remove(&old);
+                }
+            }
+        }
     }
 
     /// Number of attempts in flight.
@@ -2175,6 +2219,36 @@ mod tests {
     }
 
     #[test]
+    fn replays_of_used_sequences_are_not_a_scan() {
+        let line = |tag, s: &str| Candidate {
+            tag,
+            sequence: seq(s),
+        };
+        let mut r = Rig::new(vec![DoorRule {
+            candidates: vec![line(1, "1001,1002,1003")],
+            ..guarded("1", 2)
+        }]);
+        r.m.set_candidates(0, vec![line(2, "2001,2002,2003")]);
+        // The used line's ports, again and again: not foreign.
+        for p in [1001, 1002, 1003, 1001, 1002, 1003] {
+            assert!(r.hit(0, tcp(A, p)).is_empty());
+        }
+        r.hit(1, tcp(A, 2001));
+        r.hit(2, tcp(A, 2002));
+        assert_eq!(
+            r.hit(3, tcp(A, 2003)).last(),
+            Some(&Event::Open {
+                door: 0,
+                src: A,
+                tag: 2
+            })
+        );
+        // Three ports nobody ever used are.
+        sweep(&mut r, B, 10, [5001, 5002, 5003]);
+        assert!(r.hit(20, tcp(B, 2001)).is_empty());
+    }
+
+    #[test]
     fn scan_state_is_bounded_and_a_spoofed_flood_cannot_wash_out_a_scanner() {
         let mut r = Rig::new(vec![guarded("7000,8000,9000", 8)]);
         sweep(&mut r, A, 0, 100..=120);
@@ -2362,6 +2436,9 @@ mod tests {
         attempts: Vec<ModelAttempt>,
         recent: HashMap<(IpAddr, usize), (Instant, Sequence)>,
         scans: HashMap<IpAddr, (Vec<Knock>, Instant)>,
+        /// Knocks of candidates that left their door (never more than
+        /// `RETIRED_CAP` in these tests).
+        retired: Vec<Knock>,
     }
 
     impl Model {
@@ -2372,6 +2449,7 @@ mod tests {
                 attempts: Vec::new(),
                 recent: HashMap::new(),
                 scans: HashMap::new(),
+                retired: Vec::new(),
             }
         }
 
@@ -2396,6 +2474,13 @@ mod tests {
             };
             let old = std::mem::replace(&mut rule.candidates, cands);
             let new = &rule.candidates;
+            for c in &old {
+                for &k in c.sequence.knocks() {
+                    if !new.iter().any(|n| n.sequence.contains(k)) {
+                        self.retired.push(k);
+                    }
+                }
+            }
             self.attempts.retain(|a| {
                 a.1 != d || {
                     let x = old.iter().find(|c| c.tag == a.2);
@@ -2466,7 +2551,7 @@ mod tests {
             if !used {
                 let track = self.track();
                 let to_us = local(h.dst) || self.doors.iter().any(|d| d.target == Some(h.dst));
-                if track > 0 && is_probe(h) && to_us {
+                if track > 0 && is_probe(h) && to_us && !self.retired.contains(&k) {
                     let live = self.scan_count(src, now) > 0
                         || self
                             .scans

@@ -215,7 +215,9 @@ fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
             "fixed",
             &[
                 ("Sequence", "5000,5001"),
-                ("Seq_Timeout", "5"),
+                // Knocked again and again: past Seq_Timeout of its last
+                // opening, a knock is no straggler.
+                ("Seq_Timeout", "1"),
                 ("Start_Command", fixed.as_str()),
             ],
         )
@@ -224,8 +226,9 @@ fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
 /// The fixed door of [`otp_and_fixed`] still opens (n-th time).
 fn fixed_door_works(lab: &Lab, d: &Daemon, n: usize) {
     let h = s4(lab);
-    knock(lab, &[&h, "5000", "5001"]);
-    common::wait_lines(&lab.path("fixed"), n, d);
+    common::knock_until_lines(&lab.path("fixed"), n, d, || {
+        knock(lab, &[&h, "5000", "5001"])
+    });
 }
 
 #[test]
@@ -332,27 +335,31 @@ fn fault_hanging_start_command_blocks_nothing() {
     let conf = Conf::new(&[])
         .door(
             "hang",
-            &[("Sequence", "7000"), ("Start_Command", hang.as_str())],
+            &[
+                ("Sequence", "7000"),
+                ("Seq_Timeout", "1"),
+                ("Start_Command", hang.as_str()),
+            ],
         )
         .door(
             "ok",
             &[
                 ("Sequence", "8000,9000"),
-                ("Seq_Timeout", "5"),
+                ("Seq_Timeout", "1"),
                 ("Start_Command", ok.as_str()),
             ],
         );
     let mut d = start(&lab, &conf);
     let h = s4(&lab);
     for n in 1..=3 {
-        knock(&lab, &[&h, "7000"]);
-        common::wait_lines(&lab.path("hung"), n, &d);
+        common::knock_until_lines(&lab.path("hung"), n, &d, || knock(&lab, &[&h, "7000"]));
     }
     // Three commands hang; the other door and the capture loop do not care.
-    knock(&lab, &[&h, "8000", "9000"]);
-    common::wait_lines(&lab.path("ok"), 1, &d);
-    knock(&lab, &[&h, "8000", "9000"]);
-    common::wait_lines(&lab.path("ok"), 2, &d);
+    for n in 1..=2 {
+        common::knock_until_lines(&lab.path("ok"), n, &d, || {
+            knock(&lab, &[&h, "8000", "9000"])
+        });
+    }
 
     // Shutdown completes: the hung commands are killed after the grace
     // period, with their children (process groups).
@@ -456,7 +463,7 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
         "door",
         &[
             ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "5"),
+            ("Seq_Timeout", "1"),
             ("Start_Command", opens.as_str()),
         ],
     );
@@ -487,8 +494,9 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
         d.expect_log_count("keeping the running configuration", n + 1);
         let _ = what;
         d.assert_running();
-        knock(&lab, &[&h, "7000", "8000"]);
-        common::wait_lines(&lab.path("opens"), n + 1, &d);
+        common::knock_until_lines(&lab.path("opens"), n + 1, &d, || {
+            knock(&lab, &[&h, "7000", "8000"])
+        });
     }
     assert!(
         d.log_count(&d.conf.display().to_string()) >= breakers.len(),

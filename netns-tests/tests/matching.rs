@@ -7,15 +7,47 @@
 //! need the daemon to see connection attempts to every port of its
 //! addresses (the capture filter widened by the scan guard).
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{append_ip, lines, wait_lines, QUIET};
 use netns_tests::wait::{self, poll_until};
 use netns_tests::{bins, require_root, Conf, Daemon, Lab, RunOutput};
+
+/// How long "nothing happens" is watched for.
+const QUIET: Duration = Duration::from_millis(800);
+
+/// `echo %IP% >> FILE` (FILE inside the lab directory; one line per run).
+fn append_ip(lab: &Lab, file: &str) -> String {
+    format!("echo %IP% >> {}", lab.path(file).display())
+}
+
+/// Lines of `path` (empty when it does not exist).
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Wait until `path` has at least `n` complete lines; panic with the logs.
+fn wait_lines(path: &Path, n: usize, d: &Daemon) -> Vec<String> {
+    let got = poll_until(wait::DEFAULT_TIMEOUT, || {
+        let text = fs::read_to_string(path).ok()?;
+        (text.ends_with('\n') && text.lines().count() >= n).then_some(())
+    });
+    if got.is_none() {
+        panic!(
+            "{} does not have {n} line(s) within {:?}: {:?}\n{}",
+            path.display(),
+            wait::DEFAULT_TIMEOUT,
+            lines(path),
+            d.dump()
+        );
+    }
+    lines(path)
+}
 
 /// Run `program args` in `ns`; it must succeed.
 fn run_ok(lab: &Lab, ns: &str, program: &str, args: &[&str]) -> RunOutput {
@@ -46,6 +78,19 @@ fn packets(d: &Daemon, src: &str, port: u16) -> usize {
     out.lines()
         .filter(|l| l.contains(&format!("packet: {src}:")) && l.contains(&format!(":{port} ")))
         .count()
+}
+
+/// Wait (at most 5 s; the daemon may still be working through a scan)
+/// until it decoded `n` packets from `src` to `port`.
+fn wait_packets(d: &Daemon, src: &str, port: u16, n: usize) {
+    let seen = poll_until(wait::DEFAULT_TIMEOUT, || {
+        (packets(d, src, port) >= n).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "fewer than {n} packets from {src} to port {port}\n{}",
+        d.dump()
+    );
 }
 
 /// A door `name` with `sequence`, `Seq_Timeout` and more directives, whose
@@ -93,11 +138,8 @@ fn each_hit_sent_twice_opens_once_and_a_restart_still_opens() {
     still_lines(&lab, "one", &[c.as_str()], &d);
     assert_eq!(d.log_count("door: OPEN SESAME"), 1, "{}", d.dump());
     assert_eq!(d.log_count("one: OPEN SESAME"), 1, "{}", d.dump());
-    assert!(
-        packets(&d, &c, 9000) >= 2 && packets(&d, &c, 7500) >= 2,
-        "{}",
-        d.dump()
-    );
+    wait_packets(&d, &c, 9000, 2);
+    wait_packets(&d, &c, 7500, 2);
 
     // Once Seq_Timeout has passed since the opening: a partial knock, then
     // the whole sequence again, opens (once more).
@@ -150,11 +192,7 @@ fn retransmitted_syns_of_a_firewalled_connect_client_open_once() {
     still_lines(&lab, "door", &[c.as_str()], &d);
     still_lines(&lab, "one", &[c.as_str()], &d);
     for port in [7000, 8000, 9000, 7500] {
-        assert!(
-            packets(&d, &c, port) >= 2,
-            "no retransmission seen on {port}\n{}",
-            d.dump()
-        );
+        wait_packets(&d, &c, port, 2);
     }
     assert_eq!(d.log_count("door: Stage 1"), 1, "{}", d.dump());
     assert_eq!(d.log_count("OPEN SESAME"), 2, "{}", d.dump());
@@ -286,6 +324,8 @@ fn nmap_args<'a>(kind: &'a str, ports: &'a str, host: &'a str, sequential: bool)
         "--host-timeout",
         "12s",
         "-T4",
+        "--max-rate",
+        "4000",
         "-p",
         ports,
     ];
@@ -340,8 +380,8 @@ fn sequential_syn_and_connect_scans_open_nothing_while_a_knock_from_elsewhere_wo
     wait_lines(&lab.path("guarded"), 1, &d);
     still_lines(&lab, "guarded", &[c3.as_str()], &d);
     for port in [7000, 8000, 9000] {
-        assert!(packets(&d, &c1, port) >= 1, "{}", d.dump());
-        assert!(packets(&d, &c2, port) >= 1, "{}", d.dump());
+        wait_packets(&d, &c1, port, 1);
+        wait_packets(&d, &c2, port, 1);
     }
     // A scanner cannot knock for a while; others still can.
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
@@ -374,8 +414,8 @@ fn random_order_scans_open_nothing() {
         &nmap_args("-sT", "6990-9110", &h, false),
     );
     for port in [7000, 8000, 9000] {
-        assert!(packets(&d, &c1, port) >= 1, "{}", d.dump());
-        assert!(packets(&d, &c2, port) >= 1, "{}", d.dump());
+        wait_packets(&d, &c1, port, 1);
+        wait_packets(&d, &c2, port, 1);
     }
     still_lines(&lab, "guarded", &[], &d);
     // The daemon listens: a knock from a third host opens.
@@ -405,18 +445,13 @@ fn knock_succeeds_while_the_source_uses_a_real_service() {
     });
     assert!(ready.is_some(), "socat did not listen");
     let traffic = format!(
-        "for i in $(seq 1 40); do for p in 443 80 22 25 993 443; do nc -z -w 1 {h} $p; done; done"
+        "for i in $(seq 1 60); do for p in 443 80 22 25 993 443; do nc -z -w 1 {h} $p; sleep 0.03; done; done"
     );
     let mut users = lab.spawn(&lab.client_ns, "sh", &["-c", &traffic]);
-    // Let the traffic run before, during and after the knock.
-    let seen = poll_until(wait::DEFAULT_TIMEOUT, || {
-        (packets(&d, &c, 993) >= 2).then_some(())
-    });
-    assert!(
-        seen.is_some(),
-        "the daemon does not see the service traffic\n{}",
-        d.dump()
-    );
+    // The traffic runs before, during and after the knock, and the daemon
+    // sees it (the filter passes every connection attempt).
+    wait_packets(&d, &c, 993, 2);
+    let before = packets(&d, &c, 443);
     knock(
         &lab,
         &lab.client_ns,
@@ -424,6 +459,95 @@ fn knock_succeeds_while_the_source_uses_a_real_service() {
     );
     wait_lines(&lab.path("guarded"), 1, &d);
     assert_eq!(lines(&lab.path("guarded")), [c.as_str()]);
-    assert!(packets(&d, &c, 443) >= 4, "{}", d.dump());
+    wait_packets(&d, &c, 443, before + 4);
     users.kill();
+}
+
+/// `knock-flood` (bench/knock-flood), built if needed.
+fn knock_flood() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = std::process::Command::new(cargo)
+        .current_dir(bins::workspace_root())
+        .args(["build", "-q", "-p", "knock-flood"])
+        .status()
+        .expect("running cargo build -p knock-flood");
+    assert!(built.success(), "cargo build -p knock-flood failed");
+    bins::our_bin("knock-flood")
+}
+
+#[test]
+fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
+    require_root!("a_slow_knock_survives_a_spoofed_flood_on_another_door");
+    let lab = Lab::new("m-flood");
+    let flood = knock_flood();
+    let conf = door_conf(
+        &lab,
+        Conf::new(&[]),
+        "slow",
+        "7000,8000,9000",
+        &[("Seq_Timeout", "60")],
+    );
+    let conf = door_conf(&lab, conf, "flooded", "5555,6666", &[("Seq_Timeout", "60")]);
+    let d = start_debug(&lab, &conf);
+    let h = lab.server_v4().to_string();
+    let mac = sh(
+        &lab,
+        &lab.server_ns,
+        &format!("cat /sys/class/net/{}/address", lab.server_if),
+    )
+    .stdout
+    .trim()
+    .to_owned();
+    let c = lab.client_v4().to_string();
+    // 120,000 spoofed sources (more than the 65,536 attempts kept), one
+    // first hit each, paced so that a loaded machine decodes them all,
+    // bounded in packets and seconds; each flood from its own network.
+    let flood_once = |net: &str| {
+        let out = lab.run(
+            &lab.client_ns,
+            &flood,
+            &[
+                "-i",
+                lab.client_if.as_str(),
+                "--dst-mac",
+                mac.as_str(),
+                "--dst",
+                h.as_str(),
+                "--port",
+                "5555",
+                "--sources",
+                "120000",
+                "--src-net",
+                net,
+                "--count",
+                "120000",
+                "--pps",
+                "20000",
+                "--seconds",
+                "10",
+            ],
+        );
+        out.assert_success();
+    };
+    knock(&lab, &lab.client_ns, &[&h, "7000"]);
+    d.expect_log(&format!("{c}: slow: Stage 1"));
+    flood_once("198.18.0.0/15");
+    knock(&lab, &lab.client_ns, &[&h, "8000"]);
+    d.expect_log(&format!("{c}: slow: Stage 2"));
+    flood_once("10.0.0.0/12");
+    knock(&lab, &lab.client_ns, &[&h, "9000"]);
+    wait_lines(&lab.path("slow"), 1, &d);
+    assert_eq!(lines(&lab.path("slow")), [c.as_str()]);
+    // The flood did fill the attempt table: attempts were evicted.
+    let evicted = d
+        .proc
+        .output_text()
+        .lines()
+        .filter(|l| l.contains("flooded: attempt at stage 1 evicted"))
+        .count();
+    assert!(
+        evicted > 0,
+        "the flood never reached the cap\n{}",
+        d.log_text()
+    );
 }

@@ -61,3 +61,24 @@ pub fn knock_until(file: &Path, timeout: Duration, mut knock: impl FnMut()) -> b
         }
     }
 }
+
+/// Knock (again) until `path` has `n` lines, at most 10 s. A repeat of
+/// the same knock from the same address within the door's `Seq_Timeout`
+/// of its opening is taken as stragglers of that knock (SPEC section 2),
+/// so doors knocked again use a short `Seq_Timeout`.
+pub fn knock_until_lines(path: &Path, n: usize, d: &Daemon, mut knock: impl FnMut()) {
+    let done = wait::poll_until(Duration::from_secs(10), || {
+        knock();
+        wait::poll_until(Duration::from_millis(300), || {
+            (lines(path).len() >= n).then_some(())
+        })
+    });
+    if done.is_none() {
+        panic!(
+            "{} does not have {n} line(s) after knocking for 10 s: {:?}\n{}",
+            path.display(),
+            lines(path),
+            d.dump()
+        );
+    }
+}
