@@ -109,6 +109,12 @@ pub enum KeyError {
     Permissive { path: PathBuf, mode: u32 },
     #[error("{}: larger than {MAX_KEY_FILE_BYTES} bytes; not a key file", path.display())]
     TooLarge { path: PathBuf },
+    /// Owned by another user: whoever owns it decides what opens the door.
+    #[error("{}: {reason}", path.display())]
+    Untrusted {
+        path: PathBuf,
+        reason: crate::fsafe::Refusal,
+    },
     #[error("{}: {source}", path.display())]
     Invalid {
         path: PathBuf,
@@ -183,6 +189,14 @@ impl Key {
                 mode,
             });
         }
+        // Besides the mode: owned by root or the user reading it (the rule
+        // for every file trusted as input, `fsafe`).
+        crate::fsafe::check_readable_meta(&meta, nix::unistd::geteuid().as_raw()).map_err(
+            |reason| KeyError::Untrusted {
+                path: path.to_path_buf(),
+                reason,
+            },
+        )?;
         let mut bytes = Vec::new();
         file.take(MAX_KEY_FILE_BYTES + 1)
             .read_to_end(&mut bytes)
@@ -619,6 +633,31 @@ mod tests {
             assert!(msg.contains(&p.display().to_string()), "{msg}");
             assert!(!msg.contains("JBSW"), "{msg}");
         }
+    }
+
+    /// As root (CI), a 0600 key owned by another user is refused too: its
+    /// owner could change what opens the door.
+    #[test]
+    fn load_refuses_a_key_owned_by_another_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown needs root");
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "needs root in CI"
+            );
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = write_key(d.path(), "k", VECTOR_KEY, 0o600);
+        std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+        let e = Key::load(&p).unwrap_err();
+        assert!(matches!(e, KeyError::Untrusted { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&p.display().to_string()) && msg.contains("65534"),
+            "{msg}"
+        );
     }
 
     #[test]
