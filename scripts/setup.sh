@@ -15,6 +15,8 @@ packages=(
   python3       # runs the reference implementation in contrib/ against the test vectors
   nmap          # port scans (SYN and connect) in the matching tests
   netcat-openbsd # connect()-based knocks that retransmit their SYN
+  curl          # knocking with ordinary tools (real-client tests; also the browser's two connections)
+  wget          # knocking with ordinary tools (real-client tests; retries with a new connection)
 )
 
 missing=()
