@@ -26,7 +26,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use knock_common::otp::{self, OtpError};
+use knock_common::otp::{self, io_err, OtpError};
 use knock_common::rotate::Key;
 use knock_common::sequence::parse_port;
 use knock_common::{Knock, Proto, Sequence, SequenceError};
@@ -302,23 +302,11 @@ pub enum GenError {
     Exists(PathBuf),
     #[error("{}: is a directory", .0.display())]
     IsDirectory(PathBuf),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// Also every I/O error on a named file (`OtpError::Io`).
     #[error(transparent)]
     Otp(#[from] OtpError),
     #[error("the operating system's random number generator failed: {0}")]
     Rng(String),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> GenError + '_ {
-    move |source| GenError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// The random number generator of the program.
@@ -509,7 +497,7 @@ pub fn check_new_target(path: &Path, replace: bool) -> Result<(), GenError> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(path)(e)),
+        Err(e) => Err(io_err(path)(e).into()),
     }
 }
 
@@ -523,7 +511,7 @@ fn parent_dir(path: &Path) -> &Path {
 fn sync_dir(dir: &Path) -> Result<(), GenError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+        .map_err(|e| io_err(dir)(e).into())
 }
 
 /// Write `seqs` to a new file at `path`, atomically and with mode 0600: a
@@ -585,7 +573,7 @@ fn write_new_text(path: &Path, text: &str, replace: bool) -> Result<(), GenError
         Err(e) if !replace && e.error.kind() == io::ErrorKind::AlreadyExists => {
             return Err(GenError::Exists(path.to_path_buf()))
         }
-        Err(e) => return Err(io_err(path)(e.error)),
+        Err(e) => return Err(io_err(path)(e.error).into()),
     }
     sync_dir(dir)
 }
@@ -602,7 +590,7 @@ pub fn existing_sequences(path: &Path) -> Result<(Vec<Sequence>, usize), GenErro
         Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
             Err(GenError::IsDirectory(path.to_path_buf()))
         }
-        Err(e) => Err(io_err(path)(e)),
+        Err(e) => Err(io_err(path)(e).into()),
     }
 }
 
