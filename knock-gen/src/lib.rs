@@ -302,6 +302,10 @@ pub enum GenError {
     Exists(PathBuf),
     #[error("{}: is a directory", .0.display())]
     IsDirectory(PathBuf),
+    #[error("--append needs a file; it cannot append to standard output (-o -)")]
+    AppendToStdout,
+    #[error("--secret writes the key to a file only (mode 0600); give -o FILE")]
+    SecretToStdout,
     /// Also every I/O error on a named file (`OtpError::Io`).
     #[error(transparent)]
     Otp(#[from] OtpError),
