@@ -10,6 +10,8 @@ use knock_common::flags::{self, SYN};
 use knock_common::rotate::PortRange;
 use knock_common::{FlagSpec, Knock, Proto, SequenceError};
 
+use crate::packet::Hit;
+
 const EXAMPLES: &str = "\
 Each PORT is a decimal number 1-65535, optionally followed by :tcp or :udp
 (case-insensitive). Ports without a suffix are TCP, or UDP with --udp.
@@ -426,34 +428,6 @@ impl std::fmt::Display for PortArg {
             write!(f, ":{}", flags::names_of(bits))?;
         }
         Ok(())
-    }
-}
-
-/// One packet to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hit {
-    pub port: u16,
-    pub proto: Proto,
-    /// TCP header flags (`knock_common::flags` bits); unused for UDP.
-    pub flags: u8,
-}
-
-impl Hit {
-    /// Can an ordinary socket send this hit? Only a plain SYN (a connect)
-    /// or a UDP datagram.
-    pub fn is_plain(&self) -> bool {
-        self.proto == Proto::Udp || self.flags == SYN
-    }
-
-    /// `tcp`, `udp`, or `tcp (fin,ack)` when the flags are not just SYN.
-    pub fn describe_proto(&self) -> String {
-        if self.is_plain() {
-            self.proto.to_string()
-        } else if self.flags == 0 {
-            format!("{} (no flags)", self.proto)
-        } else {
-            format!("{} ({})", self.proto, flags::names_of(self.flags))
-        }
     }
 }
 

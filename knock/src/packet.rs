@@ -7,6 +7,8 @@
 
 use std::net::IpAddr;
 
+use knock_common::flags::{self, SYN};
+use knock_common::Proto;
 use pnet::packet::tcp::{self, MutableTcpPacket, TcpPacket};
 use pnet::packet::udp::{self, MutableUdpPacket, UdpPacket};
 
@@ -18,6 +20,34 @@ pub const UDP_HEADER_LEN: usize = 8;
 pub const TCP_WINDOW: u16 = 64240;
 /// Payload of a UDP knock: one NUL byte, as the classic client sends.
 pub const UDP_PAYLOAD: &[u8] = &[0];
+
+/// One packet to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub port: u16,
+    pub proto: Proto,
+    /// TCP header flags (`knock_common::flags` bits); unused for UDP.
+    pub flags: u8,
+}
+
+impl Hit {
+    /// Can an ordinary socket send this hit? Only a plain SYN (a connect)
+    /// or a UDP datagram.
+    pub fn is_plain(&self) -> bool {
+        self.proto == Proto::Udp || self.flags == SYN
+    }
+
+    /// `tcp`, `udp`, or `tcp (fin,ack)` when the flags are not just SYN.
+    pub fn describe_proto(&self) -> String {
+        if self.is_plain() {
+            self.proto.to_string()
+        } else if self.flags == 0 {
+            format!("{} (no flags)", self.proto)
+        } else {
+            format!("{} ({})", self.proto, flags::names_of(self.flags))
+        }
+    }
+}
 
 /// The source and destination addresses are of different families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -60,7 +90,9 @@ pub fn build_tcp(
             _ => return Err(FamilyMismatch { src, dst }),
         }
     };
-    buf[16..18].copy_from_slice(&sum.to_be_bytes());
+    MutableTcpPacket::new(&mut buf)
+        .expect("buffer holds a TCP header")
+        .set_checksum(sum);
     Ok(buf)
 }
 
@@ -93,7 +125,9 @@ pub fn build_udp(
         }
     };
     let sum = if sum == 0 { 0xffff } else { sum };
-    buf[6..8].copy_from_slice(&sum.to_be_bytes());
+    MutableUdpPacket::new(&mut buf)
+        .expect("buffer holds a UDP header")
+        .set_checksum(sum);
     Ok(buf)
 }
 
