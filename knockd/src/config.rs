@@ -28,8 +28,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use knock_common::rotate::{self, Key, PortRange};
-use knock_common::{FlagSpec, Proto, Sequence, SequenceError};
+use knock_common::rotate::{self, Key, PortRange, RangeError};
+use knock_common::{FlagError, FlagSpec, Proto, Sequence, SequenceError};
 
 pub const DEFAULT_PID_FILE: &str = "/var/run/knockd.pid";
 pub const DEFAULT_INTERFACE: &str = "eth0";
@@ -204,32 +204,102 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
 pub const MAX_INTERFACE_LEN: usize = 15;
 
+/// Why a name cannot be an interface name (each message quotes it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterfaceNameError {
+    #[error("the interface name is empty")]
+    Empty,
+    #[error(
+        "interface \"{0}\" is a path; give just the interface name (e.g. eth0, not /dev/eth0)"
+    )]
+    Path(String),
+    #[error("interface \"{0}\" contains a blank, a control character or ':', which no interface name has")]
+    BadCharacter(String),
+    #[error("interface \"{0}\" is longer than {MAX_INTERFACE_LEN} characters, the limit of Linux interface names")]
+    TooLong(String),
+}
+
 /// Check an interface name as given to `Interface =` or `-i`: a bare name
-/// such as `eth0` or `any`, not a device path. Returns a message quoting the
-/// name when it cannot be an interface name.
-pub fn validate_interface_name(name: &str) -> Result<(), String> {
+/// such as `eth0` or `any`, not a device path.
+pub fn validate_interface_name(name: &str) -> Result<(), InterfaceNameError> {
     if name.is_empty() {
-        return Err("the interface name is empty".to_string());
+        return Err(InterfaceNameError::Empty);
     }
     if name.contains('/') {
-        return Err(format!(
-            "interface \"{name}\" is a path; give just the interface name (e.g. eth0, not /dev/eth0)"
-        ));
+        return Err(InterfaceNameError::Path(name.to_string()));
     }
     if name
         .chars()
         .any(|c| c.is_whitespace() || c.is_control() || c == ':')
     {
-        return Err(format!(
-            "interface \"{name}\" contains a blank, a control character or ':', which no interface name has"
-        ));
+        return Err(InterfaceNameError::BadCharacter(name.to_string()));
     }
     if name.len() > MAX_INTERFACE_LEN {
-        return Err(format!(
-            "interface \"{name}\" is longer than {MAX_INTERFACE_LEN} characters, the limit of Linux interface names"
-        ));
+        return Err(InterfaceNameError::TooLong(name.to_string()));
     }
     Ok(())
+}
+
+/// Why a directive's value was refused; each message quotes the directive
+/// as written (`key`) and the value. The parser adds `file:line:`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{key} \"{value}\" is not a whole, non-negative number of seconds")]
+    NotSeconds { key: String, value: String },
+    #[error("{key} \"{value}\" is more than the maximum of {MAX_TIMEOUT_SECS} seconds (one year)")]
+    TooManySeconds { key: String, value: String },
+    #[error("{key} \"{value}\" must be at least 1 second (a knock needs time to arrive)")]
+    ZeroSeqTimeout { key: String, value: String },
+    #[error("{key} \"{value}\" is not a whole number of {unit} between {lo} and {hi}")]
+    OutOfRange {
+        key: String,
+        value: String,
+        lo: u64,
+        hi: u64,
+        unit: &'static str,
+    },
+    /// A port or protocol of the list is wrong (the error quotes it).
+    #[error(transparent)]
+    Knock(SequenceError),
+    /// Knocks separated by blanks instead of commas.
+    #[error("{0} (separate the knocks with commas: 7000,8000,9000)")]
+    Blanks(SequenceError),
+    #[error("{source}: {key} = \"{value}\"")]
+    Sequence {
+        key: String,
+        value: String,
+        source: SequenceError,
+    },
+    #[error("{key} \"{value}\": {source}")]
+    Flags {
+        key: String,
+        value: String,
+        source: FlagError,
+    },
+    #[error("{key} \"{value}\" is not an IPv4 or IPv6 address (e.g. 192.0.2.1 or 2001:db8::1)")]
+    NotAddress { key: String, value: String },
+    #[error("{key} \"{value}\": {source}")]
+    Ports {
+        key: String,
+        value: String,
+        source: RangeError,
+    },
+    #[error("{key} \"{value}\" is not a protocol: write tcp or udp")]
+    NotProtocol { key: String, value: String },
+    #[error("{key} \"{value}\" is neither yes nor no")]
+    NotYesNo { key: String, value: String },
+    #[error("{key} \"{value}\" is not a whole number from 0 (guard off) to {MAX_SCAN_THRESHOLD}")]
+    ScanThreshold { key: String, value: String },
+    #[error("{key}: {source}")]
+    Interface {
+        key: String,
+        source: InterfaceNameError,
+    },
+}
+
+/// The `key` and `value` fields of most [`ValueError`]s.
+fn kv(key: &str, value: &str) -> (String, String) {
+    (key.to_string(), value.to_string())
 }
 
 /// Every directive of `knockd.conf`.
@@ -367,17 +437,14 @@ fn describe(key: &str, d: Directive) -> String {
 }
 
 /// Parse a timeout: a plain non-negative decimal integer of seconds.
-fn parse_secs(key: &str, value: &str) -> Result<u64, String> {
+fn parse_secs(key: &str, value: &str) -> Result<u64, ValueError> {
+    let (key, value) = kv(key, value);
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "{key} \"{value}\" is not a whole, non-negative number of seconds"
-        ));
+        return Err(ValueError::NotSeconds { key, value });
     }
     match value.parse::<u64>() {
         Ok(n) if n <= MAX_TIMEOUT_SECS => Ok(n),
-        _ => Err(format!(
-            "{key} \"{value}\" is more than the maximum of {MAX_TIMEOUT_SECS} seconds (one year)"
-        )),
+        _ => Err(ValueError::TooManySeconds { key, value }),
     }
 }
 
@@ -411,14 +478,24 @@ struct DoorDraft {
     scan_threshold: Option<usize>,
 }
 
-/// A whole number in `lo..=hi`, or a message quoting the value.
-fn parse_bounded(key: &str, value: &str, lo: u64, hi: u64, unit: &str) -> Result<u64, String> {
+/// A whole number in `lo..=hi`.
+fn parse_bounded(
+    key: &str,
+    value: &str,
+    lo: u64,
+    hi: u64,
+    unit: &'static str,
+) -> Result<u64, ValueError> {
     let n = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
         .then(|| value.parse::<u64>().ok())
         .flatten()
         .filter(|n| (lo..=hi).contains(n));
-    n.ok_or_else(|| {
-        format!("{key} \"{value}\" is not a whole number of {unit} between {lo} and {hi}")
+    n.ok_or_else(|| ValueError::OutOfRange {
+        key: key.to_string(),
+        value: value.to_string(),
+        lo,
+        hi,
+        unit,
     })
 }
 
@@ -662,13 +739,13 @@ impl<'a> Parser<'a> {
             }
             (_, Some(v)) => v,
         };
-        if let Err(message) = self.apply(d, key, value) {
-            self.error(n, message);
+        if let Err(e) = self.apply(d, key, value) {
+            self.error(n, e.to_string());
         }
     }
 
     /// Store a directive's value, or say why it is wrong.
-    fn apply(&mut self, d: Directive, key: &str, value: &str) -> Result<(), String> {
+    fn apply(&mut self, d: Directive, key: &str, value: &str) -> Result<(), ValueError> {
         if d.is_global() {
             return self.apply_global(d, key, value);
         }
@@ -681,10 +758,13 @@ impl<'a> Parser<'a> {
             Directive::Sequence => {
                 let seq = value.parse::<Sequence>().map_err(|e| match e {
                     SequenceError::BadPort(ref p) if p.split_whitespace().count() > 1 => {
-                        format!("{e} (separate the knocks with commas: 7000,8000,9000)")
+                        ValueError::Blanks(e)
                     }
-                    SequenceError::BadPort(_) | SequenceError::BadProto(_) => e.to_string(),
-                    _ => format!("{e}: {key} = \"{value}\""),
+                    SequenceError::BadPort(_) | SequenceError::BadProto(_) => ValueError::Knock(e),
+                    source => {
+                        let (key, value) = kv(key, value);
+                        ValueError::Sequence { key, value, source }
+                    }
                 })?;
                 door.sequence = Some(seq);
             }
@@ -692,9 +772,8 @@ impl<'a> Parser<'a> {
             Directive::SeqTimeout => {
                 let secs = parse_secs(key, value)?;
                 if secs == 0 {
-                    return Err(format!(
-                        "{key} \"{value}\" must be at least 1 second (a knock needs time to arrive)"
-                    ));
+                    let (key, value) = kv(key, value);
+                    return Err(ValueError::ZeroSeqTimeout { key, value });
                 }
                 door.seq_timeout = Some(Duration::from_secs(secs));
             }
@@ -702,16 +781,16 @@ impl<'a> Parser<'a> {
                 door.cmd_timeout = Some(Duration::from_secs(parse_secs(key, value)?));
             }
             Directive::TcpFlags => {
-                let flags = value
-                    .parse::<FlagSpec>()
-                    .map_err(|e| format!("{key} \"{value}\": {e}"))?;
+                let flags = value.parse::<FlagSpec>().map_err(|source| {
+                    let (key, value) = kv(key, value);
+                    ValueError::Flags { key, value, source }
+                })?;
                 door.tcp_flags = Some(flags);
             }
             Directive::Target => {
                 let ip = value.parse::<IpAddr>().map_err(|_| {
-                    format!(
-                        "{key} \"{value}\" is not an IPv4 or IPv6 address (e.g. 192.0.2.1 or 2001:db8::1)"
-                    )
+                    let (key, value) = kv(key, value);
+                    ValueError::NotAddress { key, value }
                 })?;
                 door.target = Some(ip);
             }
@@ -738,14 +817,16 @@ impl<'a> Parser<'a> {
                 door.skew = Some(parse_bounded(key, value, 0, MAX_SEQUENCE_SKEW, "windows")?);
             }
             Directive::SequencePorts => {
-                let range = value
-                    .parse::<PortRange>()
-                    .map_err(|e| format!("{key} \"{value}\": {e}"))?;
+                let range = value.parse::<PortRange>().map_err(|source| {
+                    let (key, value) = kv(key, value);
+                    ValueError::Ports { key, value, source }
+                })?;
                 door.range = Some(range);
             }
             Directive::SequenceProtocol => {
                 let proto = value.parse::<Proto>().map_err(|_| {
-                    format!("{key} \"{value}\" is not a protocol: write tcp or udp")
+                    let (key, value) = kv(key, value);
+                    ValueError::NotProtocol { key, value }
                 })?;
                 door.proto = Some(proto);
             }
@@ -753,7 +834,10 @@ impl<'a> Parser<'a> {
                 let yes = match value.to_ascii_lowercase().as_str() {
                     "yes" => true,
                     "no" => false,
-                    _ => return Err(format!("{key} \"{value}\" is neither yes nor no")),
+                    _ => {
+                        let (key, value) = kv(key, value);
+                        return Err(ValueError::NotYesNo { key, value });
+                    }
                 };
                 door.bind_source = Some(yes);
             }
@@ -761,11 +845,12 @@ impl<'a> Parser<'a> {
                 let n = value
                     .parse::<usize>()
                     .ok()
-                    .filter(|n| *n <= MAX_SCAN_THRESHOLD && value.bytes().all(|b| b.is_ascii_digit()))
+                    .filter(|n| {
+                        *n <= MAX_SCAN_THRESHOLD && value.bytes().all(|b| b.is_ascii_digit())
+                    })
                     .ok_or_else(|| {
-                        format!(
-                            "{key} \"{value}\" is not a whole number from 0 (guard off) to {MAX_SCAN_THRESHOLD}"
-                        )
+                        let (key, value) = kv(key, value);
+                        ValueError::ScanThreshold { key, value }
                     })?;
                 door.scan_threshold = Some(n);
             }
@@ -860,13 +945,16 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn apply_global(&mut self, d: Directive, key: &str, value: &str) -> Result<(), String> {
+    fn apply_global(&mut self, d: Directive, key: &str, value: &str) -> Result<(), ValueError> {
         match d {
             Directive::UseSyslog => self.options.use_syslog = true,
             Directive::LogFile => self.options.log_file = Some(PathBuf::from(value)),
             Directive::PidFile => self.options.pid_file = PathBuf::from(value),
             Directive::Interface => {
-                validate_interface_name(value).map_err(|m| format!("{key}: {m}"))?;
+                validate_interface_name(value).map_err(|source| ValueError::Interface {
+                    key: key.to_string(),
+                    source,
+                })?;
                 self.options.interface = Some(value.to_string());
             }
             _ => {}
