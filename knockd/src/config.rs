@@ -499,6 +499,60 @@ fn parse_bounded(
     })
 }
 
+/// Store one of the companions of `Sequence_Secret` in `door`.
+fn apply_rotating(
+    door: &mut DoorDraft,
+    d: Directive,
+    key: &str,
+    value: &str,
+) -> Result<(), ValueError> {
+    match d {
+        Directive::SequenceLength => {
+            let n = parse_bounded(key, value, 1, rotate::MAX_LENGTH as u64, "hits")?;
+            door.length = Some(n as usize);
+        }
+        Directive::SequencePeriod => {
+            door.period = Some(parse_bounded(
+                key,
+                value,
+                1,
+                MAX_SEQUENCE_PERIOD,
+                "seconds",
+            )?);
+        }
+        Directive::SequenceSkew => {
+            door.skew = Some(parse_bounded(key, value, 0, MAX_SEQUENCE_SKEW, "windows")?);
+        }
+        Directive::SequencePorts => {
+            let range = value.parse::<PortRange>().map_err(|source| {
+                let (key, value) = kv(key, value);
+                ValueError::Ports { key, value, source }
+            })?;
+            door.range = Some(range);
+        }
+        Directive::SequenceProtocol => {
+            let proto = value.parse::<Proto>().map_err(|_| {
+                let (key, value) = kv(key, value);
+                ValueError::NotProtocol { key, value }
+            })?;
+            door.proto = Some(proto);
+        }
+        Directive::SequenceBindSource => {
+            let yes = match value.to_ascii_lowercase().as_str() {
+                "yes" => true,
+                "no" => false,
+                _ => {
+                    let (key, value) = kv(key, value);
+                    return Err(ValueError::NotYesNo { key, value });
+                }
+            };
+            door.bind_source = Some(yes);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 impl DoorDraft {
     fn seen_at(&self, d: Directive) -> Option<usize> {
         self.seen.iter().find(|(x, _)| *x == d).map(|&(_, l)| l)
@@ -633,40 +687,64 @@ impl<'a> Parser<'a> {
             return;
         }
         let Some(d) = Directive::lookup(key) else {
-            match (&self.section, value) {
-                (_, None) => self.error(
-                    n,
-                    format!(
-                        "line \"{line}\" is neither a [section] header, a # comment nor a \"directive = value\" line"
-                    ),
-                ),
-                (Section::None, Some(_)) => self.error(
-                    n,
-                    format!(
-                        "unknown directive \"{key}\" outside any section (global directives, under [options]: {GLOBAL_LIST}; door directives, under [door name]: {DOOR_LIST})"
-                    ),
-                ),
-                (Section::Options, Some(_)) => self.error(
-                    n,
-                    format!(
-                        "unknown directive \"{key}\" in [options] (global directives: {GLOBAL_LIST})"
-                    ),
-                ),
-                (Section::Door(i), Some(_)) => {
-                    let name = self.doors[*i].name.clone();
-                    self.error(
-                        n,
-                        format!(
-                            "unknown directive \"{key}\" in door \"{name}\" (door directives: {DOOR_LIST})"
-                        ),
-                    )
-                }
-            }
+            self.unknown_directive(n, line, key, value.is_some());
             return;
         };
         let what = describe(key, d);
+        if !self.first_in_section(n, d, &what, value) {
+            return;
+        }
+        let Some(value) = self.value_of(n, d, &what, value) else {
+            return;
+        };
+        if let Err(e) = self.apply(d, key, value) {
+            self.error(n, e.to_string());
+        }
+    }
 
-        // Where the directive goes, and whether it was given before there.
+    /// Report a line whose directive name is not known.
+    fn unknown_directive(&mut self, n: usize, line: &str, key: &str, has_value: bool) {
+        match (&self.section, has_value) {
+            (_, false) => self.error(
+                n,
+                format!(
+                    "line \"{line}\" is neither a [section] header, a # comment nor a \"directive = value\" line"
+                ),
+            ),
+            (Section::None, true) => self.error(
+                n,
+                format!(
+                    "unknown directive \"{key}\" outside any section (global directives, under [options]: {GLOBAL_LIST}; door directives, under [door name]: {DOOR_LIST})"
+                ),
+            ),
+            (Section::Options, true) => self.error(
+                n,
+                format!(
+                    "unknown directive \"{key}\" in [options] (global directives: {GLOBAL_LIST})"
+                ),
+            ),
+            (Section::Door(i), true) => {
+                let name = self.doors[*i].name.clone();
+                self.error(
+                    n,
+                    format!(
+                        "unknown directive \"{key}\" in door \"{name}\" (door directives: {DOOR_LIST})"
+                    ),
+                )
+            }
+        }
+    }
+
+    /// Record directive `d` at line `n` in the current section; `false`
+    /// (after reporting why) when it does not belong there or was given
+    /// before in it.
+    fn first_in_section(
+        &mut self,
+        n: usize,
+        d: Directive,
+        what: &str,
+        value: Option<&str>,
+    ) -> bool {
         let seen = match &self.section {
             Section::None => {
                 let home = if d.is_global() {
@@ -678,7 +756,7 @@ impl<'a> Parser<'a> {
                     n,
                     format!("directive {what} is outside any section; put it under {home}"),
                 );
-                return;
+                return false;
             }
             Section::Options => {
                 if !d.is_global() {
@@ -688,7 +766,7 @@ impl<'a> Parser<'a> {
                             "{what} is a door directive and does not belong in [options]; put it under a [door name] section"
                         ),
                     );
-                    return;
+                    return false;
                 }
                 &mut self.options_seen
             }
@@ -701,7 +779,7 @@ impl<'a> Parser<'a> {
                             "{what} is a global directive and does not belong in door \"{name}\"; put it under [options]"
                         ),
                     );
-                    return;
+                    return false;
                 }
                 &mut self.doors[*i].seen
             }
@@ -715,32 +793,39 @@ impl<'a> Parser<'a> {
                     value.unwrap_or("")
                 ),
             );
-            return;
+            return false;
         }
         seen.push((d, n));
+        true
+    }
 
-        // The value.
-        let value = match (d, value) {
-            (Directive::UseSyslog, None) => "",
+    /// The value of directive `d`, or `None` after reporting that it is
+    /// missing, empty, or given to the bare word `UseSyslog`.
+    fn value_of<'v>(
+        &mut self,
+        n: usize,
+        d: Directive,
+        what: &str,
+        value: Option<&'v str>,
+    ) -> Option<&'v str> {
+        match (d, value) {
+            (Directive::UseSyslog, None) => Some(""),
             (Directive::UseSyslog, Some(v)) => {
                 self.error(
                     n,
                     format!("{what} is a bare word and takes no value (found \"{v}\"); write just UseSyslog"),
                 );
-                return;
+                None
             }
             (_, None) => {
                 self.error(n, format!("{what} needs a value: {} = ...", d.name()));
-                return;
+                None
             }
             (_, Some("")) if !d.empty_allowed() => {
                 self.error(n, format!("{what} has an empty value"));
-                return;
+                None
             }
-            (_, Some(v)) => v,
-        };
-        if let Err(e) = self.apply(d, key, value) {
-            self.error(n, e.to_string());
+            (_, Some(v)) => Some(v),
         }
     }
 
@@ -800,47 +885,12 @@ impl<'a> Parser<'a> {
             Directive::StopCommand6 => door.stop_command_6 = Some(value.to_string()),
             Directive::SequenceSecret => door.secret = Some(PathBuf::from(value)),
             Directive::SequenceState => door.state = Some(PathBuf::from(value)),
-            Directive::SequenceLength => {
-                let n = parse_bounded(key, value, 1, rotate::MAX_LENGTH as u64, "hits")?;
-                door.length = Some(n as usize);
-            }
-            Directive::SequencePeriod => {
-                door.period = Some(parse_bounded(
-                    key,
-                    value,
-                    1,
-                    MAX_SEQUENCE_PERIOD,
-                    "seconds",
-                )?);
-            }
-            Directive::SequenceSkew => {
-                door.skew = Some(parse_bounded(key, value, 0, MAX_SEQUENCE_SKEW, "windows")?);
-            }
-            Directive::SequencePorts => {
-                let range = value.parse::<PortRange>().map_err(|source| {
-                    let (key, value) = kv(key, value);
-                    ValueError::Ports { key, value, source }
-                })?;
-                door.range = Some(range);
-            }
-            Directive::SequenceProtocol => {
-                let proto = value.parse::<Proto>().map_err(|_| {
-                    let (key, value) = kv(key, value);
-                    ValueError::NotProtocol { key, value }
-                })?;
-                door.proto = Some(proto);
-            }
-            Directive::SequenceBindSource => {
-                let yes = match value.to_ascii_lowercase().as_str() {
-                    "yes" => true,
-                    "no" => false,
-                    _ => {
-                        let (key, value) = kv(key, value);
-                        return Err(ValueError::NotYesNo { key, value });
-                    }
-                };
-                door.bind_source = Some(yes);
-            }
+            Directive::SequenceLength
+            | Directive::SequencePeriod
+            | Directive::SequenceSkew
+            | Directive::SequencePorts
+            | Directive::SequenceProtocol
+            | Directive::SequenceBindSource => apply_rotating(door, d, key, value)?,
             Directive::ScanThreshold => {
                 let n = value
                     .parse::<usize>()
@@ -964,90 +1014,123 @@ impl<'a> Parser<'a> {
 
     /// Whole-file checks; build the configuration.
     fn finish(mut self) -> Result<Config, ConfigErrors> {
-        let mut doors = Vec::new();
         let drafts = std::mem::take(&mut self.doors);
         let declared_doors = drafts.iter().filter(|d| !d.broken).count();
-        for draft in drafts {
-            if draft.broken {
-                continue;
-            }
-            let name = draft.name.clone();
-            let seq_line = draft.seen_at(Directive::Sequence);
-            let otp_line = draft.seen_at(Directive::OneTimeSequences);
-            let secret_line = draft.seen_at(Directive::SequenceSecret);
-            let rotating = self.rotating(&draft, secret_line, seq_line.or(otp_line));
-            let sequence = match (seq_line, otp_line) {
-                _ if secret_line.is_some() => rotating.map(SequenceSpec::Rotating),
-                (None, None) => {
-                    self.error(
-                        draft.line,
-                        format!(
-                            "door \"{name}\" has no Sequence, One_Time_Sequences or Sequence_Secret: it could never be knocked open"
-                        ),
-                    );
-                    None
-                }
-                (Some(a), Some(b)) => {
-                    self.error(
-                        a.max(b),
-                        format!(
-                            "door \"{name}\" has both Sequence (line {a}) and One_Time_Sequences (line {b}); use one of them"
-                        ),
-                    );
-                    None
-                }
-                (Some(_), None) => draft.sequence.clone().map(SequenceSpec::Fixed),
-                (None, Some(l)) => draft.one_time.clone().map(|p| {
-                    if p.is_relative() {
-                        self.warn(
-                            l,
-                            format!(
-                                "One_Time_Sequences \"{}\" is a relative path; it is looked up from the daemon's working directory",
-                                p.display()
-                            ),
-                        );
-                    }
-                    SequenceSpec::OneTime(p)
-                }),
-            };
-            let no_start = draft.start_command.is_none()
-                && draft.start_command_6.as_deref().unwrap_or("").is_empty();
-            if no_start {
-                self.warn(
+        let doors: Vec<Door> = drafts
+            .into_iter()
+            .filter(|d| !d.broken)
+            .filter_map(|d| self.door(d))
+            .collect();
+        self.warn_same_sequences(&doors);
+        self.warn_relative_option_paths();
+        self.check_something_to_do(declared_doors);
+
+        if !self.errors.is_empty() {
+            self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(ConfigErrors(self.errors));
+        }
+        self.warnings.sort_by_key(|w| w.0);
+        let file = self.file;
+        Ok(Config {
+            options: self.options,
+            doors,
+            warnings: self
+                .warnings
+                .into_iter()
+                .map(|(l, w)| format!("{file}:{l}: {w}"))
+                .collect(),
+        })
+    }
+
+    /// A finished door, or `None` (after reporting why) when its sequence
+    /// is missing or contradictory. Warns about missing commands.
+    fn door(&mut self, draft: DoorDraft) -> Option<Door> {
+        let sequence = self.sequence_of(&draft);
+        self.warn_missing_commands(&draft);
+        Some(Door {
+            name: draft.name,
+            line: draft.line,
+            sequence: sequence?,
+            seq_timeout: draft.seq_timeout.unwrap_or(DEFAULT_SEQ_TIMEOUT),
+            tcp_flags: draft.tcp_flags,
+            target: draft.target,
+            start_command: draft.start_command,
+            start_command_6: draft.start_command_6,
+            cmd_timeout: draft.cmd_timeout.unwrap_or(DEFAULT_CMD_TIMEOUT),
+            stop_command: draft.stop_command,
+            stop_command_6: draft.stop_command_6,
+            scan_threshold: draft.scan_threshold.unwrap_or(DEFAULT_SCAN_THRESHOLD),
+        })
+    }
+
+    /// Exactly one of `Sequence`, `One_Time_Sequences`, `Sequence_Secret`.
+    fn sequence_of(&mut self, draft: &DoorDraft) -> Option<SequenceSpec> {
+        let name = &draft.name;
+        let seq_line = draft.seen_at(Directive::Sequence);
+        let otp_line = draft.seen_at(Directive::OneTimeSequences);
+        let secret_line = draft.seen_at(Directive::SequenceSecret);
+        let rotating = self.rotating(draft, secret_line, seq_line.or(otp_line));
+        match (seq_line, otp_line) {
+            _ if secret_line.is_some() => rotating.map(SequenceSpec::Rotating),
+            (None, None) => {
+                self.error(
                     draft.line,
                     format!(
-                        "door \"{name}\" has no Start_Command: a successful knock is only logged"
+                        "door \"{name}\" has no Sequence, One_Time_Sequences or Sequence_Secret: it could never be knocked open"
                     ),
                 );
+                None
             }
-            if let Some(l) = draft.seen_at(Directive::CmdTimeout) {
-                if draft.stop_command.is_none()
-                    && draft.stop_command_6.as_deref().unwrap_or("").is_empty()
-                {
+            (Some(a), Some(b)) => {
+                self.error(
+                    a.max(b),
+                    format!(
+                        "door \"{name}\" has both Sequence (line {a}) and One_Time_Sequences (line {b}); use one of them"
+                    ),
+                );
+                None
+            }
+            (Some(_), None) => draft.sequence.clone().map(SequenceSpec::Fixed),
+            (None, Some(l)) => draft.one_time.clone().map(|p| {
+                if p.is_relative() {
                     self.warn(
                         l,
-                        format!("door \"{name}\": Cmd_Timeout has no effect without Stop_Command"),
+                        format!(
+                            "One_Time_Sequences \"{}\" is a relative path; it is looked up from the daemon's working directory",
+                            p.display()
+                        ),
                     );
                 }
-            }
-            let Some(sequence) = sequence else { continue };
-            doors.push(Door {
-                name,
-                line: draft.line,
-                sequence,
-                seq_timeout: draft.seq_timeout.unwrap_or(DEFAULT_SEQ_TIMEOUT),
-                tcp_flags: draft.tcp_flags,
-                target: draft.target,
-                start_command: draft.start_command,
-                start_command_6: draft.start_command_6,
-                cmd_timeout: draft.cmd_timeout.unwrap_or(DEFAULT_CMD_TIMEOUT),
-                stop_command: draft.stop_command,
-                stop_command_6: draft.stop_command_6,
-                scan_threshold: draft.scan_threshold.unwrap_or(DEFAULT_SCAN_THRESHOLD),
-            });
+                SequenceSpec::OneTime(p)
+            }),
         }
+    }
 
-        // The same fixed sequence in two doors opens both at once.
+    /// No start command; `Cmd_Timeout` without a stop command.
+    fn warn_missing_commands(&mut self, draft: &DoorDraft) {
+        let name = &draft.name;
+        let no_start = draft.start_command.is_none()
+            && draft.start_command_6.as_deref().unwrap_or("").is_empty();
+        if no_start {
+            self.warn(
+                draft.line,
+                format!("door \"{name}\" has no Start_Command: a successful knock is only logged"),
+            );
+        }
+        if let Some(l) = draft.seen_at(Directive::CmdTimeout) {
+            if draft.stop_command.is_none()
+                && draft.stop_command_6.as_deref().unwrap_or("").is_empty()
+            {
+                self.warn(
+                    l,
+                    format!("door \"{name}\": Cmd_Timeout has no effect without Stop_Command"),
+                );
+            }
+        }
+    }
+
+    /// The same fixed sequence in two doors opens both at once.
+    fn warn_same_sequences(&mut self, doors: &[Door]) {
         for (i, door) in doors.iter().enumerate() {
             let SequenceSpec::Fixed(seq) = &door.sequence else {
                 continue;
@@ -1065,7 +1148,10 @@ impl<'a> Parser<'a> {
                 ));
             }
         }
+    }
 
+    /// `LogFile` / `PidFile` given as relative paths.
+    fn warn_relative_option_paths(&mut self) {
         for (d, l) in self.options_seen.clone() {
             let path = match d {
                 Directive::LogFile => self.options.log_file.clone(),
@@ -1083,36 +1169,22 @@ impl<'a> Parser<'a> {
                 );
             }
         }
+    }
 
-        if self.content_lines == 0 {
-            self.errors.push(ConfigError {
-                file: self.file.to_string(),
-                line: None,
-                message: "the file is empty: nothing to do (define a door: a [name] section with a Sequence)".to_string(),
-            });
+    /// An empty file, or one without a door, does nothing: an error.
+    fn check_something_to_do(&mut self, declared_doors: usize) {
+        let message = if self.content_lines == 0 {
+            "the file is empty: nothing to do (define a door: a [name] section with a Sequence)"
         } else if declared_doors == 0 {
-            self.errors.push(ConfigError {
-                file: self.file.to_string(),
-                line: None,
-                message: "no door is defined: nothing to do (define a door: a [name] section with a Sequence)".to_string(),
-            });
-        }
-
-        if !self.errors.is_empty() {
-            self.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-            return Err(ConfigErrors(self.errors));
-        }
-        self.warnings.sort_by_key(|w| w.0);
-        let file = self.file;
-        Ok(Config {
-            options: self.options,
-            doors,
-            warnings: self
-                .warnings
-                .into_iter()
-                .map(|(l, w)| format!("{file}:{l}: {w}"))
-                .collect(),
-        })
+            "no door is defined: nothing to do (define a door: a [name] section with a Sequence)"
+        } else {
+            return;
+        };
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: None,
+            message: message.to_string(),
+        });
     }
 }
 
