@@ -4,7 +4,7 @@
 //! loop calls [`Commands::poll`] on every iteration (and when `SIGCHLD`
 //! arrives) and sleeps no longer than [`Commands::next_deadline`].
 //!
-//! Rules (see the specification, sections 2 and 3):
+//! Rules (see also `knockd(8)` and `docs/DECISIONS.md`, "Commands"):
 //!
 //! * Commands run as `/bin/sh -c CMD`, stdin from `/dev/null`, stdout and
 //!   stderr inherited, each in its own process group (so a `SIGINT` typed at

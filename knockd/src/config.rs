@@ -2,7 +2,7 @@
 //!
 //! The public types below are the contract the rest of the daemon uses.
 //! [`parse_str`] / [`load`] read the classic format (see the manual page and
-//! the project specification, section 1) and validate it completely: every
+//! `docs/DECISIONS.md`, "Configuration") and validate it completely: every
 //! error is reported with `file:line:` and the offending text quoted.
 //!
 //! Decisions where the classic format is silent:

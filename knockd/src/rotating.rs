@@ -1,7 +1,7 @@
 //! Rotating (time-based) sequences: which windows a door accepts now, and
 //! the durable record of the last used one.
 //!
-//! Rules (SPEC §9), and how they are kept:
+//! Rules (`knockd.conf(5)`), and how they are kept:
 //! * A door accepts the windows `T - skew ..= T + skew`, `T = floor(now /
 //!   period)` from the wall clock. Their sequences are derived once per
 //!   window change ([`Windows::refresh`]), never per packet; with

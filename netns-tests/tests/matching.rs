@@ -1,4 +1,4 @@
-//! End-to-end scenarios of how hits are matched (SPEC sections 2 and 4):
+//! End-to-end scenarios of how hits are matched (`docs/DECISIONS.md`, "Matching"):
 //! duplicates and retransmissions, stragglers, one-time look-ahead and
 //! burnt lines, and the port scan guard against real scanners (nmap) and
 //! real connect()-based clients (nc) behind a firewall (iptables).
