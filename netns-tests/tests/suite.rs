@@ -726,7 +726,10 @@ fn interface_down_and_up_capture_recovers() {
     expect_file(&lab.path("opened"), &d);
     fs::remove_file(lab.path("opened")).unwrap();
     lab.set_server_link(false);
-    std::thread::sleep(Duration::from_millis(700));
+    // The daemon loses the capture and fails to reopen it while the link
+    // is down (said once).
+    d.expect_log("capture lost");
+    d.expect_log("; retrying");
     d.assert_running();
     lab.set_server_link(true);
     let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
