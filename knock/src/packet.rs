@@ -135,65 +135,32 @@ pub fn build_udp(
 mod tests {
     use super::*;
     use knock_common::flags::{ACK, FIN, PSH, RST, SYN, URG};
+    use knock_testkit::frames as kit;
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    // An independent RFC 1071 checksum: the one's-complement sum of 16-bit
-    // big-endian words of pseudo-header + segment, folded and inverted.
-    fn ones_sum(data: &[u8]) -> u32 {
-        let mut sum = 0u32;
-        for chunk in data.chunks(2) {
-            let word = if chunk.len() == 2 {
-                u16::from_be_bytes([chunk[0], chunk[1]])
-            } else {
-                u16::from_be_bytes([chunk[0], 0])
-            };
-            sum += u32::from(word);
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-        }
-        sum
-    }
-
-    fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
-        let mut ph = Vec::new();
+    /// The Internet checksum (`knock_testkit::frames`, independent of
+    /// pnet) of `seg` with its pseudo-header.
+    fn transport_checksum(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8]) -> u16 {
         match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                ph.extend_from_slice(&s.octets());
-                ph.extend_from_slice(&d.octets());
-                ph.push(0);
-                ph.push(proto);
-                ph.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                ph.extend_from_slice(&s.octets());
-                ph.extend_from_slice(&d.octets());
-                ph.extend_from_slice(&(len as u32).to_be_bytes());
-                ph.extend_from_slice(&[0, 0, 0, proto]);
-            }
+            (IpAddr::V4(s), IpAddr::V4(d)) => kit::transport_checksum_v4(s, d, proto, seg),
+            (IpAddr::V6(s), IpAddr::V6(d)) => kit::transport_checksum_v6(s, d, proto, seg),
             _ => panic!("mixed families in test"),
         }
-        ph
     }
 
     /// The checksum the segment should carry (computed with its checksum
-    /// field zeroed).
+    /// field, at `at`, zeroed).
     fn expected_checksum(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8], at: usize) -> u16 {
         let mut zeroed = seg.to_vec();
-        zeroed[at] = 0;
-        zeroed[at + 1] = 0;
-        let mut all = pseudo_header(src, dst, proto, seg.len());
-        all.extend_from_slice(&zeroed);
-        !(ones_sum(&all) as u16)
+        zeroed[at..at + 2].fill(0);
+        transport_checksum(src, dst, proto, &zeroed)
     }
 
-    /// A receiver's check: the sum over pseudo-header and the segment as
-    /// sent (checksum included) is 0xffff.
+    /// A receiver's check: the checksum over pseudo-header and the segment
+    /// as sent (checksum included) is 0.
     fn verifies(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8]) -> bool {
-        let mut all = pseudo_header(src, dst, proto, seg.len());
-        all.extend_from_slice(seg);
-        ones_sum(&all) == 0xffff
+        transport_checksum(src, dst, proto, seg) == 0
     }
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -202,13 +169,6 @@ mod tests {
 
     fn v6(s: &str) -> IpAddr {
         IpAddr::V6(s.parse::<Ipv6Addr>().unwrap())
-    }
-
-    #[test]
-    fn checksum_helper_matches_rfc1071_example() {
-        // RFC 1071 section 3 example: the sum of these words is 0xddf2.
-        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(ones_sum(&data), 0xddf2);
     }
 
     #[test]
