@@ -222,6 +222,7 @@ impl Key {
     }
 
     /// Build a key from raw bytes (at least [`MIN_KEY_BYTES`]).
+    #[cfg(test)]
     pub fn from_bytes(bytes: &[u8]) -> Result<Key, KeyError> {
         if bytes.len() < MIN_KEY_BYTES {
             return Err(KeyError::TooShort {
