@@ -273,10 +273,6 @@ impl Windows {
         self.range
     }
 
-    pub fn state_path(&self) -> &Path {
-        self.state.path()
-    }
-
     /// The Unix second before which no window is accepted.
     pub fn used_until(&self) -> u64 {
         self.used_until
@@ -567,14 +563,6 @@ impl SequenceSource for RotatingSource {
 /// anything.
 pub fn read_state(path: &Path) -> Result<Option<u64>, RotatingError> {
     StateFile::new(path).read()
-}
-
-/// Remove a state file (tests and `knockd` never call this on a live door).
-pub fn remove_state(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
