@@ -302,6 +302,19 @@ fn kv(key: &str, value: &str) -> (String, String) {
     (key.to_string(), value.to_string())
 }
 
+/// `value` parsed as a `T`, or the error `refuse` makes of the directive
+/// as written, the value and the parser's error.
+fn parse_as<T: std::str::FromStr>(
+    key: &str,
+    value: &str,
+    refuse: impl FnOnce(String, String, T::Err) -> ValueError,
+) -> Result<T, ValueError> {
+    value.parse::<T>().map_err(|e| {
+        let (key, value) = kv(key, value);
+        refuse(key, value, e)
+    })
+}
+
 /// Every directive of `knockd.conf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Directive {
@@ -524,18 +537,14 @@ fn apply_rotating(
             door.skew = Some(parse_bounded(key, value, 0, MAX_SEQUENCE_SKEW, "windows")?);
         }
         Directive::SequencePorts => {
-            let range = value.parse::<PortRange>().map_err(|source| {
-                let (key, value) = kv(key, value);
+            door.range = Some(parse_as(key, value, |key, value, source| {
                 ValueError::Ports { key, value, source }
-            })?;
-            door.range = Some(range);
+            })?);
         }
         Directive::SequenceProtocol => {
-            let proto = value.parse::<Proto>().map_err(|_| {
-                let (key, value) = kv(key, value);
+            door.proto = Some(parse_as(key, value, |key, value, _| {
                 ValueError::NotProtocol { key, value }
-            })?;
-            door.proto = Some(proto);
+            })?);
         }
         Directive::SequenceBindSource => {
             let yes = match value.to_ascii_lowercase().as_str() {
@@ -866,18 +875,14 @@ impl<'a> Parser<'a> {
                 door.cmd_timeout = Some(Duration::from_secs(parse_secs(key, value)?));
             }
             Directive::TcpFlags => {
-                let flags = value.parse::<FlagSpec>().map_err(|source| {
-                    let (key, value) = kv(key, value);
+                door.tcp_flags = Some(parse_as(key, value, |key, value, source| {
                     ValueError::Flags { key, value, source }
-                })?;
-                door.tcp_flags = Some(flags);
+                })?);
             }
             Directive::Target => {
-                let ip = value.parse::<IpAddr>().map_err(|_| {
-                    let (key, value) = kv(key, value);
+                door.target = Some(parse_as(key, value, |key, value, _| {
                     ValueError::NotAddress { key, value }
-                })?;
-                door.target = Some(ip);
+                })?);
             }
             Directive::StartCommand => door.start_command = Some(value.to_string()),
             Directive::StartCommand6 => door.start_command_6 = Some(value.to_string()),
