@@ -12,7 +12,10 @@ use knock_common::{FlagSpec, Knock, Proto, SequenceError};
 
 use crate::packet::Hit;
 
-const EXAMPLES: &str = "\
+/// The ports and how hits are sent (both helps start with it).
+macro_rules! ports_help {
+    () => {
+        "\
 Each PORT is a decimal number 1-65535, optionally followed by :tcp or :udp
 (case-insensitive). Ports without a suffix are TCP, or UDP with --udp.
 A TCP port may carry its own flag list: 7000:tcp:fin,ack.
@@ -20,11 +23,26 @@ A TCP port may carry its own flag list: 7000:tcp:fin,ack.
 Hits are sent through raw sockets (root or CAP_NET_RAW), one packet per hit,
 so TCP hits can carry any flags. Without that privilege, SYN and UDP knocks
 are sent through ordinary sockets instead; knocks with other flags fail.
+"
+    };
+}
 
+/// `--otp` (in both helps).
+macro_rules! otp_help {
+    () => {
+        "\
 --otp FILE reads a one-time sequence file (one sequence per line, as made by
 knock-gen and used by the server's one_time_sequences), sends its first
 unused line and, once every hit is sent, marks that line used with '#'.
+"
+    };
+}
 
+const EXAMPLES: &str = concat!(
+    ports_help!(),
+    "\n",
+    otp_help!(),
+    "
 --secret FILE --door NAME sends the current sequence of a rotating door
 (the server's Sequence_Secret): the same key file, door name, length,
 period and port range as the server (defaults: 3 hits, 30 s, 1024-65535).
@@ -42,18 +60,14 @@ Examples:
   knock --verify 22 myserver.example.com 7000 8000:udp 9000
   knock ssh                    (the profile \"ssh\" of ~/.config/knock/hosts.toml)
   knock -v --retries 4 ssh     (options override the profile)
-  knock --list";
+  knock --list"
+);
 
 /// The long help adds the profiles file (this text is also the FILES and
 /// VERIFICATION part of knock(1)).
-const LONG_EXAMPLES: &str = "\
-Each PORT is a decimal number 1-65535, optionally followed by :tcp or :udp
-(case-insensitive). Ports without a suffix are TCP, or UDP with --udp.
-A TCP port may carry its own flag list: 7000:tcp:fin,ack.
-
-Hits are sent through raw sockets (root or CAP_NET_RAW), one packet per hit,
-so TCP hits can carry any flags. Without that privilege, SYN and UDP knocks
-are sent through ordinary sockets instead; knocks with other flags fail.
+const LONG_EXAMPLES: &str = concat!(
+    ports_help!(),
+    "\
 Run through sudo, setuid root or with file capabilities (setcap
 cap_net_raw+ep), knock opens its raw sockets first and then drops the
 privilege before it reads any file: to the real user (setuid), to SUDO_UID
@@ -61,9 +75,9 @@ and SUDO_GID (sudo: real user root and SUDO_UID set), or by clearing its
 capabilities (setcap). Files named on the command line or in a profile are
 therefore read and marked as the invoking user.
 
---otp FILE reads a one-time sequence file (one sequence per line, as made by
-knock-gen and used by the server's one_time_sequences), sends its first
-unused line and, once every hit is sent, marks that line used with '#'.
+",
+    otp_help!(),
+    "\
 No message of knock quotes a line of a one-time file or a key file; they
 name the line number.
 
@@ -138,7 +152,8 @@ Examples:
   knock --verify 22 myserver.example.com 7000 8000:udp 9000
   knock ssh
   knock -v --retries 4 ssh
-  knock --list";
+  knock --list"
+);
 
 /// Send a port-knock sequence to a host.
 #[derive(Debug, Parser)]
