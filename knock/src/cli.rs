@@ -38,6 +38,22 @@ unused line and, once every hit is sent, marks that line used with '#'.
     };
 }
 
+/// The examples both helps begin their list with.
+macro_rules! examples_head {
+    () => {
+        "\
+Examples:
+  knock myserver.example.com 123:tcp 456:udp 789:tcp
+  knock -u -d 500 192.0.2.10 2222 3333 4444
+  knock --flags fin,ack 192.0.2.10 7000 8000 9000
+  knock 192.0.2.10 7000:tcp:fin 8000:udp 9000:tcp:syn,ack
+  knock -6 -v myserver.example.com 7000 8000
+  knock --otp ~/.knock/myserver.otp myserver.example.com
+  knock --secret ~/.knock/ssh.key --door ssh myserver.example.com
+"
+    };
+}
+
 const EXAMPLES: &str = concat!(
     ports_help!(),
     "\n",
@@ -49,15 +65,9 @@ period and port range as the server (defaults: 3 hits, 30 s, 1024-65535).
 --next sends the next window's sequence, for a second knock within one
 period; --show prints the sequence as port:proto,... and sends nothing.
 
-Examples:
-  knock myserver.example.com 123:tcp 456:udp 789:tcp
-  knock -u -d 500 192.0.2.10 2222 3333 4444
-  knock --flags fin,ack 192.0.2.10 7000 8000 9000
-  knock 192.0.2.10 7000:tcp:fin 8000:udp 9000:tcp:syn,ack
-  knock -6 -v myserver.example.com 7000 8000
-  knock --otp ~/.knock/myserver.otp myserver.example.com
-  knock --secret ~/.knock/ssh.key --door ssh myserver.example.com
-  knock --verify 22 myserver.example.com 7000 8000:udp 9000
+",
+    examples_head!(),
+    "  knock --verify 22 myserver.example.com 7000 8000:udp 9000
   knock ssh                    (the profile \"ssh\" of ~/.config/knock/hosts.toml)
   knock -v --retries 4 ssh     (options override the profile)
   knock --list"
@@ -140,15 +150,9 @@ Example ~/.config/knock/hosts.toml:
   verify = 1194
   retries = 3
 
-Examples:
-  knock myserver.example.com 123:tcp 456:udp 789:tcp
-  knock -u -d 500 192.0.2.10 2222 3333 4444
-  knock --flags fin,ack 192.0.2.10 7000 8000 9000
-  knock 192.0.2.10 7000:tcp:fin 8000:udp 9000:tcp:syn,ack
-  knock -6 -v myserver.example.com 7000 8000
-  knock --otp ~/.knock/myserver.otp myserver.example.com
-  knock --secret ~/.knock/ssh.key --door ssh myserver.example.com
-  knock --secret ~/.knock/ssh.key --door ssh --show myserver.example.com
+",
+    examples_head!(),
+    "  knock --secret ~/.knock/ssh.key --door ssh --show myserver.example.com
   knock --verify 22 myserver.example.com 7000 8000:udp 9000
   knock ssh
   knock -v --retries 4 ssh
