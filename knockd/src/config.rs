@@ -244,19 +244,12 @@ pub fn validate_interface_name(name: &str) -> Result<(), InterfaceNameError> {
 /// as written (`key`) and the value. The parser adds `file:line:`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
-    #[error("{key} \"{value}\" is not a whole, non-negative number of seconds")]
-    NotSeconds { key: String, value: String },
-    #[error("{key} \"{value}\" is more than the maximum of {MAX_TIMEOUT_SECS} seconds (one year)")]
-    TooManySeconds { key: String, value: String },
-    #[error("{key} \"{value}\" must be at least 1 second (a knock needs time to arrive)")]
-    ZeroSeqTimeout { key: String, value: String },
-    #[error("{key} \"{value}\" is not a whole number of {unit} between {lo} and {hi}")]
-    OutOfRange {
+    /// `key "value"` followed by what is wrong with it.
+    #[error("{key} \"{value}\"{problem}")]
+    Bad {
         key: String,
         value: String,
-        lo: u64,
-        hi: u64,
-        unit: &'static str,
+        problem: Problem,
     },
     /// A port or protocol of the list is wrong (the error quotes it).
     #[error(transparent)]
@@ -270,26 +263,6 @@ pub enum ValueError {
         value: String,
         source: SequenceError,
     },
-    #[error("{key} \"{value}\": {source}")]
-    Flags {
-        key: String,
-        value: String,
-        source: FlagError,
-    },
-    #[error("{key} \"{value}\" is not an IPv4 or IPv6 address (e.g. 192.0.2.1 or 2001:db8::1)")]
-    NotAddress { key: String, value: String },
-    #[error("{key} \"{value}\": {source}")]
-    Ports {
-        key: String,
-        value: String,
-        source: RangeError,
-    },
-    #[error("{key} \"{value}\" is not a protocol: write tcp or udp")]
-    NotProtocol { key: String, value: String },
-    #[error("{key} \"{value}\" is neither yes nor no")]
-    NotYesNo { key: String, value: String },
-    #[error("{key} \"{value}\" is not a whole number from 0 (guard off) to {MAX_SCAN_THRESHOLD}")]
-    ScanThreshold { key: String, value: String },
     #[error("{key}: {source}")]
     Interface {
         key: String,
@@ -297,22 +270,53 @@ pub enum ValueError {
     },
 }
 
-/// The `key` and `value` fields of most [`ValueError`]s.
-fn kv(key: &str, value: &str) -> (String, String) {
-    (key.to_string(), value.to_string())
+/// What is wrong with a value; each message continues `key "value"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error(" is not a whole, non-negative number of seconds")]
+    NotSeconds,
+    #[error(" is more than the maximum of {MAX_TIMEOUT_SECS} seconds (one year)")]
+    TooManySeconds,
+    #[error(" must be at least 1 second (a knock needs time to arrive)")]
+    ZeroSeqTimeout,
+    #[error(" is not a whole number of {unit} between {lo} and {hi}")]
+    OutOfRange {
+        lo: u64,
+        hi: u64,
+        unit: &'static str,
+    },
+    #[error(": {0}")]
+    Flags(FlagError),
+    #[error(" is not an IPv4 or IPv6 address (e.g. 192.0.2.1 or 2001:db8::1)")]
+    NotAddress,
+    #[error(": {0}")]
+    Ports(RangeError),
+    #[error(" is not a protocol: write tcp or udp")]
+    NotProtocol,
+    #[error(" is neither yes nor no")]
+    NotYesNo,
+    #[error(" is not a whole number from 0 (guard off) to {MAX_SCAN_THRESHOLD}")]
+    ScanThreshold,
 }
 
-/// `value` parsed as a `T`, or the error `refuse` makes of the directive
-/// as written, the value and the parser's error.
+impl Problem {
+    /// This problem with `value` of directive `key` (as written).
+    fn of(self, key: &str, value: &str) -> ValueError {
+        ValueError::Bad {
+            key: key.to_string(),
+            value: value.to_string(),
+            problem: self,
+        }
+    }
+}
+
+/// `value` parsed as a `T`, or the `problem` its parse error makes.
 fn parse_as<T: std::str::FromStr>(
     key: &str,
     value: &str,
-    refuse: impl FnOnce(String, String, T::Err) -> ValueError,
+    problem: impl FnOnce(T::Err) -> Problem,
 ) -> Result<T, ValueError> {
-    value.parse::<T>().map_err(|e| {
-        let (key, value) = kv(key, value);
-        refuse(key, value, e)
-    })
+    value.parse::<T>().map_err(|e| problem(e).of(key, value))
 }
 
 /// Every directive of `knockd.conf`.
@@ -451,13 +455,12 @@ fn describe(key: &str, d: Directive) -> String {
 
 /// Parse a timeout: a plain non-negative decimal integer of seconds.
 fn parse_secs(key: &str, value: &str) -> Result<u64, ValueError> {
-    let (key, value) = kv(key, value);
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ValueError::NotSeconds { key, value });
+        return Err(Problem::NotSeconds.of(key, value));
     }
     match value.parse::<u64>() {
         Ok(n) if n <= MAX_TIMEOUT_SECS => Ok(n),
-        _ => Err(ValueError::TooManySeconds { key, value }),
+        _ => Err(Problem::TooManySeconds.of(key, value)),
     }
 }
 
@@ -503,13 +506,7 @@ fn parse_bounded(
         .then(|| value.parse::<u64>().ok())
         .flatten()
         .filter(|n| (lo..=hi).contains(n));
-    n.ok_or_else(|| ValueError::OutOfRange {
-        key: key.to_string(),
-        value: value.to_string(),
-        lo,
-        hi,
-        unit,
-    })
+    n.ok_or_else(|| Problem::OutOfRange { lo, hi, unit }.of(key, value))
 }
 
 /// Store one of the companions of `Sequence_Secret` in `door`.
@@ -537,23 +534,16 @@ fn apply_rotating(
             door.skew = Some(parse_bounded(key, value, 0, MAX_SEQUENCE_SKEW, "windows")?);
         }
         Directive::SequencePorts => {
-            door.range = Some(parse_as(key, value, |key, value, source| {
-                ValueError::Ports { key, value, source }
-            })?);
+            door.range = Some(parse_as(key, value, Problem::Ports)?);
         }
         Directive::SequenceProtocol => {
-            door.proto = Some(parse_as(key, value, |key, value, _| {
-                ValueError::NotProtocol { key, value }
-            })?);
+            door.proto = Some(parse_as(key, value, |_| Problem::NotProtocol)?);
         }
         Directive::SequenceBindSource => {
             let yes = match value.to_ascii_lowercase().as_str() {
                 "yes" => true,
                 "no" => false,
-                _ => {
-                    let (key, value) = kv(key, value);
-                    return Err(ValueError::NotYesNo { key, value });
-                }
+                _ => return Err(Problem::NotYesNo.of(key, value)),
             };
             door.bind_source = Some(yes);
         }
@@ -855,10 +845,11 @@ impl<'a> Parser<'a> {
                         ValueError::Blanks(e)
                     }
                     SequenceError::BadPort(_) | SequenceError::BadProto(_) => ValueError::Knock(e),
-                    source => {
-                        let (key, value) = kv(key, value);
-                        ValueError::Sequence { key, value, source }
-                    }
+                    source => ValueError::Sequence {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        source,
+                    },
                 })?;
                 door.sequence = Some(seq);
             }
@@ -866,8 +857,7 @@ impl<'a> Parser<'a> {
             Directive::SeqTimeout => {
                 let secs = parse_secs(key, value)?;
                 if secs == 0 {
-                    let (key, value) = kv(key, value);
-                    return Err(ValueError::ZeroSeqTimeout { key, value });
+                    return Err(Problem::ZeroSeqTimeout.of(key, value));
                 }
                 door.seq_timeout = Some(Duration::from_secs(secs));
             }
@@ -875,14 +865,10 @@ impl<'a> Parser<'a> {
                 door.cmd_timeout = Some(Duration::from_secs(parse_secs(key, value)?));
             }
             Directive::TcpFlags => {
-                door.tcp_flags = Some(parse_as(key, value, |key, value, source| {
-                    ValueError::Flags { key, value, source }
-                })?);
+                door.tcp_flags = Some(parse_as(key, value, Problem::Flags)?);
             }
             Directive::Target => {
-                door.target = Some(parse_as(key, value, |key, value, _| {
-                    ValueError::NotAddress { key, value }
-                })?);
+                door.target = Some(parse_as(key, value, |_| Problem::NotAddress)?);
             }
             Directive::StartCommand => door.start_command = Some(value.to_string()),
             Directive::StartCommand6 => door.start_command_6 = Some(value.to_string()),
@@ -903,10 +889,7 @@ impl<'a> Parser<'a> {
                     .filter(|n| {
                         *n <= MAX_SCAN_THRESHOLD && value.bytes().all(|b| b.is_ascii_digit())
                     })
-                    .ok_or_else(|| {
-                        let (key, value) = kv(key, value);
-                        ValueError::ScanThreshold { key, value }
-                    })?;
+                    .ok_or_else(|| Problem::ScanThreshold.of(key, value))?;
                 door.scan_threshold = Some(n);
             }
             Directive::UseSyslog
