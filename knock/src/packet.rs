@@ -5,7 +5,7 @@
 //! the checksum covers a pseudo-header with the source address, so the
 //! caller passes the address the kernel will send from.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use knock_common::flags::{self, SYN};
 use knock_common::Proto;
@@ -57,6 +57,21 @@ pub struct FamilyMismatch {
     pub dst: IpAddr,
 }
 
+/// A checksum over the pseudo-header of `src` and `dst`: `v4` or `v6`
+/// computes it, by their family; mixed families are refused.
+fn by_family(
+    src: IpAddr,
+    dst: IpAddr,
+    v4: impl FnOnce(Ipv4Addr, Ipv4Addr) -> u16,
+    v6: impl FnOnce(Ipv6Addr, Ipv6Addr) -> u16,
+) -> Result<u16, FamilyMismatch> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Ok(v4(s, d)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Ok(v6(s, d)),
+        _ => Err(FamilyMismatch { src, dst }),
+    }
+}
+
 /// A TCP segment without options or payload: ports, sequence number and
 /// header flags (`knock_common::flags` bits) as given, acknowledgement
 /// number 0, checksum over the pseudo-header of `src` and `dst`.
@@ -84,11 +99,12 @@ pub fn build_tcp(
     }
     let sum = {
         let p = TcpPacket::new(&buf).expect("buffer holds a TCP header");
-        match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => tcp::ipv4_checksum(&p, &s, &d),
-            (IpAddr::V6(s), IpAddr::V6(d)) => tcp::ipv6_checksum(&p, &s, &d),
-            _ => return Err(FamilyMismatch { src, dst }),
-        }
+        by_family(
+            src,
+            dst,
+            |s, d| tcp::ipv4_checksum(&p, &s, &d),
+            |s, d| tcp::ipv6_checksum(&p, &s, &d),
+        )?
     };
     MutableTcpPacket::new(&mut buf)
         .expect("buffer holds a TCP header")
@@ -118,11 +134,12 @@ pub fn build_udp(
     }
     let sum = {
         let p = UdpPacket::new(&buf).expect("buffer holds a UDP header");
-        match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => udp::ipv4_checksum(&p, &s, &d),
-            (IpAddr::V6(s), IpAddr::V6(d)) => udp::ipv6_checksum(&p, &s, &d),
-            _ => return Err(FamilyMismatch { src, dst }),
-        }
+        by_family(
+            src,
+            dst,
+            |s, d| udp::ipv4_checksum(&p, &s, &d),
+            |s, d| udp::ipv6_checksum(&p, &s, &d),
+        )?
     };
     let sum = if sum == 0 { 0xffff } else { sum };
     MutableUdpPacket::new(&mut buf)
