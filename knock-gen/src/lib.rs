@@ -914,31 +914,17 @@ mod tests {
 
     #[test]
     fn impossible_requests_are_errors_naming_the_value() {
-        let e = generate(
-            &spec(0, 3, "1024-65535", ProtoChoice::Tcp),
-            &[],
-            &mut rng(0),
-        )
-        .unwrap_err();
+        let refused = |s: &Spec| generate(s, &[], &mut rng(0)).unwrap_err();
+        let e = refused(&spec(0, 3, "1024-65535", ProtoChoice::Tcp));
         assert!(matches!(e, GenError::ZeroCount), "{e}");
-        let e = generate(
-            &spec(1, 0, "1024-65535", ProtoChoice::Tcp),
-            &[],
-            &mut rng(0),
-        )
-        .unwrap_err();
+        let e = refused(&spec(1, 0, "1024-65535", ProtoChoice::Tcp));
         assert!(matches!(e, GenError::ZeroLength), "{e}");
-        let e = generate(
-            &spec(MAX_COUNT + 1, 3, "1024-65535", ProtoChoice::Tcp),
-            &[],
-            &mut rng(0),
-        )
-        .unwrap_err();
+        let e = refused(&spec(MAX_COUNT + 1, 3, "1024-65535", ProtoChoice::Tcp));
         assert!(e.to_string().contains(&(MAX_COUNT + 1).to_string()), "{e}");
 
         let mut s = spec(1, 5, "100-105", ProtoChoice::Tcp);
         s.exclude = vec!["101-102".parse().unwrap()];
-        let e = generate(&s, &[], &mut rng(0)).unwrap_err();
+        let e = refused(&s);
         assert!(
             matches!(
                 e,
@@ -956,7 +942,7 @@ mod tests {
         // Every port excluded.
         s.exclude = vec!["1-65535".parse().unwrap()];
         s.length = 1;
-        let e = generate(&s, &[], &mut rng(0)).unwrap_err();
+        let e = refused(&s);
         assert!(
             matches!(e, GenError::TooManyHits { available: 0, .. }),
             "{e}"
