@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use knock_common::flags::{self, SYN};
-use knock_common::rotate::PortRange;
-use knock_common::{FlagSpec, Knock, Proto, SequenceError};
+use knock_common::rotate::{PortRange, RangeError};
+use knock_common::{FlagError, FlagSpec, Knock, Proto, SequenceError};
 
 use crate::packet::Hit;
 
@@ -279,25 +279,43 @@ pub enum SourceAddress {
 }
 
 impl std::str::FromStr for SourceAddress {
-    type Err = String;
+    type Err = ArgError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ArgError> {
         if s.eq_ignore_ascii_case("auto") {
             return Ok(SourceAddress::Auto);
         }
         s.trim()
             .parse::<IpAddr>()
             .map(SourceAddress::Addr)
-            .map_err(|_| format!("\"{s}\" is neither an IP address nor 'auto'"))
+            .map_err(|_| ArgError::SourceAddress(s.to_string()))
     }
 }
 
-fn parse_source_address(s: &str) -> Result<SourceAddress, String> {
+/// Why a value of the command line (or of a profile) was refused; each
+/// message quotes the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("\"{0}\" is neither an IP address nor 'auto'")]
+    SourceAddress(String),
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    #[error(transparent)]
+    Flags(#[from] FlagError),
+    #[error("\"{0}\": a knock can only list flags to set; \"!flag\" (must be clear) belongs in the server's TCPFlags")]
+    ClearFlag(String),
+    #[error(transparent)]
+    Knock(#[from] SequenceError),
+    #[error("\"{arg}\": TCP flags \"{flags}\" given for a UDP hit; flags apply to TCP hits only")]
+    FlagsOnUdp { arg: String, flags: String },
+}
+
+fn parse_source_address(s: &str) -> Result<SourceAddress, ArgError> {
     s.parse()
 }
 
-fn parse_range(s: &str) -> Result<PortRange, String> {
-    s.parse::<PortRange>().map_err(|e| e.to_string())
+fn parse_range(s: &str) -> Result<PortRange, ArgError> {
+    Ok(s.parse::<PortRange>()?)
 }
 
 /// What the positional arguments ask for.
@@ -452,24 +470,21 @@ impl std::fmt::Display for PortArg {
 
 /// `--flags` / per-port flag list: flag names to set; `!` items are for
 /// the server's `TCPFlags` and make no sense in a packet.
-pub fn parse_send_flags(s: &str) -> Result<u8, String> {
-    let spec: FlagSpec = s.parse().map_err(|e| format!("{e}"))?;
+pub fn parse_send_flags(s: &str) -> Result<u8, ArgError> {
+    let spec: FlagSpec = s.parse()?;
     if !spec.is_plain() {
         let item = s
             .split(',')
             .map(str::trim)
             .find(|i| i.starts_with('!'))
             .unwrap_or("!");
-        return Err(format!(
-            "\"{item}\": a knock can only list flags to set; \"!flag\" (must be clear) \
-             belongs in the server's TCPFlags"
-        ));
+        return Err(ArgError::ClearFlag(item.to_string()));
     }
     Ok(spec.set)
 }
 
 /// `PORT`, `PORT:PROTO` or `PORT:tcp:FLAGS`.
-pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
+pub fn parse_port_arg(s: &str) -> Result<PortArg, ArgError> {
     let t = s.trim();
     let (port_proto, flag_list) = match t.splitn(3, ':').collect::<Vec<_>>().as_slice() {
         [_] | [_, _] => (t, None),
@@ -477,9 +492,9 @@ pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
         _ => unreachable!("splitn(3) yields 1 to 3 parts"),
     };
     let (port, proto) = match port_proto.split_once(':') {
-        None => (parse_port(port_proto)?, None),
+        None => (knock_common::sequence::parse_port(port_proto)?, None),
         Some((p, proto)) => {
-            let k: Knock = format!("{p}:{proto}").parse().map_err(seq_msg)?;
+            let k: Knock = format!("{p}:{proto}").parse()?;
             (k.port, Some(k.proto))
         }
     };
@@ -487,22 +502,15 @@ pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
         None => None,
         Some(fl) => {
             if proto != Some(Proto::Tcp) {
-                return Err(format!(
-                    "\"{t}\": TCP flags \"{fl}\" given for a UDP hit; flags apply to TCP hits only"
-                ));
+                return Err(ArgError::FlagsOnUdp {
+                    arg: t.to_string(),
+                    flags: fl.to_string(),
+                });
             }
             Some(parse_send_flags(fl)?)
         }
     };
     Ok(PortArg { port, proto, flags })
-}
-
-fn parse_port(s: &str) -> Result<u16, String> {
-    knock_common::sequence::parse_port(s).map_err(seq_msg)
-}
-
-fn seq_msg(e: SequenceError) -> String {
-    e.to_string()
 }
 
 #[cfg(test)]
