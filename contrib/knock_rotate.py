@@ -3,7 +3,7 @@
 
 Prints the ports of a door's current window, e.g. to send with `knock HOST p1 p2 p3`:
     knock_rotate.py /path/door.key ssh [--length 3] [--period 30] [--ports 1024-65535]
-Standard library only. Checked against the specification's test vectors by the test suite.
+Standard library only. Checked against the derivation's test vectors (knock_common::rotate) by the test suite.
 """
 import argparse, base64, hashlib, hmac, ipaddress, struct, time
 

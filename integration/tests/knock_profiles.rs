@@ -1,6 +1,6 @@
 //! Command-line tests of `knock`'s profiles, verification and rotating
 //! doors: lookup, precedence of options, every error path, `--list`
-//! without secrets, `--verify` and re-knocks, `--show` against the SPEC §9
+//! without secrets, `--verify` and re-knocks, `--show` against the derivation's
 //! vectors and the shared derivation. All traffic goes to 127.0.0.1 only.
 //! Every `knock` runs with `HOME` and `XDG_CONFIG_HOME` in a temporary
 //! directory, so the user's own profiles never take part.
@@ -15,8 +15,8 @@ use assert_cmd::Command;
 use knock_common::rotate::{self, Key, PortRange};
 use predicates::prelude::*;
 
-/// The key of the SPEC §9 test vectors.
-const SPEC_KEY: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+/// The key of the derivation's test vectors (`knock_common::rotate`).
+const VECTOR_KEY: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
 /// A temporary home with `.config/knock/` and a way to run `knock` in it.
 struct Home {
@@ -45,10 +45,10 @@ impl Home {
         fs::set_permissions(self.hosts(), fs::Permissions::from_mode(0o600)).unwrap();
     }
 
-    /// A key file with the SPEC key, mode 0600.
+    /// A key file with the test-vector key, mode 0600.
     fn key(&self, name: &str) -> PathBuf {
         let p = self.path(name);
-        fs::write(&p, format!("# test key\n{SPEC_KEY}\n")).unwrap();
+        fs::write(&p, format!("# test key\n{VECTOR_KEY}\n")).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         p
     }
@@ -280,7 +280,7 @@ fn a_key_file_with_loose_permissions_is_refused() {
             "{}: mode 0644 lets group or others read or write the key",
             s(&key)
         )))
-        .stderr(predicate::str::contains(SPEC_KEY).not());
+        .stderr(predicate::str::contains(VECTOR_KEY).not());
     // The same on the command line, and relative to the profiles file.
     home.knock()
         .args(["--secret", &s(&key), "--door", "vpn", "--show", "127.0.0.1"])
@@ -315,7 +315,7 @@ fn list_shows_profiles_without_secrets() {
     assert!(lines[2].starts_with("vpn ") && lines[2].contains("rotating"));
     assert!(lines[2].contains("door vpn") && lines[2].ends_with("1194"));
     assert!(lines[3].starts_with("web ") && lines[3].contains("one-time"));
-    for secret in ["7123", "8234", "9345", "7345", "8456", SPEC_KEY] {
+    for secret in ["7123", "8234", "9345", "7345", "8456", VECTOR_KEY] {
         assert!(!text.contains(secret), "--list shows {secret}:\n{text}");
     }
 }

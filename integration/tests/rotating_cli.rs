@@ -1,6 +1,6 @@
 //! Command-line tests of rotating sequences without root: `knock-gen
 //! --secret`, `knockd --check` on `Sequence_Secret` doors, and the Python
-//! reference implementation in `contrib/` against the SPEC's test vectors.
+//! reference implementation in `contrib/` against the derivation's test vectors.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -277,7 +277,7 @@ type Vector = (
     &'static str,
 );
 
-/// The Python reference implementation computes the SPEC's test vectors.
+/// The Python reference implementation computes the derivation's test vectors.
 #[test]
 fn contrib_reference_matches_the_spec_vectors() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/knock_rotate.py");

@@ -274,7 +274,9 @@ pub fn open_for_update_safely(path: &Path, mode: u32) -> Result<File, FileError>
 
 /// Open `path` for writing from the start, creating it with
 /// `mode` when missing, under the same rules as [`open_for_append_safely`].
-/// The file is truncated only after it passed the checks.
+/// The file is truncated only after it passed the checks. (Only the
+/// tests of the common rules use it.)
+#[cfg(test)]
 pub fn create_or_truncate_safely(path: &Path, mode: u32) -> Result<File, FileError> {
     let file = open_for_writing(
         path,

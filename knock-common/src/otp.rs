@@ -93,7 +93,10 @@ pub enum OtpError {
     Changed { path: PathBuf, line_no: usize },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OtpError + '_ {
+/// `map_err` adapter naming the file: `.map_err(io_err(path))?`. The one
+/// place an I/O error on a sequence file becomes an error value (`knock-gen`
+/// uses it too).
+pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OtpError + '_ {
     move |source| OtpError::Io {
         path: path.to_path_buf(),
         source,

@@ -1,6 +1,7 @@
 //! Rotating (time-based) sequences: the key file and the derivation.
 //!
-//! The derivation is part of the contract (SPEC §9), so that third-party
+//! The derivation is fixed (also given in `knockd.conf(5)` and checked by
+//! the test vectors below, which never change), so that third-party
 //! clients can implement it; this module is its only implementation in the
 //! suite (`knockd`, `knock` and `knock-gen` all call it):
 //!
@@ -235,6 +236,7 @@ impl Key {
     }
 
     /// Build a key from raw bytes (at least [`MIN_KEY_BYTES`]).
+    #[cfg(test)]
     pub fn from_bytes(bytes: &[u8]) -> Result<Key, KeyError> {
         if bytes.len() < MIN_KEY_BYTES {
             return Err(KeyError::TooShort {

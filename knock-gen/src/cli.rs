@@ -1,11 +1,12 @@
 //! The command line of `knock-gen` (also used to generate its manual page
 //! and shell completions).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::{PortList, PortRange, ProtoChoice};
+use crate::{GenError, Output, PortList, PortRange, ProtoChoice, Spec};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -106,6 +107,87 @@ pub struct Cli {
     pub secret: bool,
 }
 
+impl Cli {
+    /// Do what the command line asks: sequences go to the file or to `out`
+    /// (`-o -`), messages to `err`. Returns the process exit status
+    /// (0 success, 1 failure).
+    pub fn run(&self, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+        match self.try_run(out) {
+            Ok(messages) => {
+                for m in messages {
+                    let _ = writeln!(err, "knock-gen: {m}");
+                }
+                0
+            }
+            Err(m) => {
+                let _ = writeln!(err, "knock-gen: {m}");
+                1
+            }
+        }
+    }
+
+    /// The work of [`Cli::run`]: `Ok` carries the lines to report.
+    fn try_run(&self, out: &mut dyn Write) -> Result<Vec<String>, GenError> {
+        if self.secret {
+            return self.write_secret();
+        }
+        let spec = Spec {
+            count: self.count,
+            length: self.length,
+            range: self.ports,
+            exclude: self.exclude.iter().flat_map(|l| l.0.clone()).collect(),
+            proto: self.protocol,
+        };
+        let to_stdout = self.output.as_os_str() == "-";
+        let output = match (to_stdout, self.append) {
+            (true, true) => return Err(GenError::AppendToStdout),
+            (true, false) => Output::Stdout,
+            (false, true) => Output::Append(self.output.clone()),
+            (false, false) => Output::New {
+                path: self.output.clone(),
+                replace: self.force,
+            },
+        };
+        spec.validate()?;
+        let mut rng = crate::os_rng()?;
+        let report = crate::run(&spec, &output, &mut rng, out)?;
+        let mut messages = Vec::new();
+        if let Some(usable) = report.usable_after {
+            let verb = if self.append { "appended" } else { "wrote" };
+            messages.push(format!(
+                "{verb} {} sequences of {} {} hits (ports {}) to {}; {usable} usable",
+                report.written,
+                spec.length,
+                spec.proto,
+                spec.range,
+                self.output.display(),
+            ));
+        }
+        if let Some(mode) = report.loose_mode {
+            messages.push(format!(
+                "warning: {} has mode {mode:04o}; others can read its secrets (chmod 600 {})",
+                self.output.display(),
+                self.output.display(),
+            ));
+        }
+        Ok(messages)
+    }
+
+    /// `--secret`: write a new key file, never to standard output (a key on a
+    /// terminal or in a pipe is too easy to leak).
+    fn write_secret(&self) -> Result<Vec<String>, GenError> {
+        if self.output.as_os_str() == "-" {
+            return Err(GenError::SecretToStdout);
+        }
+        crate::write_secret(&self.output, self.force)?;
+        Ok(vec![format!(
+            "wrote a new {}-byte key to {} (mode 0600)",
+            knock_common::rotate::GENERATED_KEY_BYTES,
+            self.output.display()
+        )])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +196,37 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn run(args: &[&str]) -> (u8, String, String) {
+        let cli = Cli::try_parse_from(std::iter::once("knock-gen").chain(args.iter().copied()))
+            .expect("arguments parse");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = cli.run(&mut out, &mut err);
+        let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+        (code, text(out), text(err))
+    }
+
+    #[test]
+    fn run_prints_sequences_on_standard_output() {
+        let (code, out, err) = run(&["-n", "3", "-k", "2", "-o", "-"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(out
+            .lines()
+            .all(|l| l.starts_with(' ') && l.matches(',').count() == 1));
+    }
+
+    #[test]
+    fn run_refuses_append_or_secret_to_standard_output() {
+        for args in [&["--append", "-o", "-"][..], &["--secret", "-o", "-"][..]] {
+            let (code, out, err) = run(args);
+            assert_eq!(code, 1);
+            assert!(out.is_empty());
+            assert!(
+                err.starts_with("knock-gen: ") && err.contains("-o"),
+                "{err}"
+            );
+        }
     }
 }

@@ -26,7 +26,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use knock_common::otp::{self, OtpError};
+use knock_common::otp::{self, io_err, OtpError};
 use knock_common::rotate::Key;
 use knock_common::sequence::parse_port;
 use knock_common::{Knock, Proto, Sequence, SequenceError};
@@ -302,23 +302,15 @@ pub enum GenError {
     Exists(PathBuf),
     #[error("{}: is a directory", .0.display())]
     IsDirectory(PathBuf),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("--append needs a file; it cannot append to standard output (-o -)")]
+    AppendToStdout,
+    #[error("--secret writes the key to a file only (mode 0600); give -o FILE")]
+    SecretToStdout,
+    /// Also every I/O error on a named file (`OtpError::Io`).
     #[error(transparent)]
     Otp(#[from] OtpError),
     #[error("the operating system's random number generator failed: {0}")]
     Rng(String),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> GenError + '_ {
-    move |source| GenError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// The random number generator of the program.
@@ -509,7 +501,7 @@ pub fn check_new_target(path: &Path, replace: bool) -> Result<(), GenError> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(path)(e)),
+        Err(e) => Err(io_err(path)(e).into()),
     }
 }
 
@@ -523,7 +515,7 @@ fn parent_dir(path: &Path) -> &Path {
 fn sync_dir(dir: &Path) -> Result<(), GenError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+        .map_err(|e| io_err(dir)(e).into())
 }
 
 /// Write `seqs` to a new file at `path`, atomically and with mode 0600: a
@@ -585,7 +577,7 @@ fn write_new_text(path: &Path, text: &str, replace: bool) -> Result<(), GenError
         Err(e) if !replace && e.error.kind() == io::ErrorKind::AlreadyExists => {
             return Err(GenError::Exists(path.to_path_buf()))
         }
-        Err(e) => return Err(io_err(path)(e.error)),
+        Err(e) => return Err(io_err(path)(e.error).into()),
     }
     sync_dir(dir)
 }
@@ -602,7 +594,7 @@ pub fn existing_sequences(path: &Path) -> Result<(Vec<Sequence>, usize), GenErro
         Err(e) if e.kind() == io::ErrorKind::IsADirectory => {
             Err(GenError::IsDirectory(path.to_path_buf()))
         }
-        Err(e) => Err(io_err(path)(e)),
+        Err(e) => Err(io_err(path)(e).into()),
     }
 }
 
@@ -922,31 +914,17 @@ mod tests {
 
     #[test]
     fn impossible_requests_are_errors_naming_the_value() {
-        let e = generate(
-            &spec(0, 3, "1024-65535", ProtoChoice::Tcp),
-            &[],
-            &mut rng(0),
-        )
-        .unwrap_err();
+        let refused = |s: &Spec| generate(s, &[], &mut rng(0)).unwrap_err();
+        let e = refused(&spec(0, 3, "1024-65535", ProtoChoice::Tcp));
         assert!(matches!(e, GenError::ZeroCount), "{e}");
-        let e = generate(
-            &spec(1, 0, "1024-65535", ProtoChoice::Tcp),
-            &[],
-            &mut rng(0),
-        )
-        .unwrap_err();
+        let e = refused(&spec(1, 0, "1024-65535", ProtoChoice::Tcp));
         assert!(matches!(e, GenError::ZeroLength), "{e}");
-        let e = generate(
-            &spec(MAX_COUNT + 1, 3, "1024-65535", ProtoChoice::Tcp),
-            &[],
-            &mut rng(0),
-        )
-        .unwrap_err();
+        let e = refused(&spec(MAX_COUNT + 1, 3, "1024-65535", ProtoChoice::Tcp));
         assert!(e.to_string().contains(&(MAX_COUNT + 1).to_string()), "{e}");
 
         let mut s = spec(1, 5, "100-105", ProtoChoice::Tcp);
         s.exclude = vec!["101-102".parse().unwrap()];
-        let e = generate(&s, &[], &mut rng(0)).unwrap_err();
+        let e = refused(&s);
         assert!(
             matches!(
                 e,
@@ -964,7 +942,7 @@ mod tests {
         // Every port excluded.
         s.exclude = vec!["1-65535".parse().unwrap()];
         s.length = 1;
-        let e = generate(&s, &[], &mut rng(0)).unwrap_err();
+        let e = refused(&s);
         assert!(
             matches!(e, GenError::TooManyHits { available: 0, .. }),
             "{e}"

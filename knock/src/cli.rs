@@ -7,10 +7,15 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use knock_common::flags::{self, SYN};
-use knock_common::rotate::PortRange;
-use knock_common::{FlagSpec, Knock, Proto, SequenceError};
+use knock_common::rotate::{PortRange, RangeError};
+use knock_common::{FlagError, FlagSpec, Knock, Proto, SequenceError};
 
-const EXAMPLES: &str = "\
+use crate::packet::Hit;
+
+/// The ports and how hits are sent (both helps start with it).
+macro_rules! ports_help {
+    () => {
+        "\
 Each PORT is a decimal number 1-65535, optionally followed by :tcp or :udp
 (case-insensitive). Ports without a suffix are TCP, or UDP with --udp.
 A TCP port may carry its own flag list: 7000:tcp:fin,ack.
@@ -18,17 +23,25 @@ A TCP port may carry its own flag list: 7000:tcp:fin,ack.
 Hits are sent through raw sockets (root or CAP_NET_RAW), one packet per hit,
 so TCP hits can carry any flags. Without that privilege, SYN and UDP knocks
 are sent through ordinary sockets instead; knocks with other flags fail.
+"
+    };
+}
 
+/// `--otp` (in both helps).
+macro_rules! otp_help {
+    () => {
+        "\
 --otp FILE reads a one-time sequence file (one sequence per line, as made by
 knock-gen and used by the server's one_time_sequences), sends its first
 unused line and, once every hit is sent, marks that line used with '#'.
+"
+    };
+}
 
---secret FILE --door NAME sends the current sequence of a rotating door
-(the server's Sequence_Secret): the same key file, door name, length,
-period and port range as the server (defaults: 3 hits, 30 s, 1024-65535).
---next sends the next window's sequence, for a second knock within one
-period; --show prints the sequence as port:proto,... and sends nothing.
-
+/// The examples both helps begin their list with.
+macro_rules! examples_head {
+    () => {
+        "\
 Examples:
   knock myserver.example.com 123:tcp 456:udp 789:tcp
   knock -u -d 500 192.0.2.10 2222 3333 4444
@@ -37,21 +50,34 @@ Examples:
   knock -6 -v myserver.example.com 7000 8000
   knock --otp ~/.knock/myserver.otp myserver.example.com
   knock --secret ~/.knock/ssh.key --door ssh myserver.example.com
-  knock --verify 22 myserver.example.com 7000 8000:udp 9000
+"
+    };
+}
+
+const EXAMPLES: &str = concat!(
+    ports_help!(),
+    "\n",
+    otp_help!(),
+    "
+--secret FILE --door NAME sends the current sequence of a rotating door
+(the server's Sequence_Secret): the same key file, door name, length,
+period and port range as the server (defaults: 3 hits, 30 s, 1024-65535).
+--next sends the next window's sequence, for a second knock within one
+period; --show prints the sequence as port:proto,... and sends nothing.
+
+",
+    examples_head!(),
+    "  knock --verify 22 myserver.example.com 7000 8000:udp 9000
   knock ssh                    (the profile \"ssh\" of ~/.config/knock/hosts.toml)
   knock -v --retries 4 ssh     (options override the profile)
-  knock --list";
+  knock --list"
+);
 
 /// The long help adds the profiles file (this text is also the FILES and
 /// VERIFICATION part of knock(1)).
-const LONG_EXAMPLES: &str = "\
-Each PORT is a decimal number 1-65535, optionally followed by :tcp or :udp
-(case-insensitive). Ports without a suffix are TCP, or UDP with --udp.
-A TCP port may carry its own flag list: 7000:tcp:fin,ack.
-
-Hits are sent through raw sockets (root or CAP_NET_RAW), one packet per hit,
-so TCP hits can carry any flags. Without that privilege, SYN and UDP knocks
-are sent through ordinary sockets instead; knocks with other flags fail.
+const LONG_EXAMPLES: &str = concat!(
+    ports_help!(),
+    "\
 Run through sudo, setuid root or with file capabilities (setcap
 cap_net_raw+ep), knock opens its raw sockets first and then drops the
 privilege before it reads any file: to the real user (setuid), to SUDO_UID
@@ -59,9 +85,9 @@ and SUDO_GID (sudo: real user root and SUDO_UID set), or by clearing its
 capabilities (setcap). Files named on the command line or in a profile are
 therefore read and marked as the invoking user.
 
---otp FILE reads a one-time sequence file (one sequence per line, as made by
-knock-gen and used by the server's one_time_sequences), sends its first
-unused line and, once every hit is sent, marks that line used with '#'.
+",
+    otp_help!(),
+    "\
 No message of knock quotes a line of a one-time file or a key file; they
 name the line number.
 
@@ -124,19 +150,14 @@ Example ~/.config/knock/hosts.toml:
   verify = 1194
   retries = 3
 
-Examples:
-  knock myserver.example.com 123:tcp 456:udp 789:tcp
-  knock -u -d 500 192.0.2.10 2222 3333 4444
-  knock --flags fin,ack 192.0.2.10 7000 8000 9000
-  knock 192.0.2.10 7000:tcp:fin 8000:udp 9000:tcp:syn,ack
-  knock -6 -v myserver.example.com 7000 8000
-  knock --otp ~/.knock/myserver.otp myserver.example.com
-  knock --secret ~/.knock/ssh.key --door ssh myserver.example.com
-  knock --secret ~/.knock/ssh.key --door ssh --show myserver.example.com
+",
+    examples_head!(),
+    "  knock --secret ~/.knock/ssh.key --door ssh --show myserver.example.com
   knock --verify 22 myserver.example.com 7000 8000:udp 9000
   knock ssh
   knock -v --retries 4 ssh
-  knock --list";
+  knock --list"
+);
 
 /// Send a port-knock sequence to a host.
 #[derive(Debug, Parser)]
@@ -258,25 +279,43 @@ pub enum SourceAddress {
 }
 
 impl std::str::FromStr for SourceAddress {
-    type Err = String;
+    type Err = ArgError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ArgError> {
         if s.eq_ignore_ascii_case("auto") {
             return Ok(SourceAddress::Auto);
         }
         s.trim()
             .parse::<IpAddr>()
             .map(SourceAddress::Addr)
-            .map_err(|_| format!("\"{s}\" is neither an IP address nor 'auto'"))
+            .map_err(|_| ArgError::SourceAddress(s.to_string()))
     }
 }
 
-fn parse_source_address(s: &str) -> Result<SourceAddress, String> {
+/// Why a value of the command line (or of a profile) was refused; each
+/// message quotes the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("\"{0}\" is neither an IP address nor 'auto'")]
+    SourceAddress(String),
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    #[error(transparent)]
+    Flags(#[from] FlagError),
+    #[error("\"{0}\": a knock can only list flags to set; \"!flag\" (must be clear) belongs in the server's TCPFlags")]
+    ClearFlag(String),
+    #[error(transparent)]
+    Knock(#[from] SequenceError),
+    #[error("\"{arg}\": TCP flags \"{flags}\" given for a UDP hit; flags apply to TCP hits only")]
+    FlagsOnUdp { arg: String, flags: String },
+}
+
+fn parse_source_address(s: &str) -> Result<SourceAddress, ArgError> {
     s.parse()
 }
 
-fn parse_range(s: &str) -> Result<PortRange, String> {
-    s.parse::<PortRange>().map_err(|e| e.to_string())
+fn parse_range(s: &str) -> Result<PortRange, ArgError> {
+    Ok(s.parse::<PortRange>()?)
 }
 
 /// What the positional arguments ask for.
@@ -429,54 +468,23 @@ impl std::fmt::Display for PortArg {
     }
 }
 
-/// One packet to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hit {
-    pub port: u16,
-    pub proto: Proto,
-    /// TCP header flags (`knock_common::flags` bits); unused for UDP.
-    pub flags: u8,
-}
-
-impl Hit {
-    /// Can an ordinary socket send this hit? Only a plain SYN (a connect)
-    /// or a UDP datagram.
-    pub fn is_plain(&self) -> bool {
-        self.proto == Proto::Udp || self.flags == SYN
-    }
-
-    /// `tcp`, `udp`, or `tcp (fin,ack)` when the flags are not just SYN.
-    pub fn describe_proto(&self) -> String {
-        if self.is_plain() {
-            self.proto.to_string()
-        } else if self.flags == 0 {
-            format!("{} (no flags)", self.proto)
-        } else {
-            format!("{} ({})", self.proto, flags::names_of(self.flags))
-        }
-    }
-}
-
 /// `--flags` / per-port flag list: flag names to set; `!` items are for
 /// the server's `TCPFlags` and make no sense in a packet.
-pub fn parse_send_flags(s: &str) -> Result<u8, String> {
-    let spec: FlagSpec = s.parse().map_err(|e| format!("{e}"))?;
+pub fn parse_send_flags(s: &str) -> Result<u8, ArgError> {
+    let spec: FlagSpec = s.parse()?;
     if !spec.is_plain() {
         let item = s
             .split(',')
             .map(str::trim)
             .find(|i| i.starts_with('!'))
             .unwrap_or("!");
-        return Err(format!(
-            "\"{item}\": a knock can only list flags to set; \"!flag\" (must be clear) \
-             belongs in the server's TCPFlags"
-        ));
+        return Err(ArgError::ClearFlag(item.to_string()));
     }
     Ok(spec.set)
 }
 
 /// `PORT`, `PORT:PROTO` or `PORT:tcp:FLAGS`.
-pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
+pub fn parse_port_arg(s: &str) -> Result<PortArg, ArgError> {
     let t = s.trim();
     let (port_proto, flag_list) = match t.splitn(3, ':').collect::<Vec<_>>().as_slice() {
         [_] | [_, _] => (t, None),
@@ -484,9 +492,9 @@ pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
         _ => unreachable!("splitn(3) yields 1 to 3 parts"),
     };
     let (port, proto) = match port_proto.split_once(':') {
-        None => (parse_port(port_proto)?, None),
+        None => (knock_common::sequence::parse_port(port_proto)?, None),
         Some((p, proto)) => {
-            let k: Knock = format!("{p}:{proto}").parse().map_err(seq_msg)?;
+            let k: Knock = format!("{p}:{proto}").parse()?;
             (k.port, Some(k.proto))
         }
     };
@@ -494,22 +502,15 @@ pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
         None => None,
         Some(fl) => {
             if proto != Some(Proto::Tcp) {
-                return Err(format!(
-                    "\"{t}\": TCP flags \"{fl}\" given for a UDP hit; flags apply to TCP hits only"
-                ));
+                return Err(ArgError::FlagsOnUdp {
+                    arg: t.to_string(),
+                    flags: fl.to_string(),
+                });
             }
             Some(parse_send_flags(fl)?)
         }
     };
     Ok(PortArg { port, proto, flags })
-}
-
-fn parse_port(s: &str) -> Result<u16, String> {
-    knock_common::sequence::parse_port(s).map_err(seq_msg)
-}
-
-fn seq_msg(e: SequenceError) -> String {
-    e.to_string()
 }
 
 #[cfg(test)]

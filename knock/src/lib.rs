@@ -19,8 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use knock_common::otp::{self, OtpError, OtpLine};
 use knock_common::rotate;
 
-use crate::cli::{Cli, Hit, SourceAddress, Target};
+use crate::cli::{Cli, SourceAddress, Target};
 use crate::net::ResolveError;
+use crate::packet::Hit;
 use crate::plan::{Knocks, Plan, PlanError};
 use crate::privilege::{Action, PrivilegeError};
 use crate::profile::{ProfileError, Profiles, Settings};

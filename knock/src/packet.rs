@@ -5,8 +5,10 @@
 //! the checksum covers a pseudo-header with the source address, so the
 //! caller passes the address the kernel will send from.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use knock_common::flags::{self, SYN};
+use knock_common::Proto;
 use pnet::packet::tcp::{self, MutableTcpPacket, TcpPacket};
 use pnet::packet::udp::{self, MutableUdpPacket, UdpPacket};
 
@@ -19,12 +21,55 @@ pub const TCP_WINDOW: u16 = 64240;
 /// Payload of a UDP knock: one NUL byte, as the classic client sends.
 pub const UDP_PAYLOAD: &[u8] = &[0];
 
+/// One packet to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub port: u16,
+    pub proto: Proto,
+    /// TCP header flags (`knock_common::flags` bits); unused for UDP.
+    pub flags: u8,
+}
+
+impl Hit {
+    /// Can an ordinary socket send this hit? Only a plain SYN (a connect)
+    /// or a UDP datagram.
+    pub fn is_plain(&self) -> bool {
+        self.proto == Proto::Udp || self.flags == SYN
+    }
+
+    /// `tcp`, `udp`, or `tcp (fin,ack)` when the flags are not just SYN.
+    pub fn describe_proto(&self) -> String {
+        if self.is_plain() {
+            self.proto.to_string()
+        } else if self.flags == 0 {
+            format!("{} (no flags)", self.proto)
+        } else {
+            format!("{} ({})", self.proto, flags::names_of(self.flags))
+        }
+    }
+}
+
 /// The source and destination addresses are of different families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("source address {src} and destination address {dst} are of different IP versions")]
 pub struct FamilyMismatch {
     pub src: IpAddr,
     pub dst: IpAddr,
+}
+
+/// A checksum over the pseudo-header of `src` and `dst`: `v4` or `v6`
+/// computes it, by their family; mixed families are refused.
+fn by_family(
+    src: IpAddr,
+    dst: IpAddr,
+    v4: impl FnOnce(Ipv4Addr, Ipv4Addr) -> u16,
+    v6: impl FnOnce(Ipv6Addr, Ipv6Addr) -> u16,
+) -> Result<u16, FamilyMismatch> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Ok(v4(s, d)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Ok(v6(s, d)),
+        _ => Err(FamilyMismatch { src, dst }),
+    }
 }
 
 /// A TCP segment without options or payload: ports, sequence number and
@@ -54,13 +99,16 @@ pub fn build_tcp(
     }
     let sum = {
         let p = TcpPacket::new(&buf).expect("buffer holds a TCP header");
-        match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => tcp::ipv4_checksum(&p, &s, &d),
-            (IpAddr::V6(s), IpAddr::V6(d)) => tcp::ipv6_checksum(&p, &s, &d),
-            _ => return Err(FamilyMismatch { src, dst }),
-        }
+        by_family(
+            src,
+            dst,
+            |s, d| tcp::ipv4_checksum(&p, &s, &d),
+            |s, d| tcp::ipv6_checksum(&p, &s, &d),
+        )?
     };
-    buf[16..18].copy_from_slice(&sum.to_be_bytes());
+    MutableTcpPacket::new(&mut buf)
+        .expect("buffer holds a TCP header")
+        .set_checksum(sum);
     Ok(buf)
 }
 
@@ -86,14 +134,17 @@ pub fn build_udp(
     }
     let sum = {
         let p = UdpPacket::new(&buf).expect("buffer holds a UDP header");
-        match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => udp::ipv4_checksum(&p, &s, &d),
-            (IpAddr::V6(s), IpAddr::V6(d)) => udp::ipv6_checksum(&p, &s, &d),
-            _ => return Err(FamilyMismatch { src, dst }),
-        }
+        by_family(
+            src,
+            dst,
+            |s, d| udp::ipv4_checksum(&p, &s, &d),
+            |s, d| udp::ipv6_checksum(&p, &s, &d),
+        )?
     };
     let sum = if sum == 0 { 0xffff } else { sum };
-    buf[6..8].copy_from_slice(&sum.to_be_bytes());
+    MutableUdpPacket::new(&mut buf)
+        .expect("buffer holds a UDP header")
+        .set_checksum(sum);
     Ok(buf)
 }
 
@@ -101,65 +152,32 @@ pub fn build_udp(
 mod tests {
     use super::*;
     use knock_common::flags::{ACK, FIN, PSH, RST, SYN, URG};
+    use knock_testkit::frames as kit;
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    // An independent RFC 1071 checksum: the one's-complement sum of 16-bit
-    // big-endian words of pseudo-header + segment, folded and inverted.
-    fn ones_sum(data: &[u8]) -> u32 {
-        let mut sum = 0u32;
-        for chunk in data.chunks(2) {
-            let word = if chunk.len() == 2 {
-                u16::from_be_bytes([chunk[0], chunk[1]])
-            } else {
-                u16::from_be_bytes([chunk[0], 0])
-            };
-            sum += u32::from(word);
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-        }
-        sum
-    }
-
-    fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
-        let mut ph = Vec::new();
+    /// The Internet checksum (`knock_testkit::frames`, independent of
+    /// pnet) of `seg` with its pseudo-header.
+    fn transport_checksum(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8]) -> u16 {
         match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                ph.extend_from_slice(&s.octets());
-                ph.extend_from_slice(&d.octets());
-                ph.push(0);
-                ph.push(proto);
-                ph.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                ph.extend_from_slice(&s.octets());
-                ph.extend_from_slice(&d.octets());
-                ph.extend_from_slice(&(len as u32).to_be_bytes());
-                ph.extend_from_slice(&[0, 0, 0, proto]);
-            }
+            (IpAddr::V4(s), IpAddr::V4(d)) => kit::transport_checksum_v4(s, d, proto, seg),
+            (IpAddr::V6(s), IpAddr::V6(d)) => kit::transport_checksum_v6(s, d, proto, seg),
             _ => panic!("mixed families in test"),
         }
-        ph
     }
 
     /// The checksum the segment should carry (computed with its checksum
-    /// field zeroed).
+    /// field, at `at`, zeroed).
     fn expected_checksum(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8], at: usize) -> u16 {
         let mut zeroed = seg.to_vec();
-        zeroed[at] = 0;
-        zeroed[at + 1] = 0;
-        let mut all = pseudo_header(src, dst, proto, seg.len());
-        all.extend_from_slice(&zeroed);
-        !(ones_sum(&all) as u16)
+        zeroed[at..at + 2].fill(0);
+        transport_checksum(src, dst, proto, &zeroed)
     }
 
-    /// A receiver's check: the sum over pseudo-header and the segment as
-    /// sent (checksum included) is 0xffff.
+    /// A receiver's check: the checksum over pseudo-header and the segment
+    /// as sent (checksum included) is 0.
     fn verifies(src: IpAddr, dst: IpAddr, proto: u8, seg: &[u8]) -> bool {
-        let mut all = pseudo_header(src, dst, proto, seg.len());
-        all.extend_from_slice(seg);
-        ones_sum(&all) == 0xffff
+        transport_checksum(src, dst, proto, seg) == 0
     }
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -168,13 +186,6 @@ mod tests {
 
     fn v6(s: &str) -> IpAddr {
         IpAddr::V6(s.parse::<Ipv6Addr>().unwrap())
-    }
-
-    #[test]
-    fn checksum_helper_matches_rfc1071_example() {
-        // RFC 1071 section 3 example: the sum of these words is 0xddf2.
-        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(ones_sum(&data), 0xddf2);
     }
 
     #[test]

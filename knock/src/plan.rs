@@ -23,7 +23,8 @@ use knock_common::flags::SYN;
 use knock_common::rotate::{self, Key, KeyError, PortRange};
 use knock_common::Proto;
 
-use crate::cli::{port_hits, Cli, Family, Hit, SourceAddress};
+use crate::cli::{port_hits, Cli, Family, SourceAddress};
+use crate::packet::Hit;
 use crate::profile::{KindSpec, Settings};
 use crate::verify;
 

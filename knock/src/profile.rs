@@ -123,13 +123,13 @@ pub enum Problem {
     #[error("sequence is empty")]
     EmptySequence,
     #[error("flags: {0}")]
-    BadFlags(String),
+    BadFlags(cli::ArgError),
     #[error("family = {0}: must be 4 or 6")]
     BadFamily(u8),
     #[error("ports: {0}")]
     BadRange(knock_common::rotate::RangeError),
     #[error("source_address: {0}")]
-    BadSource(String),
+    BadSource(cli::ArgError),
     #[error("length = {0}: must be 1 to 16")]
     BadLength(u8),
     #[error("period = 0: must be at least 1 second")]

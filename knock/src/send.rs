@@ -17,8 +17,8 @@ use pnet::transport::{
 use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::cli::Hit;
 use crate::packet;
+use crate::packet::Hit;
 
 /// Something that puts one hit on the wire.
 pub trait Sender {

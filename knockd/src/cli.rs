@@ -34,7 +34,7 @@ host's address, and Stop_Command runs Cmd_Timeout seconds later. Knock with
 Exit status: 0 on success (and for -h, -V, a valid -t); 1 when the
 configuration is invalid or the server fails; 2 on a usage error.";
 
-fn interface_arg(s: &str) -> Result<String, String> {
+fn interface_arg(s: &str) -> Result<String, config::InterfaceNameError> {
     config::validate_interface_name(s).map(|()| s.to_string())
 }
 

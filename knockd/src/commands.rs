@@ -4,7 +4,7 @@
 //! loop calls [`Commands::poll`] on every iteration (and when `SIGCHLD`
 //! arrives) and sleeps no longer than [`Commands::next_deadline`].
 //!
-//! Rules (see the specification, sections 2 and 3):
+//! Rules (see also `knockd(8)` and `docs/DECISIONS.md`, "Commands"):
 //!
 //! * Commands run as `/bin/sh -c CMD`, stdin from `/dev/null`, stdout and
 //!   stderr inherited, each in its own process group (so a `SIGINT` typed at
@@ -79,6 +79,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The shell that runs every command.
 pub const SHELL: &str = "/bin/sh";
+/// How often shutdown looks at its commands while it waits for them.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
+/// How long shutdown waits to reap the commands it has killed.
+const SHUTDOWN_REAP: Duration = Duration::from_secs(2);
 
 /// Replace every `%IP%` in `cmd` by `ip` in canonical text form
 /// (`192.0.2.7`, `2001:db8::7`). Nothing else is substituted.
@@ -558,7 +562,7 @@ impl Commands {
             if now >= deadline {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5).min(deadline - now));
+            std::thread::sleep(SHUTDOWN_POLL.min(deadline - now));
         }
         for r in &self.running {
             log.error(&format!(
@@ -567,10 +571,10 @@ impl Commands {
             ));
             kill_group(&r.child);
         }
-        let reap_deadline = Instant::now() + Duration::from_secs(2);
+        let reap_deadline = Instant::now() + SHUTDOWN_REAP;
         while !self.running.is_empty() && Instant::now() < reap_deadline {
             self.reap(Instant::now(), log);
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(SHUTDOWN_POLL);
         }
         for r in &self.running {
             log.error(&format!(

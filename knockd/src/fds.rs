@@ -84,7 +84,8 @@ pub fn set_cloexec(fd: impl AsFd) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
-/// Whether `fd` is close-on-exec.
+/// Whether `fd` is close-on-exec (for tests).
+#[cfg(test)]
 pub fn is_cloexec(fd: impl AsFd) -> io::Result<bool> {
     let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFD).map_err(io::Error::from)?;
     Ok(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC))

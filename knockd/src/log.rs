@@ -177,11 +177,6 @@ impl Logger {
         self.verbose
     }
 
-    /// Whether `-D` output is on (callers can skip building costly messages).
-    pub fn is_debug(&self) -> bool {
-        self.debug
-    }
-
     fn lock(&self) -> MutexGuard<'_, Sinks> {
         // A panic while logging must not silence the daemon afterwards.
         self.sinks.lock().unwrap_or_else(|e| e.into_inner())

@@ -97,7 +97,8 @@ impl Names {
         }
     }
 
-    /// Number of lookups handed to the lookup thread so far.
+    /// Number of lookups handed to the lookup thread so far (for tests).
+    #[cfg(test)]
     pub fn lookups_requested(&self) -> u64 {
         self.sent
     }

@@ -1,7 +1,7 @@
 //! Rotating (time-based) sequences: which windows a door accepts now, and
 //! the durable record of the last used one.
 //!
-//! Rules (SPEC §9), and how they are kept:
+//! Rules (`knockd.conf(5)`), and how they are kept:
 //! * A door accepts the windows `T - skew ..= T + skew`, `T = floor(now /
 //!   period)` from the wall clock. Their sequences are derived once per
 //!   window change ([`Windows::refresh`]), never per packet; with
@@ -271,10 +271,6 @@ impl Windows {
 
     pub fn range(&self) -> PortRange {
         self.range
-    }
-
-    pub fn state_path(&self) -> &Path {
-        self.state.path()
     }
 
     /// The Unix second before which no window is accepted.
@@ -567,14 +563,6 @@ impl SequenceSource for RotatingSource {
 /// anything.
 pub fn read_state(path: &Path) -> Result<Option<u64>, RotatingError> {
     StateFile::new(path).read()
-}
-
-/// Remove a state file (tests and `knockd` never call this on a live door).
-pub fn remove_state(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -178,11 +178,6 @@ impl OneTimeFile {
         }
     }
 
-    /// The current line (the first usable one), if any.
-    pub fn current_line(&self) -> Option<&OtpLine> {
-        self.lines.first()
-    }
-
     fn set_lines(&mut self, lines: Vec<OtpLine>) {
         self.candidates = lines
             .iter()

@@ -1,5 +1,5 @@
 //! End-to-end scenarios of the `knock` client's profiles and verification
-//! (SPEC §10) against a real firewall: the server namespace drops every
+//! (`knock(1)`, `docs/DECISIONS.md` "Client") against a real firewall: the server namespace drops every
 //! connection to a real TCP service (socat) until the door's start command
 //! inserts an ACCEPT rule for the knocker's address.
 
@@ -351,10 +351,10 @@ fn a_lost_one_time_knock_is_re_knocked_with_the_next_line() {
     );
 }
 
-/// The key of the SPEC §9 test vectors.
+/// The key of the derivation's test vectors (`knock_common::rotate`).
 const KEY: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
-/// A scene whose door is rotating (4 UDP hits, the SPEC key; server and
+/// A scene whose door is rotating (4 UDP hits, the test-vector key; server and
 /// client each have their own copy of the key file, mode 0600), and the
 /// profiles file with the profile `door` for it (verify = the service).
 fn rotating_scene(name: &str) -> (Scene, tempfile::TempDir, PathBuf) {

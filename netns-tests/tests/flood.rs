@@ -1,4 +1,5 @@
-//! Flood hygiene and idle behaviour of our `knockd` (SPEC §5, §6):
+//! Flood hygiene and idle behaviour of our `knockd` (`docs/DECISIONS.md`,
+//! "Log volume under a flood" and "Idle"):
 //!
 //! * a bounded flood of spoofed first knocks (the benchmark's `knock-flood`)
 //!   leaves a small log: per-packet lines stop after the rate limiter's

@@ -1,4 +1,4 @@
-//! End-to-end scenarios of how hits are matched (SPEC sections 2 and 4):
+//! End-to-end scenarios of how hits are matched (`docs/DECISIONS.md`, "Matching"):
 //! duplicates and retransmissions, stragglers, one-time look-ahead and
 //! burnt lines, and the port scan guard against real scanners (nmap) and
 //! real connect()-based clients (nc) behind a firewall (iptables).
@@ -199,6 +199,7 @@ fn retransmitted_syns_of_a_firewalled_connect_client_open_once() {
     // The daemon still listens: a knock on another door opens it.
     knock(&lab, &cn, &[&h, "6000"]);
     wait_lines(&lab.path("probe"), 1, &d);
+    wait_lines(&lab.path("probe"), 1, &d);
 }
 
 /// A one-time file of `n` lines `k01,k02,k03` with k = 70, 71, ...
@@ -386,6 +387,9 @@ fn sequential_syn_and_connect_scans_open_nothing_while_a_knock_from_elsewhere_wo
     // A scanner cannot knock for a while; others still can.
     knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
     still_lines(&lab, "guarded", &[c3.as_str()], &d);
+    // The daemon listened meanwhile: the third host opens the other door.
+    knock(&lab, &third.ns, &[&h, "7100", "8100", "9100"]);
+    wait_lines(&lab.path("unguarded"), 3, &d);
     let mut d = d;
     d.assert_running();
 }

@@ -1,4 +1,4 @@
-//! End-to-end scenarios of rotating sequences (SPEC §9) in network
+//! End-to-end scenarios of rotating sequences (`knockd.conf(5)`) in network
 //! namespaces: a door with `Sequence_Secret`, knocked with ports derived by
 //! `knock_common::rotate` (sent with `knock HOST P1 P2 P3`) or by the Python
 //! reference implementation in `contrib/`.

@@ -651,7 +651,9 @@ fn sighup_with_valid_config_swaps_it_in() {
     require_root!("sighup_with_valid_config_swaps_it_in");
     let lab = Lab::new("s-hupok");
     let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    let new_conf = lab.one_door("7100,8100,9100", &[]);
+    // Knocked twice from one address: a short Seq_Timeout, so that the
+    // second knock is no straggler of the first.
+    let new_conf = lab.one_door("7100,8100,9100", &[("Seq_Timeout", "1")]);
     fs::write(&d.conf, new_conf.text()).unwrap();
     d.signal(Signal::SIGHUP);
     let h = lab.s4();
@@ -666,6 +668,11 @@ fn sighup_with_valid_config_swaps_it_in() {
     fs::remove_file(lab.path("opened")).unwrap();
     lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
     expect_no_file(&lab.path("opened"), QUIET, &d);
+    // The daemon was listening: the new sequence opens again.
+    let again = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
+        lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
+    });
+    assert!(again, "the new sequence does not open again\n{}", d.dump());
     d.assert_running();
 }
 
@@ -726,7 +733,10 @@ fn interface_down_and_up_capture_recovers() {
     expect_file(&lab.path("opened"), &d);
     fs::remove_file(lab.path("opened")).unwrap();
     lab.set_server_link(false);
-    std::thread::sleep(Duration::from_millis(700));
+    // The daemon loses the capture and fails to reopen it while the link
+    // is down (said once).
+    d.expect_log("capture lost");
+    d.expect_log("; retrying");
     d.assert_running();
     lab.set_server_link(true);
     let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {

@@ -14,6 +14,7 @@ use crate::packet::tests::{
     dst6, ether, ipv4, ipv4_with, ipv6, ipv6_with, sll, sll2, tcp, udp, DST4,
 };
 use crate::packet::{self, LinkType};
+use knock_testkit::frames::{ethertype_of, ext_header};
 
 const LINKS: [LinkType; 4] = [
     LinkType::Ethernet,
@@ -38,7 +39,7 @@ fn spec(hosts: &[IpAddr], tcp: &[u16], udp: &[u16], watch: bool) -> FilterSpec {
 /// Wrap an IP packet in link type `link` with `tags` VLAN tags (Ethernet
 /// and cooked frames; raw IP carries none).
 fn frame(link: LinkType, tags: usize, ip: &[u8]) -> Vec<u8> {
-    let ethertype = if ip[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+    let ethertype = ethertype_of(ip);
     let tag_types = [0x8100, 0x88a8, 0x9100, 0x8100];
     let tags = &tag_types[..tags];
     // Cooked frames carry tags after the header, like Ethernet ones.
@@ -55,12 +56,6 @@ fn frame(link: LinkType, tags: usize, ip: &[u8]) -> Vec<u8> {
         }
         LinkType::RawIp => ip.to_vec(),
     }
-}
-
-/// An 8-byte IPv6 extension header (hop-by-hop, routing, destination
-/// options) followed by `next`.
-fn ext8(next: u8) -> Vec<u8> {
-    vec![next, 0, 1, 4, 0, 0, 0, 0]
 }
 
 /// The reference: what the module doc says must pass.
@@ -182,12 +177,16 @@ fn ipv6_extension_headers_pass_to_a_listening_address_only() {
             for nh in [0u8, 43, 44, 60] {
                 // Whatever follows: the decoder follows the chain.
                 for l4 in [tcp(1, 7000, SYN, 0, 0), tcp(1, 1234, ACK, 0, 0)] {
-                    let f = frame(link, 0, &ipv6_with(nh, &[ext8(6), l4].concat(), &[]));
+                    let f = frame(link, 0, &ipv6_with(nh, &[ext_header(6), l4].concat(), &[]));
                     assert!(p.passes(&f), "{link}: next header {nh}");
                 }
             }
             let other = spec(&["2001:db8::99".parse().unwrap()], &[7000], &[], watch);
-            let f = frame(link, 0, &ipv6_with(0, &ext8(6), &tcp(1, 7000, SYN, 0, 0)));
+            let f = frame(
+                link,
+                0,
+                &ipv6_with(0, &ext_header(6), &tcp(1, 7000, SYN, 0, 0)),
+            );
             assert!(!build(link, &other).passes(&f), "{link}: other address");
         }
     }
@@ -376,7 +375,7 @@ fn probe_frame(p: &Probe) -> Vec<u8> {
         _ => tcp(40000, p.port, p.flags, 0, 0),
     };
     let ip = match (p.v6, p.kind) {
-        (true, 3) => ipv6_with(60, &[ext8(6), l4].concat(), &[]),
+        (true, 3) => ipv6_with(60, &[ext_header(6), l4].concat(), &[]),
         (true, 2) => ipv6(58, &l4),
         (true, k) => ipv6(if k == 1 { 17 } else { 6 }, &l4),
         (false, 2) => ipv4_with(1, p.ip_options, 0, &l4),
