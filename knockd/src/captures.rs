@@ -74,6 +74,10 @@ impl IfaceCapture {
     }
 }
 
+/// A captured frame: its link type, its bytes, and the addresses of the
+/// interface it was captured on.
+pub type Frame<'a> = (LinkType, &'a [u8], &'a BTreeSet<IpAddr>);
+
 /// What the filters of all interfaces share; each adds its own addresses.
 #[derive(Debug, Clone, Default)]
 pub struct FilterPlan {
@@ -189,10 +193,7 @@ impl Captures {
     /// The next frame of capture `i` with its link type and the
     /// interface's addresses; `Ok(None)` when none is waiting or the
     /// capture is not open.
-    pub fn next_frame(
-        &mut self,
-        i: usize,
-    ) -> Result<Option<(LinkType, &[u8], &BTreeSet<IpAddr>)>, CaptureError> {
+    pub fn next_frame(&mut self, i: usize) -> Result<Option<Frame<'_>>, CaptureError> {
         let Some(ic) = self.ifaces.get_mut(i) else {
             return Ok(None);
         };
