@@ -206,9 +206,10 @@ impl Captures {
     }
 
     /// Capture `i` failed: drop it, log it, reopen it after the shortest
-    /// back-off.
+    /// back-off. A capture already lost stays as it is (one failure can be
+    /// noticed twice in a wake-up: by the filter and by the poll).
     pub fn lose(&mut self, i: usize, why: &dyn std::fmt::Display, now: Instant, log: &Logger) {
-        let Some(ic) = self.ifaces.get_mut(i) else {
+        let Some(ic) = self.ifaces.get_mut(i).filter(|ic| ic.is_open()) else {
             return;
         };
         ic.cap = None;
@@ -438,7 +439,13 @@ mod tests {
         assert!(set.set_list(&list("any"), now, &log));
         assert_eq!(set.open_names(), "any");
         set.lose(0, &"gone", now, &log);
+        set.lose(0, &"gone again", now, &log);
         assert_eq!(set.open_names(), "");
+        assert!(
+            !log.captured().iter().any(|l| l.contains("gone again")),
+            "a lost capture was lost twice: {:?}",
+            log.captured()
+        );
         assert!(log
             .captured()
             .contains(&"any: capture lost: gone; reopening".to_string()));

@@ -47,9 +47,9 @@ fn interface_arg(s: &str) -> Result<InterfaceList, String> {
 #[command(
     name = "knockd",
     version,
-    about = "Port-knock server: watches an interface for knock sequences and runs commands",
-    long_about = "Port-knock server. knockd listens to all traffic on an interface (with \
-                  libpcap, so the knocked ports need not be open) and looks for the knock \
+    about = "Port-knock server: watches network interfaces for knock sequences and runs commands",
+    long_about = "Port-knock server. knockd listens to all traffic on one or more interfaces \
+                  (with libpcap, so the knocked ports need not be open) and looks for the knock \
                   sequences defined in its configuration file. When a host completes one, \
                   knockd runs that door's command, typically to open the firewall for it.",
     after_help = AFTER_HELP

@@ -173,6 +173,13 @@ fn losing_one_interface_leaves_the_other_working() {
     );
     lab.create_server_link_again(&link);
     d.expect_log(&format!("{}: capture reopened", link.server_if));
+    // One outage, one line.
+    assert_eq!(
+        d.log_count(&format!("{}: capture lost", link.server_if)),
+        1,
+        "{}",
+        d.dump()
+    );
     let to = link.server_v4.to_string();
     knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
     assert_eq!(
