@@ -32,9 +32,43 @@ pub struct Capture {
     filter: Option<Program>,
 }
 
+/// Why a capture could not be opened, filtered or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot capture on {iface}: {source}")]
+    Open {
+        iface: String,
+        #[source]
+        source: pcap::Error,
+    },
+    #[error("cannot capture on {iface}: close-on-exec: {source}")]
+    Cloexec {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot capture on {iface}: unsupported link type {dlt} ({name})")]
+    LinkType {
+        iface: String,
+        dlt: i32,
+        name: String,
+    },
+    #[error("cannot install the capture filter ({len} instructions): {reason}")]
+    Filter { len: usize, reason: String },
+    #[error("{0}")]
+    Read(#[source] pcap::Error),
+}
+
+impl CaptureError {
+    /// The process lacks the privilege to capture (CAP_NET_RAW).
+    pub fn not_permitted(&self) -> bool {
+        self.to_string().contains("not permitted")
+    }
+}
+
 impl Capture {
     /// Open `iface` in immediate, non-promiscuous, non-blocking mode.
-    pub fn open(iface: &str) -> Result<Capture, String> {
+    pub fn open(iface: &str) -> Result<Capture, CaptureError> {
         let cap = pcap::Capture::from_device(iface)
             .and_then(|c| {
                 c.immediate_mode(true)
@@ -44,19 +78,23 @@ impl Capture {
                     .open()
             })
             .and_then(|c| c.setnonblock())
-            .map_err(|e| format!("cannot capture on {iface}: {e}"))?;
+            .map_err(|source| CaptureError::Open {
+                iface: iface.to_string(),
+                source,
+            })?;
         // libpcap opens its packet socket, and on Linux an eventfd, without
         // close-on-exec: mark them, or every command inherits them.
         crate::fds::set_cloexec(cap.as_fd())
             .and_then(|()| crate::fds::cloexec_from(3))
-            .map_err(|e| format!("cannot capture on {iface}: close-on-exec: {e}"))?;
+            .map_err(|source| CaptureError::Cloexec {
+                iface: iface.to_string(),
+                source,
+            })?;
         let dlt = cap.get_datalink();
-        let link = LinkType::from_dlt(dlt.0).ok_or_else(|| {
-            format!(
-                "cannot capture on {iface}: unsupported link type {} ({})",
-                dlt.0,
-                dlt.get_name().unwrap_or_else(|_| "unknown".to_string())
-            )
+        let link = LinkType::from_dlt(dlt.0).ok_or_else(|| CaptureError::LinkType {
+            iface: iface.to_string(),
+            dlt: dlt.0,
+            name: dlt.get_name().unwrap_or_else(|_| "unknown".to_string()),
         })?;
         Ok(Capture {
             cap,
@@ -71,15 +109,15 @@ impl Capture {
 
     /// Install `filter` unless it is the one already installed. Returns
     /// whether it was installed now.
-    pub fn set_filter(&mut self, filter: &Program) -> Result<bool, String> {
+    pub fn set_filter(&mut self, filter: &Program) -> Result<bool, CaptureError> {
         if self.filter.as_ref() == Some(filter) {
             return Ok(false);
         }
-        pcap_ffi::set_filter(&mut self.cap, filter.instructions()).map_err(|e| {
-            format!(
-                "cannot install the capture filter ({} instructions): {e}",
-                filter.len()
-            )
+        pcap_ffi::set_filter(&mut self.cap, filter.instructions()).map_err(|reason| {
+            CaptureError::Filter {
+                len: filter.len(),
+                reason,
+            }
         })?;
         self.filter = Some(filter.clone());
         Ok(true)
@@ -92,17 +130,12 @@ impl Capture {
     }
 
     /// The next captured frame, `Ok(None)` when none is waiting.
-    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, String> {
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, CaptureError> {
         match self.cap.next_packet() {
             Ok(p) => Ok(Some(p.data)),
             Err(pcap::Error::TimeoutExpired) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(CaptureError::Read(e)),
         }
-    }
-
-    /// Packets dropped by the kernel for lack of buffer space, if known.
-    pub fn dropped(&mut self) -> Option<u32> {
-        self.cap.stats().ok().map(|s| s.dropped)
     }
 }
 
@@ -150,7 +183,7 @@ mod tests {
     fn open_or_skip(iface: &str, test: &str) -> Option<Capture> {
         match Capture::open(iface) {
             Ok(c) => Some(c),
-            Err(e) if e.contains("permitted") => {
+            Err(e) if e.not_permitted() => {
                 eprintln!("SKIPPED {test}: {e}");
                 assert_ne!(
                     std::env::var("CI").as_deref(),

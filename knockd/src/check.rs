@@ -14,8 +14,9 @@ use std::path::Path;
 
 use knock_common::otp;
 
-use crate::cli::{Cli, Origin};
+use crate::cli::Cli;
 use crate::config::{self, Config, Door, SequenceSpec};
+use crate::settings::{self, InterfaceList, Origin, RouteError};
 
 /// Run the check: print the summary to stdout and warnings/errors to
 /// stderr. Returns the exit status: 0 when the configuration is valid, 1
@@ -63,6 +64,16 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 /// parser's plus what only a look at the system shows (missing one-time
 /// files, an interface that does not exist right now).
 pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<String>) {
+    summary_with(cli, cfg, settings::default_route_interfaces)
+}
+
+/// [`summary`] with the default routes given (tests).
+pub fn summary_with(
+    cli: &Cli,
+    cfg: &Config,
+    default_routes: impl FnOnce() -> Result<InterfaceList, RouteError>,
+) -> (String, Vec<String>) {
+    let resolved = settings::resolve(&cli.overrides(), cfg, default_routes);
     let mut warnings = cfg.warnings.clone();
     let mut s = String::new();
     let n = cfg.doors.len();
@@ -76,22 +87,39 @@ pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<String>) {
     let _ = writeln!(s, "\n[options]");
     let yes_no = if cfg.options.use_syslog { "yes" } else { "no" };
     field(&mut s, "UseSyslog", yes_no);
-    match cli.log_file_with_origin(cfg) {
-        Some((p, o)) => field(&mut s, "LogFile", &with_origin(&p.display().to_string(), o)),
+    match &resolved.log_file {
+        Some(l) => field(
+            &mut s,
+            "LogFile",
+            &with_origin(&l.value.display().to_string(), l.origin),
+        ),
         None => field(&mut s, "LogFile", "(none)"),
     }
-    let (pid, o) = cli.pid_file_with_origin(cfg);
+    let pid = &resolved.pid_file;
     field(
         &mut s,
         "PidFile",
-        &with_origin(&pid.display().to_string(), o),
+        &with_origin(&pid.value.display().to_string(), pid.origin),
     );
-    let (iface, o) = cli.interface_with_origin(cfg);
-    field(&mut s, "Interface", &with_origin(&iface, o));
-    if iface != "any" && !interface_exists(&iface) {
-        warnings.push(format!(
-            "interface \"{iface}\" does not exist on this system right now"
-        ));
+    match &resolved.interfaces {
+        Ok(list) => {
+            field(
+                &mut s,
+                "Interface",
+                &with_origin(&list.value.to_string(), list.origin),
+            );
+            for name in list.value.names() {
+                if name != "any" && !interface_exists(name) {
+                    warnings.push(format!(
+                        "interface \"{name}\" does not exist on this system right now"
+                    ));
+                }
+            }
+        }
+        Err(e) => {
+            field(&mut s, "Interface", "(none: no default route)");
+            warnings.push(e.to_string());
+        }
     }
 
     for door in &cfg.doors {
@@ -359,6 +387,45 @@ mod tests {
         assert!(
             out.contains("PidFile:            /tmp/b.pid  (from the command line)"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn interface_lists_and_the_default_routes_are_shown() {
+        let (code, out, err, _d) = run_on(
+            "[options]\nInterface = lo, nosuchif1\n[d]\nsequence = 1\ncommand = x\n",
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("Interface:          lo, nosuchif1  (from the configuration file)"),
+            "{out}"
+        );
+        assert!(err.contains("\"nosuchif1\" does not exist"), "{err}");
+        assert!(!err.contains("\"lo\""), "{err}");
+
+        let path = std::path::Path::new("k.conf");
+        let cli = Cli::try_parse_from(["knockd", "-t", "-c", "k.conf"]).unwrap();
+        assert_eq!(cli.config, path);
+        let cfg = config::parse_str("[d]\nsequence = 1\ncommand = x\n", "k.conf").unwrap();
+        let routes = || InterfaceList::parse("wan0,wan6").map_err(|_| RouteError::NoDefaultRoute);
+        let (out, _) = summary_with(&cli, &cfg, routes);
+        assert!(
+            out.contains(
+                "Interface:          wan0, wan6  (default: the interfaces of the default routes)"
+            ),
+            "{out}"
+        );
+        let (out, warnings) = summary_with(&cli, &cfg, || Err(RouteError::NoDefaultRoute));
+        assert!(
+            out.contains("Interface:          (none: no default route)"),
+            "{out}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("-i") && w.contains("Interface")),
+            "{warnings:?}"
         );
     }
 

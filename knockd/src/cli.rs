@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{self, Config, DEFAULT_CONFIG_FILE, DEFAULT_INTERFACE};
+use crate::config::DEFAULT_CONFIG_FILE;
+use crate::settings::{InterfaceList, Overrides};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -12,6 +13,9 @@ Examples:
   knockd -t -c ./knockd.conf     check another file before installing it
   knockd -t --show-secrets       ... and show the sequences too (keep them off logs)
   knockd -i eth1 -v              listen on eth1, print status messages
+  knockd -i eth0,wlan0 -v        listen on both (each with its own addresses)
+  knockd -i any                  listen on every interface
+  knockd -v                      listen on the interfaces of the default routes
   knockd -d -i eth0              run in the background as a daemon
   knockd -d -c /etc/knockd.conf -p /run/knockd.pid -g /var/log/knockd.log
 
@@ -34,8 +38,8 @@ host's address, and Stop_Command runs Cmd_Timeout seconds later. Knock with
 Exit status: 0 on success (and for -h, -V, a valid -t); 1 when the
 configuration is invalid or the server fails; 2 on a usage error.";
 
-fn interface_arg(s: &str) -> Result<String, config::InterfaceNameError> {
-    config::validate_interface_name(s).map(|()| s.to_string())
+fn interface_arg(s: &str) -> Result<InterfaceList, crate::settings::InterfaceError> {
+    InterfaceList::parse(s)
 }
 
 /// Options of `knockd`.
@@ -43,23 +47,24 @@ fn interface_arg(s: &str) -> Result<String, config::InterfaceNameError> {
 #[command(
     name = "knockd",
     version,
-    about = "Port-knock server: watches an interface for knock sequences and runs commands",
-    long_about = "Port-knock server. knockd listens to all traffic on an interface (with \
-                  libpcap, so the knocked ports need not be open) and looks for the knock \
+    about = "Port-knock server: watches network interfaces for knock sequences and runs commands",
+    long_about = "Port-knock server. knockd listens to all traffic on one or more interfaces \
+                  (with libpcap, so the knocked ports need not be open) and looks for the knock \
                   sequences defined in its configuration file. When a host completes one, \
                   knockd runs that door's command, typically to open the firewall for it.",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
-    /// Interface to listen on.
+    /// Interfaces to listen on.
     #[arg(
         short = 'i',
         long,
-        value_name = "IFACE",
+        value_name = "IFACE[,IFACE...]",
         value_parser = interface_arg,
-        help = "Interface to listen on (overrides `Interface` in [options]; default eth0)"
+        help = "Interface(s) to listen on, comma-separated, or `any` (overrides `Interface` \
+                in [options]; default: the interfaces of the default IPv4 and IPv6 routes)"
     )]
-    pub interface: Option<String>,
+    pub interface: Option<InterfaceList>,
 
     /// Become a daemon (detach and run in the background)
     #[arg(short = 'd', long)]
@@ -115,66 +120,14 @@ pub struct Cli {
     pub show_secrets: bool,
 }
 
-/// Where a setting in effect comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    CommandLine,
-    ConfigFile,
-    Default,
-}
-
-impl Origin {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Origin::CommandLine => "from the command line",
-            Origin::ConfigFile => "from the configuration file",
-            Origin::Default => "default",
-        }
-    }
-}
-
 impl Cli {
-    /// The interface to listen on: `-i`, else `Interface`, else [`DEFAULT_INTERFACE`].
-    pub fn interface(&self, cfg: &Config) -> String {
-        self.interface_with_origin(cfg).0
-    }
-
-    pub fn interface_with_origin(&self, cfg: &Config) -> (String, Origin) {
-        if let Some(i) = &self.interface {
-            (i.clone(), Origin::CommandLine)
-        } else if let Some(i) = &cfg.options.interface {
-            (i.clone(), Origin::ConfigFile)
-        } else {
-            (DEFAULT_INTERFACE.to_string(), Origin::Default)
-        }
-    }
-
-    /// The pid file: `-p`, else `PidFile` (which defaults to
-    /// [`config::DEFAULT_PID_FILE`]).
-    pub fn pid_file(&self, cfg: &Config) -> PathBuf {
-        self.pid_file_with_origin(cfg).0
-    }
-
-    pub fn pid_file_with_origin(&self, cfg: &Config) -> (PathBuf, Origin) {
-        match &self.pidfile {
-            Some(p) => (p.clone(), Origin::CommandLine),
-            None if cfg.options.pid_file.as_os_str() == config::DEFAULT_PID_FILE => {
-                (cfg.options.pid_file.clone(), Origin::Default)
-            }
-            None => (cfg.options.pid_file.clone(), Origin::ConfigFile),
-        }
-    }
-
-    /// The log file, if any: `-g`, else `LogFile`.
-    pub fn log_file(&self, cfg: &Config) -> Option<PathBuf> {
-        self.log_file_with_origin(cfg).map(|(p, _)| p)
-    }
-
-    pub fn log_file_with_origin(&self, cfg: &Config) -> Option<(PathBuf, Origin)> {
-        match (&self.logfile, &cfg.options.log_file) {
-            (Some(p), _) => Some((p.clone(), Origin::CommandLine)),
-            (None, Some(p)) => Some((p.clone(), Origin::ConfigFile)),
-            (None, None) => None,
+    /// The command-line layer of the settings (`-i`, `-g`, `-p`); see
+    /// [`crate::settings::resolve`].
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            interfaces: self.interface.clone(),
+            log_file: self.logfile.clone(),
+            pid_file: self.pidfile.clone(),
         }
     }
 }
@@ -189,10 +142,6 @@ mod tests {
         let mut v = vec!["knockd"];
         v.extend_from_slice(args);
         Cli::try_parse_from(v).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    }
-
-    fn cfg(text: &str) -> Config {
-        config::parse_str(text, "t.conf").unwrap()
     }
 
     #[test]
@@ -224,7 +173,7 @@ mod tests {
     #[test]
     fn short_and_long_options() {
         let want = Cli {
-            interface: Some("eth1".into()),
+            interface: Some(InterfaceList::parse("eth1").unwrap()),
             daemon: true,
             config: PathBuf::from("/tmp/k.conf"),
             debug: true,
@@ -330,33 +279,22 @@ mod tests {
     }
 
     #[test]
-    fn interface_resolution() {
-        let with = cfg("[options]\ninterface = eth2\n[d]\nsequence = 1\ncommand = x\n");
-        let without = cfg("[d]\nsequence = 1\ncommand = x\n");
-        assert_eq!(cli(&["-i", "eth1"]).interface(&with), "eth1");
-        assert_eq!(cli(&[]).interface(&with), "eth2");
-        assert_eq!(cli(&[]).interface(&without), "eth0");
-        assert_eq!(cli(&["-i", "any"]).interface(&without), "any");
-        assert_eq!(cli(&[]).interface_with_origin(&with).1, Origin::ConfigFile);
-        assert_eq!(cli(&[]).interface_with_origin(&without).1, Origin::Default);
-    }
-
-    #[test]
-    fn pid_and_log_file_resolution() {
-        let with = cfg("[options]\npidfile = /run/a.pid\nlogfile = /var/log/a.log\n[d]\nsequence = 1\ncommand = x\n");
-        let without = cfg("[d]\nsequence = 1\ncommand = x\n");
-        let over = cli(&["-p", "/tmp/b.pid", "-g", "/tmp/b.log"]);
-        let plain = cli(&[]);
-        assert_eq!(over.pid_file(&with), PathBuf::from("/tmp/b.pid"));
-        assert_eq!(plain.pid_file(&with), PathBuf::from("/run/a.pid"));
+    fn interface_lists_and_overrides() {
+        let c = cli(&["-i", "eth0,wlan0", "-g", "/tmp/b.log"]);
+        let want = InterfaceList::parse("eth0, wlan0").unwrap();
+        assert_eq!(c.interface.as_ref(), Some(&want));
         assert_eq!(
-            plain.pid_file(&without),
-            PathBuf::from("/var/run/knockd.pid")
+            c.overrides(),
+            Overrides {
+                interfaces: Some(want),
+                log_file: Some("/tmp/b.log".into()),
+                pid_file: None,
+            }
         );
-        assert_eq!(plain.pid_file_with_origin(&without).1, Origin::Default);
-        assert_eq!(over.log_file(&without), Some(PathBuf::from("/tmp/b.log")));
-        assert_eq!(over.log_file(&with), Some(PathBuf::from("/tmp/b.log")));
-        assert_eq!(plain.log_file(&with), Some(PathBuf::from("/var/log/a.log")));
-        assert_eq!(plain.log_file(&without), None);
+        assert_eq!(cli(&[]).overrides(), Overrides::default());
+        let e = Cli::try_parse_from(["knockd", "-i", "eth0,,wlan0"]).unwrap_err();
+        assert!(e.to_string().contains("empty item"), "{e}");
+        let e = Cli::try_parse_from(["knockd", "-i", "eth0,eth0"]).unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
     }
 }

@@ -15,8 +15,9 @@
 //! * Timeouts are plain decimal seconds, at most [`MAX_TIMEOUT_SECS`];
 //!   `Cmd_Timeout = 0` is allowed (stop right after start), `Seq_Timeout = 0`
 //!   is not.
-//! * `Interface` must look like an interface name (no `/`, no blanks, at
-//!   most 15 characters); whether it exists is checked at start-up.
+//! * `Interface` is a comma-separated list of names, each of which must look
+//!   like an interface name (no `/`, no blanks, at most 15 characters), none
+//!   twice; whether they exist is checked at start-up.
 //! * Warnings, not errors: a door name used twice (both doors are kept), a
 //!   door without a start command, `Cmd_Timeout` without `Stop_Command`, two
 //!   doors with the same fixed sequence and target, relative paths.
@@ -31,8 +32,9 @@ use std::time::Duration;
 use knock_common::rotate::{self, Key, PortRange, RangeError};
 use knock_common::{FlagError, FlagSpec, Proto, Sequence, SequenceError};
 
+use crate::settings::InterfaceList;
+
 pub const DEFAULT_PID_FILE: &str = "/var/run/knockd.pid";
-pub const DEFAULT_INTERFACE: &str = "eth0";
 pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Scan_Threshold` default: a source that touched more than this many
@@ -57,8 +59,10 @@ pub struct Options {
     pub log_file: Option<PathBuf>,
     /// `PidFile`, default [`DEFAULT_PID_FILE`].
     pub pid_file: PathBuf,
-    /// `Interface`; `-i` on the command line wins, then this, then [`DEFAULT_INTERFACE`].
-    pub interface: Option<String>,
+    /// `Interface = NAME[, NAME...]`; `-i` on the command line wins, then
+    /// this, then the interfaces of the default routes
+    /// ([`crate::settings::resolve`]).
+    pub interface: Option<InterfaceList>,
 }
 
 /// Where a door's sequence comes from.
@@ -266,7 +270,7 @@ pub enum ValueError {
     #[error("{key}: {source}")]
     Interface {
         key: String,
-        source: InterfaceNameError,
+        source: crate::settings::InterfaceError,
     },
 }
 
@@ -989,11 +993,11 @@ impl<'a> Parser<'a> {
             Directive::LogFile => self.options.log_file = Some(PathBuf::from(value)),
             Directive::PidFile => self.options.pid_file = PathBuf::from(value),
             Directive::Interface => {
-                validate_interface_name(value).map_err(|source| ValueError::Interface {
+                let list = InterfaceList::parse(value).map_err(|source| ValueError::Interface {
                     key: key.to_string(),
                     source,
                 })?;
-                self.options.interface = Some(value.to_string());
+                self.options.interface = Some(list);
             }
             _ => {}
         }

@@ -1,6 +1,6 @@
 //! Start-up and shut-down of the daemon process, in the order that keeps
 //! every failure visible: read the configuration, open the log and the
-//! capture, take the pid file, then detach (`-d`) — before any thread
+//! captures, take the pid file, then detach (`-d`) — before any thread
 //! exists — and run the event loop.
 
 use crate::cli::Cli;
@@ -9,7 +9,8 @@ use crate::config;
 use crate::fds;
 use crate::log::Logger;
 use crate::process::{self, PidFile};
-use crate::server::{Server, Settings, Signals};
+use crate::server::{Server, Signals};
+use crate::settings::Settings;
 
 /// Run `knockd` as the command line says; returns the exit status. Every
 /// value with a `Drop` (the pid file above all) is dropped before return.
@@ -30,17 +31,9 @@ pub fn run(cli: &Cli) -> i32 {
     for w in &cfg.warnings {
         eprintln!("knockd: warning: {w}");
     }
-    let log = Logger::new(
-        cli.log_file(&cfg),
-        cfg.options.use_syslog,
-        cli.verbose,
-        cli.debug,
-    );
     let settings = Settings {
-        interface: cli.interface(&cfg),
-        interface_from_cli: cli.interface.is_some(),
+        overrides: cli.overrides(),
         config_path: cli.config.clone(),
-        log_file_override: cli.logfile.clone(),
         ipv4_only: cli.only_ip_v4,
         lookup: cli.lookup,
         debug: cli.debug,
@@ -48,8 +41,22 @@ pub fn run(cli: &Cli) -> i32 {
         max_children: DEFAULT_MAX_CHILDREN,
         shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
     };
-    let pid_path = cli.pid_file(&cfg);
-    let mut server = match Server::new(settings, cfg, &log) {
+    let resolved = settings.resolve(&cfg);
+    let log = Logger::new(
+        resolved.log_file.map(|l| l.value),
+        cfg.options.use_syslog,
+        cli.verbose,
+        cli.debug,
+    );
+    let interfaces = match resolved.interfaces {
+        Ok(i) => i.value,
+        Err(e) => {
+            log.error(&e.to_string());
+            return 1;
+        }
+    };
+    let pid_path = resolved.pid_file.value;
+    let mut server = match Server::new(settings, cfg, &interfaces, &log) {
         Ok(s) => s,
         Err(e) => {
             log.error(&e.to_string());

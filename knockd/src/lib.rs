@@ -7,11 +7,14 @@
 //! under a flood). Around them: [`capture`] (libpcap) with its filter
 //! [`bpf`], [`commands`] (child
 //! processes and stop timers), [`log`], [`watch`] (rtnetlink and inotify
-//! notifications), [`lookup`], [`process`] (pid file, daemon), [`server`]
-//! (the event loop) and [`daemon`] (start-up).
+//! notifications), [`lookup`], [`process`] (pid file, daemon), [`captures`]
+//! (one capture per listed interface), [`settings`] (command line over
+//! configuration file over default, decided once), [`server`] (the event
+//! loop) and [`daemon`] (start-up).
 
 pub mod bpf;
 pub mod capture;
+pub mod captures;
 pub mod check;
 pub mod cli;
 pub mod commands;
@@ -27,5 +30,6 @@ pub mod process;
 pub mod ratelimit;
 pub mod rotating;
 pub mod server;
+pub mod settings;
 pub mod sources;
 pub mod watch;

@@ -1,5 +1,5 @@
-//! The daemon's event loop: one thread that polls the capture descriptor, a
-//! signal pipe and the change notifications ([`crate::watch`]), feeds decoded
+//! The daemon's event loop: one thread that polls the capture descriptors
+//! (one per listed interface, [`crate::captures`]), a signal pipe and the change notifications ([`crate::watch`]), feeds decoded
 //! hits to the matcher, uses up one-time sequences, starts commands and fires
 //! timers. Nothing in the loop blocks: commands run as child processes,
 //! reverse lookups on a helper thread.
@@ -9,7 +9,6 @@
 //! rate-limit summary, a source's next refresh). Address and one-time-file
 //! changes wake it through rtnetlink and inotify.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
@@ -23,7 +22,7 @@ use knock_common::Proto;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::bpf;
-use crate::capture::{self, Capture};
+use crate::captures::{Captures, FilterPlan, NoneOpened};
 use crate::commands::Commands;
 use crate::config::{self, Config};
 use crate::log::Logger;
@@ -31,32 +30,17 @@ use crate::lookup::Names;
 use crate::matcher::{Candidate, DoorRule, Event, Matcher, PerSource};
 use crate::packet;
 use crate::ratelimit::{Limits, LineKind, RateLimiter, Summary};
+use crate::settings::{InterfaceList, Settings};
 use crate::sources::{self, Consumed, Note, SequenceSource};
 use crate::watch::{self, Changes, Watcher};
 
-/// Settings of a daemon run that come from the command line.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub interface: String,
-    /// `Interface` was given with `-i` and wins over the configuration.
-    pub interface_from_cli: bool,
-    pub config_path: PathBuf,
-    /// `-g`: wins over `LogFile`, also after a reload.
-    pub log_file_override: Option<PathBuf>,
-    pub ipv4_only: bool,
-    pub lookup: bool,
-    pub debug: bool,
-    /// Knock attempts kept in flight at most (oldest evicted first).
-    pub attempt_cap: usize,
-    /// Commands running at once at most (more wait in a queue).
-    pub max_children: usize,
-    /// How long pending stop commands may take at shutdown.
-    pub shutdown_grace: Duration,
-}
-
-impl Settings {
-    pub const DEFAULT_ATTEMPT_CAP: usize = 65_536;
-    pub const DEFAULT_MAX_CHILDREN: usize = 64;
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Capture(#[from] NoneOpened),
+    #[error("poll failed: {0}")]
+    Poll(nix::errno::Errno),
 }
 
 /// Frames handled per wake-up before timers get their turn.
@@ -69,8 +53,6 @@ const BATCH: usize = 4096;
 /// this long, and the capture buffer holds far more than that much traffic.
 const COALESCE_FRAMES: usize = 8;
 const COALESCE: Duration = Duration::from_millis(1);
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Signal flags, set by handlers; a byte on the pipe wakes the loop.
 pub struct Signals {
@@ -130,7 +112,7 @@ fn instant_of(at: SystemTime) -> Instant {
     }
 }
 
-/// The daemon: configuration, doors, capture and timers.
+/// The daemon: configuration, doors, captures and timers.
 pub struct Server<'a> {
     settings: Settings,
     cfg: Config,
@@ -138,12 +120,8 @@ pub struct Server<'a> {
     doors: Vec<Door>,
     matcher: Matcher,
     commands: Commands,
-    iface: String,
-    capture: Option<Capture>,
-    reopen_at: Instant,
-    backoff: Duration,
-    outage_logged: bool,
-    local: BTreeSet<IpAddr>,
+    /// One capture per listed interface.
+    captures: Captures,
     /// When a source's candidates change on their own next (a rotating
     /// door's window boundary, a one-time line waiting to be marked).
     rotation_at: Option<Instant>,
@@ -159,14 +137,19 @@ pub struct Server<'a> {
 }
 
 impl<'a> Server<'a> {
-    /// Set up the doors and open the capture. Opening the interface here is
-    /// the only capture failure that is fatal: it happens before the daemon
+    /// Set up the doors and open a capture on each of `interfaces` (as
+    /// resolved by [`Settings::resolve`]). That none of them opens is the
+    /// only capture failure that is fatal: it happens before the daemon
     /// detaches, so the error reaches the terminal and the exit status.
     /// Starts no thread (daemonizing must come before any thread exists).
-    pub fn new(settings: Settings, cfg: Config, log: &'a Logger) -> Result<Server<'a>, String> {
-        let iface = choose_interface(&settings, &cfg);
-        let capture = Capture::open(&iface)?;
+    pub fn new(
+        settings: Settings,
+        cfg: Config,
+        interfaces: &InterfaceList,
+        log: &'a Logger,
+    ) -> Result<Server<'a>, ServerError> {
         let now = Instant::now();
+        let captures = Captures::open(interfaces, settings.ipv4_only, now, log)?;
         let (watcher, watch_error) = Watcher::new();
         let mut server = Server {
             names: None,
@@ -176,12 +159,7 @@ impl<'a> Server<'a> {
             settings,
             cfg,
             log,
-            iface,
-            capture: Some(capture),
-            reopen_at: now,
-            backoff: BACKOFF_MIN,
-            outage_logged: false,
-            local: BTreeSet::new(),
+            captures,
             rotation_at: None,
             watcher,
             next_check: None,
@@ -195,19 +173,22 @@ impl<'a> Server<'a> {
         // Watch before the files are first read, so no change falls between.
         server.watch_files(now);
         server.install_doors();
-        server.local = capture::interface_addresses(&server.iface, server.settings.ipv4_only);
         server.apply_filter();
         Ok(server)
     }
 
     /// Run until SIGTERM/SIGINT, then run pending stop commands and return.
     /// Later capture outages are survived (logged, reopened with back-off).
-    pub fn run(&mut self, signals: &mut Signals) -> Result<(), String> {
+    pub fn run(&mut self, signals: &mut Signals) -> Result<(), ServerError> {
         if self.settings.lookup {
             self.names = Some(Names::start());
         }
-        self.log
-            .log(&format!("starting up, listening on {}", self.iface));
+        // The interfaces that could not be opened were logged, and are
+        // retried: the line names those that listen now.
+        self.log.log(&format!(
+            "starting up, listening on {}",
+            self.captures.open_names()
+        ));
         self.debug_config();
         loop {
             if signals.term.swap(false, Ordering::SeqCst) {
@@ -237,17 +218,20 @@ impl<'a> Server<'a> {
             if self.rotation_at.is_some_and(|at| now >= at) {
                 self.rotate();
             }
-            if self.capture.is_none() && now >= self.reopen_at {
-                self.reopen(now);
+            if self.captures.next_reopen().is_some_and(|at| now >= at) {
+                let plan = self.filter_plan();
+                self.captures.reopen_due(now, &plan, self.log);
             }
 
             let timeout = self.poll_timeout(Instant::now());
-            let (capture_ready, capture_broken, notified) = {
+            // (capture index, readable, broken) of each polled capture.
+            let (ready, notified) = {
                 let mut fds = vec![PollFd::new(signals.wake.as_fd(), PollFlags::POLLIN)];
-                let capture_at = self.capture.as_ref().map(|c| {
-                    fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
-                    fds.len() - 1
-                });
+                let mut polled = Vec::new();
+                for (i, fd) in self.captures.fds() {
+                    fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    polled.push(i);
+                }
                 let watch_from = fds.len();
                 fds.extend(
                     self.watcher
@@ -256,35 +240,38 @@ impl<'a> Server<'a> {
                 );
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(format!("poll failed: {e}")),
+                    Err(e) => return Err(ServerError::Poll(e)),
                 }
-                let revents = capture_at
-                    .and_then(|i| fds[i].revents())
-                    .unwrap_or(PollFlags::empty());
+                let ready: Vec<(usize, bool)> = polled
+                    .iter()
+                    .zip(&fds[1..watch_from])
+                    .filter_map(|(&i, f)| {
+                        let r = f.revents().unwrap_or(PollFlags::empty());
+                        let broken = r.intersects(
+                            PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL,
+                        );
+                        (r.contains(PollFlags::POLLIN) || broken).then_some((i, broken))
+                    })
+                    .collect();
                 let notified = fds[watch_from..]
                     .iter()
                     .any(|f| f.revents().is_some_and(|r| !r.is_empty()));
-                (
-                    revents.contains(PollFlags::POLLIN),
-                    revents
-                        .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL),
-                    notified,
-                )
+                (ready, notified)
             };
             signals.drain();
             if notified {
                 let changes = self.watcher.read();
-                if changes.addresses && self.capture.is_none() {
-                    // A link came back, perhaps ours: try now, not after the back-off.
-                    self.reopen_at = Instant::now();
+                if changes.addresses {
+                    // A link came back, perhaps a lost one: try now, not
+                    // after the back-off.
+                    self.captures.retry_now(Instant::now());
                 }
                 self.recheck(changes);
             }
-            let frames = if capture_ready || capture_broken {
-                self.read_frames(capture_broken)
-            } else {
-                0
-            };
+            let mut frames = 0;
+            for (i, broken) in ready {
+                frames += self.read_frames(i, broken);
+            }
             let now = Instant::now();
             self.matcher.expire(now, &mut self.events);
             self.handle_events(now);
@@ -305,17 +292,6 @@ fn describe(names: &mut Option<Names>, ip: IpAddr) -> String {
     match names {
         Some(n) => n.describe(ip),
         None => ip.to_string(),
-    }
-}
-
-fn choose_interface(settings: &Settings, cfg: &Config) -> String {
-    if settings.interface_from_cli {
-        settings.interface.clone()
-    } else {
-        cfg.options
-            .interface
-            .clone()
-            .unwrap_or_else(|| settings.interface.clone())
     }
 }
 
@@ -424,16 +400,18 @@ impl Server<'_> {
                 d.cmd_timeout.as_secs()
             ));
         }
-        if let Some(c) = &self.capture {
-            self.log
-                .debug(&format!("capture: link type {:?}", c.link()));
+        for ic in self.captures.ifaces() {
+            if let Some(link) = ic.link() {
+                self.log
+                    .debug(&format!("capture: {}: link type {link:?}", ic.name));
+            }
         }
     }
 
     /// Until the earliest pending deadline; without one, no timeout at all.
     fn poll_timeout(&self, now: Instant) -> PollTimeout {
         let due = [
-            self.capture.is_none().then_some(self.reopen_at),
+            self.captures.next_reopen(),
             self.next_check,
             self.matcher.next_deadline(),
             self.commands.next_deadline(),
@@ -454,26 +432,24 @@ impl Server<'_> {
         PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
     }
 
-    /// The addresses that knocks may be sent to and the ports of every
-    /// door's candidate sequences (a source-bound door: its whole port
-    /// range), per protocol, go into the BPF filter.
+    /// The ports of every door's candidate sequences (a source-bound door:
+    /// its whole port range), per protocol, and the addresses knocks may be
+    /// sent to go into each interface's BPF filter.
     fn apply_filter(&mut self) {
-        // A handle that takes no filter (its interface went away while the
-        // loop had not noticed yet) is no capture: reopen it.
-        if let Err(e) = self.install_filter() {
-            self.lose_capture(&e, Instant::now());
-        }
+        let plan = self.filter_plan();
+        self.captures.apply_filters(&plan, Instant::now(), self.log);
     }
 
-    /// Build the filter and install it on the capture, if there is one.
-    fn install_filter(&mut self) -> Result<(), String> {
-        if self.capture.is_none() {
-            return Ok(());
-        }
-        let mut spec = bpf::FilterSpec {
-            watch_attempts: self.watch_attempts(),
-            ..bpf::FilterSpec::default()
+    /// What every interface's filter holds; each adds its own addresses.
+    fn filter_plan(&self) -> FilterPlan {
+        let mut plan = FilterPlan {
+            base: bpf::FilterSpec {
+                watch_attempts: self.watch_attempts(),
+                ..bpf::FilterSpec::default()
+            },
+            own_addresses: false,
         };
+        let spec = &mut plan.base;
         for ((rule, door), d) in self
             .matcher
             .doors()
@@ -503,43 +479,10 @@ impl Server<'_> {
                     spec.hosts.insert(t);
                 }
                 Some(_) => {}
-                None => spec.hosts.extend(self.local.iter().copied()),
+                None => plan.own_addresses = true,
             }
         }
-        let Some(cap) = self.capture.as_mut() else {
-            return Ok(());
-        };
-        let program = bpf::build(cap.link(), &spec);
-        match cap.set_filter(&program) {
-            Err(e) => return Err(e.to_string()),
-            Ok(false) => {}
-            Ok(true) => {
-                // Sizes only: the ports are the doors' secrets.
-                let mut msg = format!(
-                    "capture filter: {} instructions for {} addresses, {} TCP and {} UDP ports",
-                    program.len(),
-                    spec.hosts.len(),
-                    spec.tcp_ports.len(),
-                    spec.udp_ports.len()
-                );
-                if spec.watch_attempts {
-                    msg.push_str(", every connection attempt");
-                }
-                if let Some(gap) = program.coarsened() {
-                    msg.push_str(&format!(", ports at most {gap} apart merged into ranges"));
-                }
-                self.log.debug(&msg);
-                if cap.kernel_filter_len() == Some(0) && !program.matches_nothing() {
-                    self.log.error(&format!(
-                        "{}: the kernel refused the capture filter ({} instructions); \
-                         every packet is filtered in user space",
-                        self.iface,
-                        program.len()
-                    ));
-                }
-            }
-        }
-        Ok(())
+        plan
     }
 
     /// Whether the filter must also pass every connection attempt (TCP SYN
@@ -554,16 +497,7 @@ impl Server<'_> {
     fn recheck(&mut self, what: Changes) {
         let mut changed = false;
         if what.addresses {
-            let local = capture::interface_addresses(&self.iface, self.settings.ipv4_only);
-            if local != self.local {
-                self.log.verbose(&format!(
-                    "{}: addresses now {}",
-                    self.iface,
-                    fmt_addrs(&local)
-                ));
-                self.local = local;
-                changed = true;
-            }
+            changed |= self.captures.reread_addresses(self.log);
         }
         for i in 0..self.doors.len() {
             if !what.files {
@@ -622,65 +556,21 @@ impl Server<'_> {
         true
     }
 
-    fn lose_capture(&mut self, why: &str, now: Instant) {
-        self.capture = None;
-        self.backoff = BACKOFF_MIN;
-        self.reopen_at = now + self.backoff;
-        self.log
-            .error(&format!("{}: capture lost: {why}; reopening", self.iface));
-        self.outage_logged = false;
-    }
-
-    fn reopen(&mut self, now: Instant) {
-        match Capture::open(&self.iface) {
-            Ok(c) => {
-                self.capture = Some(c);
-                self.local = capture::interface_addresses(&self.iface, self.settings.ipv4_only);
-                match self.install_filter() {
-                    Ok(()) => self.log.log(&format!("{}: capture reopened", self.iface)),
-                    Err(e) => {
-                        self.capture = None;
-                        self.reopen_failed(&e, now);
-                    }
-                }
-            }
-            Err(e) => self.reopen_failed(&e, now),
-        }
-    }
-
-    /// The capture could not be reopened: say so once per outage, and try
-    /// again after a longer back-off.
-    fn reopen_failed(&mut self, e: &dyn std::fmt::Display, now: Instant) {
-        if !self.outage_logged {
-            self.log.error(&format!("{e}; retrying"));
-            self.outage_logged = true;
-        }
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        self.reopen_at = now + self.backoff;
-    }
-
-    /// Handle the frames waiting in the capture (at most [`BATCH`]); returns
-    /// how many there were.
-    fn read_frames(&mut self, broken: bool) -> usize {
-        let mut got_any = false;
+    /// Handle the frames waiting in capture `i` (at most [`BATCH`]);
+    /// returns how many there were.
+    fn read_frames(&mut self, i: usize, broken: bool) -> usize {
         let mut frames = 0;
         for _ in 0..BATCH {
-            let Some(cap) = self.capture.as_mut() else {
-                return frames;
-            };
-            let link = cap.link();
-            let frame = match cap.next_frame() {
-                Ok(Some(f)) => f,
+            let now = Instant::now();
+            let (hit, local) = match self.captures.next_frame(i) {
+                Ok(Some((link, frame, local))) => (packet::decode(link, frame), local),
                 Ok(None) => break,
                 Err(e) => {
-                    self.lose_capture(&e, Instant::now());
+                    self.captures.lose(i, &e, now, self.log);
                     return frames;
                 }
             };
-            got_any = true;
             frames += 1;
-            let hit = packet::decode(link, frame);
-            let now = Instant::now();
             match hit {
                 Ok(hit) => {
                     if self.settings.debug {
@@ -694,7 +584,8 @@ impl Server<'_> {
                             knock_common::flags::names_of(hit.tcp_flags)
                         ));
                     }
-                    let local = &self.local;
+                    // A knock counts when sent to an address of the
+                    // interface it was captured on.
                     self.matcher.on_hit_with(
                         &hit,
                         now,
@@ -711,8 +602,13 @@ impl Server<'_> {
                 }
             }
         }
-        if broken && !got_any {
-            self.lose_capture("the capture descriptor reported an error", Instant::now());
+        if broken && frames == 0 {
+            self.captures.lose(
+                i,
+                &"the capture descriptor reported an error",
+                Instant::now(),
+                self.log,
+            );
         }
         frames
     }
@@ -835,28 +731,27 @@ impl Server<'_> {
                 for w in &cfg.warnings {
                     self.log.error(&format!("warning: {w}"));
                 }
-                let iface = choose_interface(&self.settings, &cfg);
-                let log_file = self
-                    .settings
-                    .log_file_override
-                    .clone()
-                    .or_else(|| cfg.options.log_file.clone());
+                let resolved = self.settings.resolve(&cfg);
+                let interfaces = match resolved.interfaces {
+                    Ok(i) => i.value,
+                    Err(e) => {
+                        self.log.error(&format!("reload: {e}"));
+                        self.log
+                            .error("reload failed: keeping the running configuration");
+                        return;
+                    }
+                };
                 // Counts of the old doors are written under their names.
                 self.limiter.drain(Instant::now(), &mut self.summaries);
                 self.write_summaries();
-                self.log.set_sinks(log_file, cfg.options.use_syslog);
+                self.log
+                    .set_sinks(resolved.log_file.map(|l| l.value), cfg.options.use_syslog);
                 self.cfg = cfg;
                 self.watch_files(Instant::now());
                 self.install_doors();
-                if iface != self.iface {
-                    self.log
-                        .log(&format!("interface changed from {} to {iface}", self.iface));
-                    self.iface = iface;
-                    self.capture = None;
-                    self.reopen_at = Instant::now();
-                    self.backoff = BACKOFF_MIN;
-                }
-                self.local = capture::interface_addresses(&self.iface, self.settings.ipv4_only);
+                self.captures
+                    .set_list(&interfaces, Instant::now(), self.log);
+                self.captures.reread_addresses(self.log);
                 self.apply_filter();
                 self.log.log(&format!(
                     "configuration reloaded from {} ({} doors)",
@@ -878,17 +773,6 @@ fn log_notes(log: &Logger, door: &str, notes: &[Note]) {
     }
 }
 
-fn fmt_addrs(addrs: &BTreeSet<IpAddr>) -> String {
-    if addrs.is_empty() {
-        return "none".to_string();
-    }
-    addrs
-        .iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -906,18 +790,17 @@ mod tests {
         let cfg =
             config::parse_str("[door]\nsequence = 7000,8000\ncommand = true\n", "t.conf").unwrap();
         let settings = Settings {
-            interface: "lo".to_string(),
-            interface_from_cli: true,
+            overrides: Default::default(),
             config_path: PathBuf::from("t.conf"),
-            log_file_override: None,
             ipv4_only: false,
             lookup: true,
             debug: false,
             attempt_cap: Settings::DEFAULT_ATTEMPT_CAP,
-            max_children: Settings::DEFAULT_MAX_CHILDREN,
+            max_children: crate::commands::DEFAULT_MAX_CHILDREN,
             shutdown_grace: Duration::from_secs(1),
         };
-        Some(Server::new(settings, cfg, log).unwrap())
+        let lo = InterfaceList::parse("lo").unwrap();
+        Some(Server::new(settings, cfg, &lo, log).unwrap())
     }
 
     #[test]

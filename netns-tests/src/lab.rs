@@ -31,6 +31,36 @@ pub struct Host {
     pub v6: Ipv6Addr,
 }
 
+/// A further veth pair between the client and the server namespace
+/// ([`Lab::add_server_link`]): a second server interface.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// The end in the server namespace.
+    pub server_if: String,
+    /// The end in the (primary) client namespace.
+    pub client_if: String,
+    pub server_v4: Ipv4Addr,
+    pub client_v4: Ipv4Addr,
+    pub server_v6: Ipv6Addr,
+    pub client_v6: Ipv6Addr,
+}
+
+impl Link {
+    fn server_addrs(&self) -> [(IpAddr, u8); 2] {
+        [
+            (IpAddr::V4(self.server_v4), 24),
+            (IpAddr::V6(self.server_v6), 64),
+        ]
+    }
+
+    fn client_addrs(&self) -> [(IpAddr, u8); 2] {
+        [
+            (IpAddr::V4(self.client_v4), 24),
+            (IpAddr::V6(self.client_v6), 64),
+        ]
+    }
+}
+
 /// Server + client namespaces joined by a veth pair.
 ///
 /// * server: `10.200.N.1/24`, `fd42:N::1/64` on [`Lab::server_if`]
@@ -38,6 +68,9 @@ pub struct Host {
 /// * extra clients ([`Lab::add_client`]): `10.201.K.2/24`, `fd43:K::2/64`,
 ///   routed through the client namespace, so their packets reach the
 ///   server's veth with their own source address.
+/// * further server links ([`Lab::add_server_link`]): another veth pair
+///   between the client and the server namespace, server
+///   `10.(201+K).N.1/24`, `fd4(3+K):N::1/64`, client `.2`/`::2` (K = 1, 2, ...).
 pub struct Lab {
     /// Test name (sanitised).
     pub name: String,
@@ -48,6 +81,7 @@ pub struct Lab {
     pub server_if: String,
     pub client_if: String,
     extra: Vec<Host>,
+    links: Cell<u8>,
     dir: Option<tempfile::TempDir>,
     counter: Cell<u32>,
 }
@@ -119,6 +153,7 @@ impl Lab {
             name,
             net,
             extra: Vec::new(),
+            links: Cell::new(0),
             dir: Some(dir),
             counter: Cell::new(0),
         };
@@ -325,6 +360,87 @@ impl Lab {
         })
     }
 
+    /// Add a further veth pair between the client and the server namespace,
+    /// with its own subnet (see [`Lab`]), up and addressed.
+    pub fn add_server_link(&self) -> Link {
+        let k = self.links.get() + 1;
+        self.links.set(k);
+        let h = hash32(&self.name) & 0xff_ffff;
+        let (a, b) = (201 + k, 0xfd43 + u16::from(k));
+        let net = u16::from(self.net);
+        let link = Link {
+            server_if: format!("kv{k}-{h:06x}"),
+            client_if: format!("kw{k}-{h:06x}"),
+            server_v4: Ipv4Addr::new(10, a, self.net, 1),
+            client_v4: Ipv4Addr::new(10, a, self.net, 2),
+            server_v6: Ipv6Addr::new(b, net, 0, 0, 0, 0, 0, 1),
+            client_v6: Ipv6Addr::new(b, net, 0, 0, 0, 0, 0, 2),
+        };
+        self.create_server_link_again(&link);
+        link
+    }
+
+    /// Create `link` (again, after [`Lab::delete_link`]) with its names
+    /// and addresses.
+    pub fn create_server_link_again(&self, link: &Link) {
+        self.wire_pair(
+            &link.server_if,
+            &link.client_if,
+            link.server_addrs(),
+            link.client_addrs(),
+        )
+        .unwrap_or_else(|e| panic!("creating server link {}: {e:#}", link.server_if));
+    }
+
+    /// Delete `link` (both ends).
+    pub fn delete_link(&self, link: &Link) {
+        self.delete_pair(&link.server_if, &link.client_if);
+    }
+
+    /// Veth pair `sif` (server namespace) / `cif` (client namespace), up,
+    /// with addresses.
+    fn wire_pair(
+        &self,
+        sif: &str,
+        cif: &str,
+        s_addrs: [(IpAddr, u8); 2],
+        c_addrs: [(IpAddr, u8); 2],
+    ) -> Result<()> {
+        let (s1, c1, cns) = (sif.to_owned(), cif.to_owned(), self.client_ns.clone());
+        in_netns(Some(&self.server_ns), move |h| async move {
+            netlink::create_veth_into(&h, &s1, &c1, &cns).await?;
+            netlink::configure_iface(&h, &s1, &s_addrs).await
+        })?;
+        let c2 = cif.to_owned();
+        in_netns(Some(&self.client_ns), move |h| async move {
+            netlink::configure_iface(&h, &c2, &c_addrs).await?;
+            netlink::wait_oper_up(&h, &c2).await
+        })?;
+        let s2 = sif.to_owned();
+        in_netns(Some(&self.server_ns), move |h| async move {
+            netlink::wait_oper_up(&h, &s2).await
+        })
+    }
+
+    /// Delete veth `sif` in the server namespace and wait until its peer
+    /// `cif` is gone from the client namespace.
+    fn delete_pair(&self, sif: &str, cif: &str) {
+        let s = sif.to_owned();
+        in_netns(Some(&self.server_ns), move |h| async move {
+            netlink::delete_link(&h, &s).await
+        })
+        .unwrap_or_else(|e| panic!("deleting link {sif}: {e:#}"));
+        let gone = wait::poll_until(DEFAULT_TIMEOUT, || {
+            let c = cif.to_owned();
+            let exists = in_netns(Some(&self.client_ns), move |h| async move {
+                Ok(netlink::link_exists(&h, &c).await)
+            })
+            .unwrap_or(true);
+            (!exists).then_some(())
+        });
+        assert!(gone.is_some(), "client end {cif} did not disappear");
+    }
+
     /// Run `program args...` in namespace `ns` to completion (bounded by
     /// [`RUN_TIMEOUT`]).
     pub fn run<S: AsRef<OsStr>>(
@@ -364,19 +480,33 @@ impl Lab {
     /// Like [`Lab::start_daemon`] without waiting for readiness (for `-d`,
     /// or for a daemon expected to fail).
     pub fn spawn_daemon(&self, program: &Path, conf: &str, extra: &[&str]) -> Daemon {
+        self.spawn_daemon_on(program, Some(&self.server_if), conf, extra)
+    }
+
+    /// Like [`Lab::spawn_daemon`] with `-i IFACE` only if `iface` is given
+    /// (without, the daemon takes `Interface` or the default routes).
+    pub fn spawn_daemon_on(
+        &self,
+        program: &Path,
+        iface: Option<&str>,
+        conf: &str,
+        extra: &[&str],
+    ) -> Daemon {
         let id = self.unique("knockd");
         let conf_path = self.write_file(&format!("{id}.conf"), conf);
         let log = self.path(&format!("{id}.log"));
         let pidfile = self.path(&format!("{id}.pid"));
-        let mut args: Vec<String> = vec![
-            "-i".into(),
-            self.server_if.clone(),
+        let mut args: Vec<String> = Vec::new();
+        if let Some(i) = iface {
+            args.extend(["-i".to_owned(), i.to_owned()]);
+        }
+        args.extend([
             "-c".into(),
             conf_path.display().to_string(),
             "-v".into(),
             "-g".into(),
             log.display().to_string(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = self.spawn(&self.server_ns, program, &args);
         Daemon {

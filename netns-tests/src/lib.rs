@@ -23,7 +23,7 @@ pub mod wait;
 
 use std::fmt::Write as _;
 
-pub use lab::{expect_file, expect_no_file, Daemon, Host, Lab};
+pub use lab::{expect_file, expect_no_file, Daemon, Host, Lab, Link};
 pub use proc::{Proc, RunOutput};
 
 /// Whether the tests may run. As root: `true`. Otherwise a loud skip

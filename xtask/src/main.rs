@@ -67,6 +67,19 @@ minute; the rest are counted in a line
 forged knocks cannot fill the disk. The limit applies to the log file,
 syslog and \fB\-v\fR; \fB\-D\fR prints every line. \fBOPEN SESAME\fR,
 commands, their results, errors, start\-up and shut\-down are never left out.
+.SH INTERFACES
+\fB\-i eth0,wlan0\fR (or \fBInterface = eth0, wlan0\fR) listens on each listed
+interface, each with its own capture, link type, addresses and filter, all in
+one process; \fB\-i any\fR listens on every interface. Without \fB\-i\fR and
+\fBInterface\fR, knockd listens on the interfaces of the default IPv4 and IPv6
+routes; with no default route it exits with an error that says to name the
+interface. knockd starts when at least one listed interface can be opened.
+An interface that is missing at start\-up, or lost later (deleted, down), is
+logged once and retried with a back\-off of 0.25 to 5 seconds, and at once
+when a link appears; the other interfaces keep working. The start\-up line
+names the interfaces that listen: \fBstarting up, listening on eth0, wlan0\fR.
+A packet seen by two captures (\fBany\fR together with an interface, a bridge
+and its port) opens a door once.
 .PP
 An idle knockd does not wake up: address changes arrive as rtnetlink
 notifications and changes of one\-time sequence files as inotify events.
@@ -75,8 +88,10 @@ notifications and changes of one\-time sequence files as inotify events.
 .B SIGHUP
 Re\-read the configuration file. The new configuration is parsed completely
 and used only if it is valid; otherwise the errors are logged and the running
-configuration stays. The log file is reopened (for log rotation) and the
-interface's addresses are re\-read.
+configuration stays. The log file is reopened (for log rotation), the
+interfaces' addresses are re\-read, and a changed interface list (\fBInterface\fR,
+or the default routes) is applied: interfaces no longer listed are closed, new
+ones opened. \fB\-i\fR and \fB\-g\fR keep winning over the file.
 .TP
 .BR SIGTERM ", " SIGINT
 Run every pending stop command at once, wait up to 10 seconds for running
@@ -98,7 +113,8 @@ Options for the systemd service (\fBKNOCKD_OPTS\fR).
 .SH EXIT STATUS
 0 on a clean shut\-down, for \fB\-h\fR, \fB\-V\fR and a valid \fB\-t\fR;
 1 when the configuration is invalid or the server fails (for instance
-when the interface cannot be opened at start\-up);
+when no listed interface can be opened at start\-up, or there is no
+interface to listen on);
 2 on a usage error.
 .SH SECURITY NOTES
 Using \fB\-l\fR to resolve DNS names for log entries may be a security risk:

@@ -304,7 +304,7 @@ fn every_global_directive_and_case() {
                 use_syslog: false,
                 log_file: None,
                 pid_file: PathBuf::from(DEFAULT_PID_FILE),
-                interface: Some("eth1".into()),
+                interface: Some(InterfaceList::parse("eth1").unwrap()),
             },
         ),
         (
@@ -313,7 +313,7 @@ fn every_global_directive_and_case() {
                 use_syslog: false,
                 log_file: None,
                 pid_file: PathBuf::from(DEFAULT_PID_FILE),
-                interface: Some("any".into()),
+                interface: Some(InterfaceList::parse("any").unwrap()),
             },
         ),
     ];

@@ -1,0 +1,320 @@
+//! Several interfaces: a second veth pair joins the client and the server
+//! namespace ([`Lab::add_server_link`]), so the server has two interfaces
+//! with their own addresses, and a knock sent to one address arrives on one
+//! interface only. Covered: `-i a,b`, `Interface = a, b`, `-i any`, the
+//! default-route choice (and its failure), losing one interface while the
+//! other keeps working, a listed interface missing at start-up, `SIGHUP`
+//! from one interface to two, and a packet captured twice opening once.
+
+use std::fs;
+
+use netns_tests::scenario::{knock_until_lines, lines, wait_lines, QUIET};
+use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
+use netns_tests::{bins, expect_no_file, require_root, Conf, Daemon, Lab, Link};
+use nix::sys::signal::Signal;
+
+const SEQ: [&str; 3] = ["7000", "8000", "9000"];
+
+/// One door whose start command appends the knocker's address to
+/// `opened`, with `options` in `[options]`.
+fn conf(lab: &Lab, options: &[(&str, &str)]) -> Conf {
+    let cmd = lab.append_ip("opened");
+    Conf::new(options).door(
+        "door",
+        &[
+            ("Sequence", "7000,8000,9000"),
+            ("Seq_Timeout", "5"),
+            ("Start_Command", cmd.as_str()),
+        ],
+    )
+}
+
+/// Our daemon with `-i iface` (or none), once it listens.
+fn daemon(lab: &Lab, iface: Option<&str>, conf: &Conf, extra: &[&str]) -> Daemon {
+    let mut d = lab.spawn_daemon_on(&bins::knockd(), iface, conf.text(), extra);
+    d.wait_ready();
+    d
+}
+
+/// Knock the door from the client namespace at `dst`.
+fn knock(lab: &Lab, dst: &str) {
+    let mut args = vec![dst];
+    args.extend(SEQ);
+    lab.knock(&lab.client_ns, &args);
+}
+
+/// Knock through the lab's first link and through `link`; both open: the
+/// `opened` file gets the client's address on each link.
+fn knocks_through_both(lab: &Lab, link: &Link, d: &Daemon) {
+    let opened = lab.path("opened");
+    knock(lab, &lab.s4());
+    wait_lines(&opened, 1, d);
+    knock(lab, &link.server_v4.to_string());
+    let got = wait_lines(&opened, 2, d);
+    assert_eq!(
+        got,
+        [lab.client_v4().to_string(), link.client_v4.to_string()],
+        "{}",
+        d.dump()
+    );
+}
+
+fn two(lab: &Lab, link: &Link) -> String {
+    format!("{},{}", lab.server_if, link.server_if)
+}
+
+#[test]
+fn two_interfaces_from_the_command_line() {
+    require_root!("two_interfaces_from_the_command_line");
+    let lab = Lab::new("i-cli");
+    let link = lab.add_server_link();
+    let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
+    d.expect_log(&format!(
+        "starting up, listening on {}, {}",
+        lab.server_if, link.server_if
+    ));
+    knocks_through_both(&lab, &link, &d);
+}
+
+#[test]
+fn two_interfaces_from_the_configuration_file() {
+    require_root!("two_interfaces_from_the_configuration_file");
+    let lab = Lab::new("i-conf");
+    let link = lab.add_server_link();
+    let list = format!("{}, {}", lab.server_if, link.server_if);
+    let d = daemon(&lab, None, &conf(&lab, &[("Interface", &list)]), &[]);
+    d.expect_log(&format!("starting up, listening on {list}"));
+    knocks_through_both(&lab, &link, &d);
+}
+
+#[test]
+fn any_listens_on_both_interfaces() {
+    require_root!("any_listens_on_both_interfaces");
+    let lab = Lab::new("i-any");
+    let link = lab.add_server_link();
+    let d = daemon(&lab, Some("any"), &conf(&lab, &[]), &[]);
+    d.expect_log("starting up, listening on any");
+    knocks_through_both(&lab, &link, &d);
+}
+
+#[test]
+fn without_an_interface_the_default_routes_choose() {
+    require_root!("without_an_interface_the_default_routes_choose");
+    let lab = Lab::new("i-route");
+    let link = lab.add_server_link();
+    // IPv4 leaves through the second link, IPv6 through the first.
+    lab.add_route(
+        &lab.server_ns,
+        "0.0.0.0".parse().unwrap(),
+        0,
+        link.client_v4.into(),
+    );
+    lab.add_route(
+        &lab.server_ns,
+        "::".parse().unwrap(),
+        0,
+        lab.client_v6().into(),
+    );
+    let d = daemon(&lab, None, &conf(&lab, &[]), &[]);
+    d.expect_log(&format!(
+        "starting up, listening on {}, {}",
+        link.server_if, lab.server_if
+    ));
+    let opened = lab.path("opened");
+    knock(&lab, &link.server_v4.to_string());
+    wait_lines(&opened, 1, &d);
+    knock(&lab, &lab.s6());
+    let got = wait_lines(&opened, 2, &d);
+    assert_eq!(
+        got,
+        [link.client_v4.to_string(), lab.client_v6().to_string()],
+        "{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn without_an_interface_or_a_default_route_start_up_fails_with_advice() {
+    require_root!("without_an_interface_or_a_default_route_start_up_fails_with_advice");
+    let lab = Lab::new("i-noroute");
+    let mut d = lab.spawn_daemon_on(&bins::knockd(), None, conf(&lab, &[]).text(), &[]);
+    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}\n{}",
+        d.dump()
+    );
+    let all = d.log_text() + &d.proc.output_text();
+    assert!(
+        all.contains("no default route") && all.contains("-i") && all.contains("Interface"),
+        "{}",
+        d.dump()
+    );
+    assert!(!all.contains("listening on"), "{}", d.dump());
+}
+
+#[test]
+fn losing_one_interface_leaves_the_other_working() {
+    require_root!("losing_one_interface_leaves_the_other_working");
+    let lab = Lab::new("i-lose");
+    let link = lab.add_server_link();
+    let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
+    let opened = lab.path("opened");
+    lab.delete_link(&link);
+    d.expect_log(&format!("{}: capture lost", link.server_if));
+    // The first interface works while the second is gone.
+    knock(&lab, &lab.s4());
+    wait_lines(&opened, 1, &d);
+    assert_eq!(
+        d.log_count(&format!("{}: capture lost", lab.server_if)),
+        0,
+        "{}",
+        d.dump()
+    );
+    lab.create_server_link_again(&link);
+    d.expect_log(&format!("{}: capture reopened", link.server_if));
+    // One outage, one line.
+    assert_eq!(
+        d.log_count(&format!("{}: capture lost", link.server_if)),
+        1,
+        "{}",
+        d.dump()
+    );
+    let to = link.server_v4.to_string();
+    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
+    assert_eq!(
+        lines(&opened),
+        [lab.client_v4().to_string(), link.client_v4.to_string()],
+        "{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn a_listed_interface_missing_at_start_up_is_retried() {
+    require_root!("a_listed_interface_missing_at_start_up_is_retried");
+    let lab = Lab::new("i-missing");
+    let link = lab.add_server_link();
+    lab.delete_link(&link);
+    let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
+    d.expect_log(&format!("starting up, listening on {}\n", lab.server_if));
+    d.expect_log(&format!("cannot capture on {}", link.server_if));
+    let opened = lab.path("opened");
+    knock(&lab, &lab.s4());
+    wait_lines(&opened, 1, &d);
+    lab.create_server_link_again(&link);
+    d.expect_log(&format!("{}: capture reopened", link.server_if));
+    let to = link.server_v4.to_string();
+    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
+    assert_eq!(
+        lines(&opened)[1],
+        link.client_v4.to_string(),
+        "{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn all_listed_interfaces_missing_is_fatal() {
+    require_root!("all_listed_interfaces_missing_is_fatal");
+    let lab = Lab::new("i-allmissing");
+    let mut d = lab.spawn_daemon_on(
+        &bins::knockd(),
+        Some("nosuchif0,nosuchif1"),
+        conf(&lab, &[]).text(),
+        &[],
+    );
+    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}\n{}",
+        d.dump()
+    );
+    let all = d.log_text() + &d.proc.output_text();
+    assert!(
+        all.contains("cannot capture on nosuchif0") && all.contains("cannot capture on nosuchif1"),
+        "{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn sighup_goes_from_one_interface_to_two() {
+    require_root!("sighup_goes_from_one_interface_to_two");
+    let lab = Lab::new("i-hup");
+    let link = lab.add_server_link();
+    let mut d = daemon(
+        &lab,
+        None,
+        &conf(&lab, &[("Interface", &lab.server_if)]),
+        &[],
+    );
+    let opened = lab.path("opened");
+    // Not listening on the second link yet: its knock opens nothing ...
+    knock(&lab, &link.server_v4.to_string());
+    expect_no_file(&opened, QUIET, &d);
+    // ... while the daemon listens on the first.
+    knock(&lab, &lab.s4());
+    let got = wait_lines(&opened, 1, &d);
+    assert_eq!(got, [lab.client_v4().to_string()], "{}", d.dump());
+
+    let list = format!("{}, {}", lab.server_if, link.server_if);
+    fs::write(&d.conf, conf(&lab, &[("Interface", &list)]).text()).unwrap();
+    d.signal(Signal::SIGHUP);
+    d.expect_log(&format!(
+        "interfaces changed from {} to {list}",
+        lab.server_if
+    ));
+    let to = link.server_v4.to_string();
+    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
+    assert_eq!(
+        lines(&opened)[1],
+        link.client_v4.to_string(),
+        "{}",
+        d.dump()
+    );
+    d.assert_running();
+}
+
+#[test]
+fn a_packet_captured_twice_opens_once() {
+    require_root!("a_packet_captured_twice_opens_once");
+    let lab = Lab::new("i-twice");
+    let once = lab.append_ip("once");
+    let proof = lab.append_ip("proof");
+    let c = Conf::new(&[])
+        .door(
+            "door",
+            &[
+                ("Sequence", "7000,8000,9000"),
+                ("Seq_Timeout", "5"),
+                ("Start_Command", once.as_str()),
+            ],
+        )
+        .door(
+            "proof",
+            &[
+                ("Sequence", "7100,8100,9100"),
+                ("Seq_Timeout", "5"),
+                ("Start_Command", proof.as_str()),
+            ],
+        );
+    // `any` and the veth itself: every packet reaches the daemon twice.
+    let iface = format!("any,{}", lab.server_if);
+    let d = daemon(&lab, Some(&iface), &c, &["-D"]);
+    let s4 = lab.s4();
+    knock(&lab, &s4);
+    wait_lines(&lab.path("once"), 1, &d);
+    // Each knock was captured twice (the debug line of each packet).
+    let first_port = format!("-> {s4}:7000 tcp");
+    let twice = poll_until(DEFAULT_TIMEOUT, || {
+        (d.proc.output_text().matches(&first_port).count() >= 2).then_some(())
+    });
+    assert!(twice.is_some(), "not captured twice\n{}", d.dump());
+    // The proof door opens after the first door's copies were all seen.
+    lab.knock(&lab.client_ns, &[&s4, "7100", "8100", "9100"]);
+    wait_lines(&lab.path("proof"), 1, &d);
+    assert_eq!(lines(&lab.path("once")).len(), 1, "{}", d.dump());
+    assert_eq!(d.log_count(": door: OPEN SESAME"), 1, "{}", d.dump());
+    assert_eq!(d.log_count(": proof: OPEN SESAME"), 1, "{}", d.dump());
+}
