@@ -700,8 +700,10 @@ struct ScanEntry {
 }
 
 /// Distinct foreign knocks per source, in a fixed-size set-associative
-/// table (see the module doc). Allocated once, only with the guard on:
-/// entries plus a flat row of `track` knocks per entry.
+/// table (see the module doc). Allocated once, only with the guard on and
+/// only when the first foreign hit arrives (a daemon that never sees one
+/// keeps its memory at rest small): entries plus a flat row of `track`
+/// knocks per entry.
 #[derive(Debug)]
 struct ScanTable {
     entries: Vec<Option<ScanEntry>>,
@@ -713,10 +715,9 @@ struct ScanTable {
 
 impl ScanTable {
     fn new(track: usize) -> Self {
-        let n = if track > 0 { SCAN_SETS * SCAN_WAYS } else { 0 };
         ScanTable {
-            entries: vec![None; n],
-            knocks: vec![Knock::tcp(0); n * track],
+            entries: Vec::new(),
+            knocks: Vec::new(),
             hasher: Default::default(),
             track,
         }
@@ -747,8 +748,13 @@ impl ScanTable {
 
     /// `src` touched the foreign `knock` at `now`.
     fn note(&mut self, src: IpAddr, knock: Knock, now: Instant) {
-        if self.entries.is_empty() {
+        if self.track == 0 {
             return;
+        }
+        if self.entries.is_empty() {
+            let n = SCAN_SETS * SCAN_WAYS;
+            self.entries = vec![None; n];
+            self.knocks = vec![Knock::tcp(0); n * self.track];
         }
         let set = self.set(src);
         let ways = &mut self.entries[set..set + SCAN_WAYS];
