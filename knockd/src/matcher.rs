@@ -1,4 +1,6 @@
-//! The knock state machine (SPEC §2), driven by hits and by time passed in.
+//! The knock state machine (the rules below; the choices the classic
+//! daemon leaves open are in `docs/DECISIONS.md`), driven by hits and by
+//! time passed in.
 //!
 //! Pure code: no clock reads, no I/O. The caller passes `now` with every call
 //! and asks [`Matcher::next_deadline`] when to call [`Matcher::expire`].
@@ -62,16 +64,21 @@
 //! update of the fixed-size scan table: a keyed hash and at most
 //! [`SCAN_WAYS`] entries), then one scan-table lookup, per door one
 //! recent-openings lookup, and per pair one hash lookup by (source, door,
-//! tag). Attempts live in a slab;
+//! tag). Attempts live in a slab, found through a hash table of slot
+//! numbers (the key is read from the slab: 5 bytes per table entry);
 //! each door keeps a queue of its attempts in order of (re)start, which (the
-//! door's timeout being fixed) is also its order of expiry, so finding the
-//! victim or the next deadline looks only at each door's front (O(doors)).
+//! door's timeout being fixed) is also its order of expiry. The fronts of
+//! the non-empty queues sit in two ordered sets, one by deadline and one by
+//! (attempts held, age), so the next deadline and the eviction victim are
+//! their first entries, and starting, ending or expiring an attempt costs
+//! O(log d), d being the number of doors with attempts in flight (not the
+//! number of doors: a flood on one door costs the same with 1 or 1000).
 //! Entries of attempts removed early are skipped when they reach the front
 //! and dropped when a queue grows past twice its live attempts, so the work
 //! is amortised O(1) per attempt and memory stays proportional to the
-//! attempts in flight. Nothing scans the attempts in flight, except
-//! [`Matcher::set_candidates`] (the changed door's attempts) and an opening
-//! (the door's candidates).
+//! attempts in flight. Nothing scans the attempts in flight or the doors,
+//! except [`Matcher::set_candidates`] (the changed door's attempts, and the
+//! knock index is rebuilt) and an opening (the door's candidates).
 //!
 //! Source-bound doors (a rotating door with `Sequence_Bind_Source`): their
 //! candidates depend on the knocker, so they cannot be indexed ahead of
@@ -84,7 +91,9 @@
 //! candidates is foreign like any other. Cost: one range check per
 //! source-bound door and hit, plus the lookup in the source's cache.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -308,6 +317,10 @@ struct DoorQueue {
     newest: Option<Instant>,
     /// The door's `Seq_Timeout`.
     timeout: Duration,
+    /// (live, started, id) of the front when the door was last entered in
+    /// [`Attempts::by_rank`] and [`Attempts::by_deadline`]; `None` while
+    /// the queue is empty (the door is then in neither).
+    ranked: Option<(usize, Instant, u64)>,
 }
 
 impl DoorQueue {
@@ -318,26 +331,40 @@ impl DoorQueue {
             live: 0,
             newest: None,
             timeout,
+            ranked: None,
         }
     }
 }
 
-/// Attempts in flight: a slab of attempts with a free list, a table from
-/// (source, door) to slab slot, and one [`DoorQueue`] per door giving the
-/// eviction and expiry orders. Every live attempt is in the table and has
-/// exactly one live entry in its door's queue; nothing else is live.
+/// Attempts in flight: a slab of attempts with a free list, a table of slab
+/// slots found by the key stored in the slot, and one [`DoorQueue`] per door
+/// giving the eviction and expiry orders within the door. Every live attempt
+/// is in the table and has exactly one live entry in its door's queue;
+/// nothing else is live. The fronts of the non-empty queues are kept in two
+/// ordered sets, so neither the next deadline nor the eviction victim needs
+/// to look at every door.
 #[derive(Debug)]
 struct Attempts {
-    map: HashMap<Key, u32>,
+    /// Slab slots, hashed by their attempt's key with `hasher`.
+    table: hashbrown::HashTable<u32>,
+    hasher: RandomState,
     slots: Vec<Option<Attempt>>,
     free: Vec<u32>,
     queues: Vec<DoorQueue>,
+    /// Per non-empty door: (last instant its front is valid, front id,
+    /// door). Fronts whose deadline `Instant` cannot represent never
+    /// expire and are left out.
+    by_deadline: BTreeSet<(Instant, u64, u32)>,
+    /// Per non-empty door: (most attempts first, front's first hit, front
+    /// id, door); the first entry names the eviction victim.
+    by_rank: BTreeSet<(Reverse<usize>, Instant, u64, u32)>,
     next_id: u64,
 }
 
 impl Attempts {
     /// Room for twice `cap` attempts in the table up front (at most
-    /// `PRESIZE_MAX`). A flood removes and inserts attempts without pause,
+    /// `PRESIZE_MAX`; a table entry is a 4-byte slot number and a control
+    /// byte, the key is read from the slab). A flood removes and inserts attempts without pause,
     /// which leaves tombstones in the table; once they use up its free
     /// slots, the table is rebuilt in place only if it is at most half full,
     /// and doubled otherwise (with old and new table alive at once). Sized
@@ -347,26 +374,79 @@ impl Attempts {
     fn new(timeouts: impl Iterator<Item = Duration>, cap: usize) -> Self {
         let pre = cap.min(PRESIZE_MAX);
         Attempts {
-            map: HashMap::with_capacity(pre.saturating_mul(2)),
+            table: hashbrown::HashTable::with_capacity(pre.saturating_mul(2)),
+            hasher: RandomState::new(),
             slots: Vec::with_capacity(pre),
             free: Vec::new(),
             queues: timeouts.map(DoorQueue::new).collect(),
+            by_deadline: BTreeSet::new(),
+            by_rank: BTreeSet::new(),
             next_id: 0,
         }
     }
 
     fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
+    }
+
+    /// The slot holding the attempt keyed `key`, if any.
+    fn slot(&self, key: &Key) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(self.hasher.hash_one(key), |&s| {
+                slots[s as usize].is_some_and(|a| a.key == *key)
+            })
+            .copied()
     }
 
     fn get(&self, key: &Key) -> Option<&Attempt> {
-        let &slot = self.map.get(key)?;
+        let slot = self.slot(key)?;
         self.slots[slot as usize].as_ref()
     }
 
     fn get_mut(&mut self, key: &Key) -> Option<&mut Attempt> {
-        let &slot = self.map.get(key)?;
+        let slot = self.slot(key)?;
         self.slots[slot as usize].as_mut()
+    }
+
+    /// Enter `door`'s current front (and count) in the ordered sets,
+    /// replacing what was entered before. O(log doors with attempts).
+    fn refresh(&mut self, door: u32) {
+        let Some(qu) = self.queues.get_mut(door as usize) else {
+            return;
+        };
+        let now =
+            qu.q.front()
+                .and_then(|&s| self.slots[s as usize].as_ref())
+                .map(|a| (qu.live, a.started, a.id));
+        if now == qu.ranked {
+            return;
+        }
+        let timeout = qu.timeout;
+        let old = std::mem::replace(&mut qu.ranked, now);
+        let same_front = matches!((old, now), (Some(o), Some(n)) if (o.1, o.2) == (n.1, n.2));
+        if let Some((live, started, id)) = old {
+            self.by_rank.remove(&(Reverse(live), started, id, door));
+            if !same_front {
+                if let Some(v) = started.checked_add(timeout) {
+                    self.by_deadline.remove(&(v, id, door));
+                }
+            }
+        }
+        if let Some((live, started, id)) = now {
+            self.by_rank.insert((Reverse(live), started, id, door));
+            if !same_front {
+                if let Some(v) = started.checked_add(timeout) {
+                    self.by_deadline.insert((v, id, door));
+                }
+            }
+        }
+    }
+
+    /// The front attempt of `door`'s queue.
+    fn front(&self, door: u32) -> Option<&Attempt> {
+        let &s = self.queues.get(door as usize)?.q.front()?;
+        self.slots[s as usize].as_ref()
     }
 
     /// Is the entry at position `pos` of `door`'s queue, holding `slot`,
@@ -405,20 +485,24 @@ impl Attempts {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.map.insert(key, slot);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.table.insert_unique(hasher.hash_one(key), slot, |&s| {
+            slots[s as usize].map_or(0, |a| hasher.hash_one(a.key))
+        });
         let qu = &mut self.queues[key.1 as usize];
         qu.live += 1;
         if qu.newest.is_some_and(|n| started < n) {
             // The clock went backwards: keep the queue ordered.
             self.insert_sorted(key.1, slot);
-            return;
+        } else {
+            qu.newest = Some(started);
+            let pos = qu.head + qu.q.len() as u64;
+            qu.q.push_back(slot);
+            if let Some(a) = self.slots[slot as usize].as_mut() {
+                a.pos = pos;
+            }
         }
-        qu.newest = Some(started);
-        let pos = qu.head + qu.q.len() as u64;
-        qu.q.push_back(slot);
-        if let Some(a) = self.slots[slot as usize].as_mut() {
-            a.pos = pos;
-        }
+        self.refresh(key.1);
     }
 
     /// Slow path for a first hit earlier than the door's newest one (only
@@ -490,22 +574,22 @@ impl Attempts {
     }
 
     fn remove(&mut self, key: &Key) -> Option<Attempt> {
-        let slot = self.map.remove(key)?;
+        let slots = &self.slots;
+        let entry = self
+            .table
+            .find_entry(self.hasher.hash_one(key), |&s| {
+                slots[s as usize].is_some_and(|a| a.key == *key)
+            })
+            .ok()?;
+        let (slot, _) = entry.remove();
         let a = self.slots.get_mut(slot as usize)?.take()?;
         self.free.push(slot);
         if let Some(qu) = self.queues.get_mut(key.1 as usize) {
             qu.live -= 1;
         }
         self.trim_front(key.1);
+        self.refresh(key.1);
         Some(a)
-    }
-
-    /// The oldest attempt of each door (the front of its queue).
-    fn fronts(&self) -> impl Iterator<Item = (&DoorQueue, &Attempt)> {
-        self.queues.iter().filter_map(|qu| {
-            let &s = qu.q.front()?;
-            Some((qu, self.slots[s as usize].as_ref()?))
-        })
     }
 
     /// Remove and return the eviction victim: the oldest attempt (by first
@@ -514,19 +598,16 @@ impl Attempts {
     /// A flood of first hits on one door thus only ever evicts attempts of
     /// that door while it holds the most.
     fn pop_victim(&mut self) -> Option<(Key, Attempt)> {
-        let (_, a) = self
-            .fronts()
-            .min_by_key(|(qu, a)| (std::cmp::Reverse(qu.live), a.started, a.id))?;
-        let key = a.key;
+        let &(_, _, _, door) = self.by_rank.first()?;
+        let key = self.front(door)?.key;
         self.remove(&key).map(|a| (key, a))
     }
 
     /// The attempt that expires first: (last instant it is valid, id, key).
     /// Attempts whose deadline `Instant` cannot represent never expire.
     fn first_deadline(&self) -> Option<(Instant, u64, Key)> {
-        self.fronts()
-            .filter_map(|(qu, a)| Some((a.started.checked_add(qu.timeout)?, a.id, a.key)))
-            .min_by_key(|&(v, id, _)| (v, id))
+        let &(v, id, door) = self.by_deadline.first()?;
+        Some((v, id, self.front(door)?.key))
     }
 
     /// Remove and return one attempt that is expired at `now`, if any.
@@ -619,8 +700,10 @@ struct ScanEntry {
 }
 
 /// Distinct foreign knocks per source, in a fixed-size set-associative
-/// table (see the module doc). Allocated once, only with the guard on:
-/// entries plus a flat row of `track` knocks per entry.
+/// table (see the module doc). Allocated once, only with the guard on and
+/// only when the first foreign hit arrives (a daemon that never sees one
+/// keeps its memory at rest small): entries plus a flat row of `track`
+/// knocks per entry.
 #[derive(Debug)]
 struct ScanTable {
     entries: Vec<Option<ScanEntry>>,
@@ -632,10 +715,9 @@ struct ScanTable {
 
 impl ScanTable {
     fn new(track: usize) -> Self {
-        let n = if track > 0 { SCAN_SETS * SCAN_WAYS } else { 0 };
         ScanTable {
-            entries: vec![None; n],
-            knocks: vec![Knock::tcp(0); n * track],
+            entries: Vec::new(),
+            knocks: Vec::new(),
             hasher: Default::default(),
             track,
         }
@@ -666,8 +748,13 @@ impl ScanTable {
 
     /// `src` touched the foreign `knock` at `now`.
     fn note(&mut self, src: IpAddr, knock: Knock, now: Instant) {
-        if self.entries.is_empty() {
+        if self.track == 0 {
             return;
+        }
+        if self.entries.is_empty() {
+            let n = SCAN_SETS * SCAN_WAYS;
+            self.entries = vec![None; n];
+            self.knocks = vec![Knock::tcp(0); n * self.track];
         }
         let set = self.set(src);
         let ways = &mut self.entries[set..set + SCAN_WAYS];
@@ -1381,11 +1468,18 @@ mod tests {
         /// Internal consistency of the attempt bookkeeping.
         fn check(&self) {
             let at = &self.attempts;
-            assert!(at.map.len() <= self.cap);
+            assert!(at.table.len() <= self.cap);
             assert!(at.slots.len() <= self.cap);
             assert_eq!(at.queues.len(), self.doors.len());
             // The table and the slab agree; free slots are empty, listed once.
-            for (key, &slot) in &at.map {
+            let map: HashMap<Key, u32> = at
+                .table
+                .iter()
+                .map(|&s| (at.slots[s as usize].expect("live slot").key, s))
+                .collect();
+            assert_eq!(map.len(), at.table.len(), "a key twice in the table");
+            for (key, &slot) in &map {
+                assert_eq!(at.slot(key), Some(slot), "key not found by its hash");
                 let a = at.slots[slot as usize].as_ref().expect("live slot");
                 assert_eq!(&a.key, key);
                 if self.bound.iter().any(|&(d, _)| d == key.1) {
@@ -1401,7 +1495,7 @@ mod tests {
                 assert!(a.matched >= 1 && a.matched < len);
             }
             let used = at.slots.iter().filter(|s| s.is_some()).count();
-            assert_eq!(used, at.map.len());
+            assert_eq!(used, map.len());
             let mut free = at.free.clone();
             free.sort_unstable();
             free.dedup();
@@ -1421,7 +1515,7 @@ mod tests {
                         .filter(|&(i, &s)| live_at(i, s))
                         .map(|(_, &s)| at.slots[s as usize].as_ref().unwrap())
                         .collect();
-                let in_map = at.map.keys().filter(|k| k.1 == d).count();
+                let in_map = map.keys().filter(|k| k.1 == d).count();
                 assert_eq!(live.len(), in_map);
                 assert_eq!(qu.live, in_map);
                 let mut keys: Vec<Key> = live.iter().map(|a| a.key).collect();
@@ -1439,7 +1533,26 @@ mod tests {
                     assert!(qu.newest >= Some(last.started));
                 }
                 assert!(qu.q.len() <= 2 * self.cap + QUEUE_SLACK);
+                // The ordered sets hold exactly this door's current front.
+                let front = live.first().map(|a| (qu.live, a.started, a.id));
+                assert_eq!(qu.ranked, front);
+                let ranks: Vec<_> = at.by_rank.iter().filter(|e| e.3 == d).collect();
+                let deadlines: Vec<_> = at.by_deadline.iter().filter(|e| e.2 == d).collect();
+                match front {
+                    Some((n, started, id)) => {
+                        assert_eq!(ranks, [&(Reverse(n), started, id, d)]);
+                        let want: Vec<_> = started
+                            .checked_add(qu.timeout)
+                            .map(|v| (v, id, d))
+                            .into_iter()
+                            .collect();
+                        assert_eq!(deadlines, want.iter().collect::<Vec<_>>());
+                    }
+                    None => assert!(ranks.is_empty() && deadlines.is_empty()),
+                }
             }
+            let busy = at.queues.iter().filter(|q| q.live > 0).count();
+            assert_eq!(at.by_rank.len(), busy);
         }
     }
 

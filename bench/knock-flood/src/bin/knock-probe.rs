@@ -71,7 +71,10 @@ stamp files their start commands (knock-stamp FILE) append to. The latency of a 
 from just before its last hit is sent to the stamp. `latency` mode knocks one door at a time \
 and waits for the stamp (or --timeout-ms) before going on; `stream` mode knocks every door \
 every --interval-ms for --seconds, then waits --timeout-ms for late stamps and counts how \
-many knocks were detected. Refuses to run in the host's network namespace.",
+many knocks were detected. Knock number i is sent from the (i mod n)-th --src address: \
+with enough addresses, no address knocks a door again within its Seq_Timeout of the \
+opening (such a re-knock is a straggler, which our daemon ignores by design). Refuses to \
+run in the host's network namespace.",
     after_help = "Example (what bench/run.sh runs in its client namespace):\n  \
 ip netns exec kbench-cli knock-probe -i kb-cli --dst-mac 02:00:00:00:00:01 \\\n    \
 --src 10.250.0.2 --dst 10.250.0.1 --mode latency --knocks 50 \\\n    \
@@ -85,9 +88,10 @@ struct Args {
     /// Destination MAC address (the server's interface).
     #[arg(long)]
     dst_mac: Mac,
-    /// Source IPv4 address (this namespace's own address).
-    #[arg(long)]
-    src: Ipv4Addr,
+    /// Source IPv4 address (an address of this namespace); repeatable:
+    /// successive knocks take the addresses in turn.
+    #[arg(long = "src", required = true)]
+    srcs: Vec<Ipv4Addr>,
     /// Destination IPv4 address.
     #[arg(long)]
     dst: Ipv4Addr,
@@ -184,7 +188,8 @@ fn run(a: &Args) -> Result<()> {
                     let d = &mut doors[(round + k) % n];
                     let before = d.baseline + d.detected;
                     let sport = 20_000 + (round % 40_000) as u16;
-                    let t = knock(tx.as_mut(), d, a.src, sport, gap)?;
+                    let src = a.srcs[round % a.srcs.len()];
+                    let t = knock(tx.as_mut(), d, src, sport, gap)?;
                     let deadline = Instant::now() + timeout;
                     loop {
                         let stamps = read_stamps(&d.arg.stamps)?;
@@ -210,7 +215,8 @@ fn run(a: &Args) -> Result<()> {
             while start.elapsed() < limit && round < a.knocks {
                 for k in 0..n {
                     let d = &mut doors[(round + k) % n];
-                    knock(tx.as_mut(), d, a.src, 20_000 + (round % 40_000) as u16, gap)?;
+                    let src = a.srcs[round % a.srcs.len()];
+                    knock(tx.as_mut(), d, src, 20_000 + (round % 40_000) as u16, gap)?;
                 }
                 round += 1;
                 let next = interval * round as u32;
