@@ -49,10 +49,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $rate =~ ^[0-9]+$ && $rate -ge 1 && $rate -le 50000 ]] || { echo "connections: --rate must be in 1..50000" >&2; exit 2; }
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $secs -le 60 ]] || { echo "connections: --seconds must be in 1..60" >&2; exit 2; }
-if [[ $(id -u) -ne 0 ]]; then
-  echo "connections: needs root for network namespaces and packet capture (try: sudo $0)" >&2
-  exit 1
-fi
+require_root connections
 
 echo "== building (release)"
 cargo build --release --quiet -p knockd -p knock-flood

@@ -71,10 +71,7 @@ for n in $doors_list; do
   [[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 3000 ]] || { echo "doors: door count \"$n\" is not in 1..3000" >&2; exit 2; }
 done
 [[ $flood_s -le 60 && $flood_rate -le 200000 ]] || { echo "doors: the flood is bounded to 60 s and 200000 packets/s" >&2; exit 2; }
-if [[ $(id -u) -ne 0 ]]; then
-  echo "doors: needs root for network namespaces and packet capture (try: sudo $0)" >&2
-  exit 1
-fi
+require_root doors
 [[ -x $classic ]] || { echo "doors: classic knockd not found at $classic (apt-get install knockd, or --classic PATH)" >&2; exit 1; }
 
 echo "== building (release)"

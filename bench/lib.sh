@@ -10,6 +10,13 @@ release_bin_dir() {
   echo "$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
 }
 
+require_root() { # NAME: exit 1 with a message naming the script unless root
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "$1: needs root for network namespaces and packet capture (try: sudo $0)" >&2
+    exit 1
+  fi
+}
+
 stop_pid() { # PID: TERM, wait up to 5 s, then KILL
   local p=$1
   [[ -n $p ]] || return 0

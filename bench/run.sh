@@ -79,10 +79,7 @@ for s in $sources; do
   [[ $s =~ ^[0-9]+$ && $s -gt 0 && $s -le 1048576 ]] ||
     { echo "bench: --sources entry \"$s\" is not in 1..1048576" >&2; exit 2; }
 done
-if [[ $(id -u) -ne 0 ]]; then
-  echo "bench: needs root for network namespaces and packet capture (try: sudo $0)" >&2
-  exit 1
-fi
+require_root bench
 [[ -x $classic ]] || { echo "bench: classic knockd not found at $classic (apt-get install knockd, or --classic PATH)" >&2; exit 1; }
 
 echo "== building (release)"
