@@ -430,3 +430,15 @@ mod tests {
         assert_eq!(median(&[]), None);
     }
 }
+
+/// The exit of a tool named `name`: success, or failure after the error
+/// and its causes on stderr ("NAME: error: cause").
+pub fn exit_code(name: &str, result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
