@@ -53,6 +53,16 @@ impl Home {
         p
     }
 
+    /// With profiles file `hosts`, `knock PROFILE` exits 1 and says `needle`.
+    fn refuses(&self, hosts: &str, profile: &str, needle: &str) {
+        self.write_hosts(hosts);
+        self.knock()
+            .arg(profile)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(needle));
+    }
+
     fn knock(&self) -> Command {
         let mut c = integration::command("knock", "knock");
         c.env("HOME", self.dir.path())
@@ -190,32 +200,23 @@ fn profile_errors_name_the_file_and_line() {
              (the protocol is neither tcp nor udp)\n"
     ));
     // Unknown profile: lists the ones there are.
-    home.write_hosts("[ssh]\nhost = \"h\"\nsequence = \"1\"\n[web]\nhost = \"w\"\notp = \"o\"\n");
-    home.knock()
-        .arg("vpn")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(format!(
-            "knock: {f}: no profile \"vpn\"; the profiles are: ssh, web"
-        )));
+    home.refuses(
+        "[ssh]\nhost = \"h\"\nsequence = \"1\"\n[web]\nhost = \"w\"\notp = \"o\"\n",
+        "vpn",
+        &format!("knock: {f}: no profile \"vpn\"; the profiles are: ssh, web"),
+    );
     // Two kinds in one profile.
-    home.write_hosts("[ssh]\nhost = \"h\"\nsequence = \"1\"\notp = \"o\"\n");
-    home.knock()
-        .arg("ssh")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(format!(
-            "{f}:4: profile \"ssh\": sequence and otp are all set"
-        )));
+    home.refuses(
+        "[ssh]\nhost = \"h\"\nsequence = \"1\"\notp = \"o\"\n",
+        "ssh",
+        &format!("{f}:4: profile \"ssh\": sequence and otp are all set"),
+    );
     // A rotating option without a secret.
-    home.write_hosts("[ssh]\nhost = \"h\"\nsequence = \"1\"\nlength = 4\n");
-    home.knock()
-        .arg("ssh")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "length applies to a rotating knock",
-        ));
+    home.refuses(
+        "[ssh]\nhost = \"h\"\nsequence = \"1\"\nlength = 4\n",
+        "ssh",
+        "length applies to a rotating knock",
+    );
 }
 
 #[test]
