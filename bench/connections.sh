@@ -20,6 +20,7 @@
 # connections and seconds; namespaces, processes and files go away on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 usage() {
   cat <<'EOF'
@@ -48,48 +49,26 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $rate =~ ^[0-9]+$ && $rate -ge 1 && $rate -le 50000 ]] || { echo "connections: --rate must be in 1..50000" >&2; exit 2; }
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $secs -le 60 ]] || { echo "connections: --seconds must be in 1..60" >&2; exit 2; }
-if [[ $(id -u) -ne 0 ]]; then
-  echo "connections: needs root for network namespaces and packet capture (try: sudo $0)" >&2
-  exit 1
-fi
+require_root connections
 
 echo "== building (release)"
 cargo build --release --quiet -p knockd -p knock-flood
-bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
+bin=$(release_bin_dir)
 
 srv=kconn-srv-$$ cli=kconn-cli-$$ sif=kcs$$ cif=kcc$$
 srv_ip=10.252.0.1 cli_ip=10.252.0.2 service=8443
 work=$(mktemp -d /tmp/knock-conn.XXXXXX)
 pids=()
-stop_pid() {
-  local p=$1
-  [[ -n $p ]] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   for p in "${pids[@]}"; do stop_pid "$p"; done
-  ip netns del "$srv" 2>/dev/null || true
-  ip netns del "$cli" 2>/dev/null || true
+  veth_pair_del
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$srv"
-ip netns add "$cli"
-ip link add "$sif" netns "$srv" type veth peer name "$cif" netns "$cli"
-ip -n "$srv" addr add "$srv_ip/24" dev "$sif"
-ip -n "$cli" addr add "$cli_ip/24" dev "$cif"
-for ns in "$srv" "$cli"; do ip -n "$ns" link set lo up; done
-ip -n "$srv" link set "$sif" up
-ip -n "$cli" link set "$cif" up
-for _ in $(seq 50); do
-  ip -n "$srv" link show "$sif" | grep -q 'state UP' && ip -n "$cli" link show "$cif" | grep -q 'state UP' && break
-  sleep 0.1
-done
+veth_pair_add
+veth_pair_up
 # A backlog for the bursts.
 ip netns exec "$srv" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
 

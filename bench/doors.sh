@@ -17,6 +17,7 @@
 # and seconds; namespaces, daemons and files go away on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 usage() {
   cat <<'EOF'
@@ -70,15 +71,12 @@ for n in $doors_list; do
   [[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 3000 ]] || { echo "doors: door count \"$n\" is not in 1..3000" >&2; exit 2; }
 done
 [[ $flood_s -le 60 && $flood_rate -le 200000 ]] || { echo "doors: the flood is bounded to 60 s and 200000 packets/s" >&2; exit 2; }
-if [[ $(id -u) -ne 0 ]]; then
-  echo "doors: needs root for network namespaces and packet capture (try: sudo $0)" >&2
-  exit 1
-fi
+require_root doors
 [[ -x $classic ]] || { echo "doors: classic knockd not found at $classic (apt-get install knockd, or --classic PATH)" >&2; exit 1; }
 
 echo "== building (release)"
 cargo build --release --quiet -p knockd -p knock -p knock-flood
-bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
+bin=$(release_bin_dir)
 ours=${ours:-$bin/knockd}
 [[ -x $ours ]] || { echo "doors: our daemon not found at $ours" >&2; exit 1; }
 
@@ -86,36 +84,17 @@ srv=kdoors-srv-$$ cli=kdoors-cli-$$ sif=kds$$ cif=kdc$$
 srv_ip=10.251.0.1 cli_ip=10.251.0.2
 work=$(mktemp -d /tmp/knock-doors.XXXXXX)
 pid= flood_pid=
-stop_pid() { # PID: TERM, wait up to 5 s, then KILL
-  local p=$1
-  [[ -n $p ]] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   stop_pid "$flood_pid"
   stop_pid "$pid"
-  ip netns del "$srv" 2>/dev/null || true
-  ip netns del "$cli" 2>/dev/null || true
+  veth_pair_del
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$srv"
-ip netns add "$cli"
-ip link add "$sif" netns "$srv" type veth peer name "$cif" netns "$cli"
-ip -n "$srv" addr add "$srv_ip/24" dev "$sif"
-ip -n "$cli" addr add "$cli_ip/24" dev "$cif"
-for ns in "$srv" "$cli"; do ip -n "$ns" link set lo up; done
-ip -n "$srv" link set "$sif" up
-ip -n "$cli" link set "$cif" up
-for _ in $(seq 50); do
-  ip -n "$srv" link show "$sif" | grep -q 'state UP' && ip -n "$cli" link show "$cif" | grep -q 'state UP' && break
-  sleep 0.1
-done
+veth_pair_add
+veth_pair_up
 srv_mac=$(ip netns exec "$srv" cat "/sys/class/net/$sif/address")
 # Resolve the server's MAC once, so the first knock is not held up by ARP.
 ip netns exec "$cli" ping -c 1 -W 1 "$srv_ip" >/dev/null 2>&1 || true

@@ -17,6 +17,7 @@
 # packets and seconds; namespaces, daemons and files go away on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 usage() {
   cat <<'EOF'
@@ -78,15 +79,12 @@ for s in $sources; do
   [[ $s =~ ^[0-9]+$ && $s -gt 0 && $s -le 1048576 ]] ||
     { echo "bench: --sources entry \"$s\" is not in 1..1048576" >&2; exit 2; }
 done
-if [[ $(id -u) -ne 0 ]]; then
-  echo "bench: needs root for network namespaces and packet capture (try: sudo $0)" >&2
-  exit 1
-fi
+require_root bench
 [[ -x $classic ]] || { echo "bench: classic knockd not found at $classic (apt-get install knockd, or --classic PATH)" >&2; exit 1; }
 
 echo "== building (release)"
 cargo build --release --quiet -p knockd -p knock-flood -p knock-gen
-bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
+bin=$(release_bin_dir)
 
 # ---------------------------------------------------------------- the lab
 srv=kbench-srv-$$ cli=kbench-cli-$$ sif=kbs$$ cif=kbc$$
@@ -96,31 +94,18 @@ srv_ip=10.250.0.1 cli_ip=10.250.0.2
 src_net=10.0.0.0/12
 work=$(mktemp -d /tmp/knock-bench.XXXXXX)
 ours_pid= classic_pid= flood_pid= perf_pids=()
-stop_pid() { # PID: TERM, wait up to 5 s, then KILL
-  local p=$1
-  [[ -n $p ]] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   for p in "${perf_pids[@]}"; do stop_pid "$p"; done
   stop_pid "$flood_pid"
   stop_pid "$ours_pid"
   stop_pid "$classic_pid"
-  ip netns del "$srv" 2>/dev/null || true
-  ip netns del "$cli" 2>/dev/null || true
+  veth_pair_del
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$srv"
-ip netns add "$cli"
-ip link add "$sif" netns "$srv" type veth peer name "$cif" netns "$cli"
-ip -n "$srv" addr add "$srv_ip/24" dev "$sif"
-ip -n "$cli" addr add "$cli_ip/24" dev "$cif"
+veth_pair_add
 # The real knocks come from 32 addresses in turn, each reused only after
 # 32 knocks (3.2 s or more), past the doors' Seq_Timeout of 1 s: a re-knock
 # from one address within Seq_Timeout of its opening is a straggler, which
@@ -130,13 +115,7 @@ for i in $(seq 100 131); do
   ip -n "$cli" addr add "10.250.0.$i/24" dev "$cif"
   probe_srcs+=(--src "10.250.0.$i")
 done
-for ns in "$srv" "$cli"; do ip -n "$ns" link set lo up; done
-ip -n "$srv" link set "$sif" up
-ip -n "$cli" link set "$cif" up
-for _ in $(seq 50); do
-  ip -n "$srv" link show "$sif" | grep -q 'state UP' && ip -n "$cli" link show "$cif" | grep -q 'state UP' && break
-  sleep 0.1
-done
+veth_pair_up
 # Let IPv6 duplicate address detection of the link-local addresses finish:
 # its end is an address change (an rtnetlink notification that wakes our
 # daemon) and would otherwise fall into the idle measurement.

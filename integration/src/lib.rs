@@ -25,3 +25,52 @@ pub fn command(package: &str, name: &str) -> assert_cmd::Command {
     c.env_remove("SUDO_UID").env_remove("SUDO_GID");
     c
 }
+
+/// A UDP socket on loopback that knocks can be aimed at.
+pub struct UdpTarget {
+    pub sock: std::net::UdpSocket,
+    pub port: u16,
+}
+
+impl UdpTarget {
+    /// A socket on 127.0.0.1 at a free port; `recv` waits at most `read_timeout`.
+    pub fn new(read_timeout: std::time::Duration) -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(read_timeout)).unwrap();
+        let port = sock.local_addr().unwrap().port();
+        UdpTarget { sock, port }
+    }
+
+    /// The payload of the next datagram, which must come from loopback
+    /// (panics when none arrives within the read timeout).
+    pub fn recv(&self) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        let (n, from) = self
+            .sock
+            .recv_from(&mut buf)
+            .expect("the knock arrived within the read timeout");
+        assert!(from.ip().is_loopback());
+        buf[..n].to_vec()
+    }
+
+    /// True when nothing is waiting.
+    pub fn idle(&self) -> bool {
+        self.sock.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let idle = self.sock.recv_from(&mut buf).is_err();
+        self.sock.set_nonblocking(false).unwrap();
+        idle
+    }
+
+    /// Number of datagrams that arrive within `wait` of each other
+    /// (sets the read timeout to `wait`).
+    pub fn count(&self, wait: std::time::Duration) -> usize {
+        self.sock.set_read_timeout(Some(wait)).unwrap();
+        let mut n = 0;
+        let mut buf = [0u8; 16];
+        while self.sock.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    }
+}

@@ -3,7 +3,6 @@
 //! All traffic goes to 127.0.0.1 only.
 
 use std::fs;
-use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,39 +14,7 @@ fn knock() -> Command {
 }
 
 /// A UDP socket on loopback that knocks can be aimed at.
-struct Target {
-    sock: UdpSocket,
-    port: u16,
-}
-
-impl Target {
-    fn new() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let port = sock.local_addr().unwrap().port();
-        Target { sock, port }
-    }
-
-    /// The payload of the next datagram (waits at most 5 s).
-    fn recv(&self) -> Vec<u8> {
-        let mut buf = [0u8; 64];
-        let (n, from) = self
-            .sock
-            .recv_from(&mut buf)
-            .expect("the knock arrived within 5 s");
-        assert!(from.ip().is_loopback());
-        buf[..n].to_vec()
-    }
-
-    /// True when nothing is waiting.
-    fn idle(&self) -> bool {
-        self.sock.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        let idle = self.sock.recv_from(&mut buf).is_err();
-        self.sock.set_nonblocking(false).unwrap();
-        idle
-    }
-}
+type Target = integration::UdpTarget;
 
 #[test]
 fn help_and_version() {
@@ -142,7 +109,7 @@ fn unresolvable_host_is_named() {
 
 #[test]
 fn udp_knock_to_loopback_arrives() {
-    let t = Target::new();
+    let t = Target::new(Duration::from_secs(5));
     let port = t.port.to_string();
     knock()
         .args(["-v", "127.0.0.1", &format!("{port}:UDP")])
@@ -155,8 +122,8 @@ fn udp_knock_to_loopback_arrives() {
 
 #[test]
 fn mixed_knock_with_delay_to_loopback() {
-    let a = Target::new();
-    let b = Target::new();
+    let a = Target::new(Duration::from_secs(5));
+    let b = Target::new(Duration::from_secs(5));
     let (pa, pb) = (a.port.to_string(), b.port.to_string());
     // Ports 1 and 2 on loopback: nothing listens there, a SYN just gets a RST.
     knock()
@@ -170,8 +137,8 @@ fn mixed_knock_with_delay_to_loopback() {
 
 #[test]
 fn otp_file_advances_one_line_per_knock() {
-    let a = Target::new();
-    let b = Target::new();
+    let a = Target::new(Duration::from_secs(5));
+    let b = Target::new(Duration::from_secs(5));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("seqs");
     let content = format!(
@@ -305,7 +272,7 @@ fn without_privilege_plain_knocks_use_ordinary_sockets() {
         eprintln!("skipped: running as root without setpriv");
         return;
     };
-    let t = Target::new();
+    let t = Target::new(Duration::from_secs(5));
     let port = t.port.to_string();
     cmd.args(["-v", "127.0.0.1", "1", &format!("{port}:udp")])
         .assert()

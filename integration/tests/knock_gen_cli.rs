@@ -15,6 +15,27 @@ fn knock_gen() -> Command {
     integration::command("knock-gen", "knock-gen")
 }
 
+/// The file `seqs` in `dir`, holding `text`, with permission bits `mode`.
+fn seqs_with(dir: &Path, text: &[u8], mode: u32) -> std::path::PathBuf {
+    let path = dir.join("seqs");
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// `knock-gen -n 2 --append -o PATH` fails naming PATH and saying `reason`.
+fn append_is_refused(path: &Path, reason: &str) {
+    knock_gen()
+        .args(["-n", "2", "--append", "-o"])
+        .arg(path)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains(path.display().to_string())
+                .and(predicate::str::contains(reason)),
+        );
+}
+
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -200,9 +221,7 @@ fn the_whole_space_can_be_used() {
 #[test]
 fn existing_file_is_kept_without_force_and_replaced_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seqs");
-    fs::write(&path, b"#1000,2000\n 3000,4000\n").unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let path = seqs_with(dir.path(), b"#1000,2000\n 3000,4000\n", 0o644);
     knock_gen().arg("-o").arg(&path).assert().failure().stderr(
         predicate::str::contains(path.to_str().unwrap())
             .and(predicate::str::contains("--force"))
@@ -331,9 +350,7 @@ fn append_to_a_missing_file_creates_it_private() {
 #[test]
 fn append_warns_about_a_file_others_can_read() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seqs");
-    fs::write(&path, b" 1000:tcp\n").unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let path = seqs_with(dir.path(), b" 1000:tcp\n", 0o644);
     knock_gen()
         .args(["-n", "1", "-a", "-o"])
         .arg(&path)
@@ -523,15 +540,7 @@ fn append_through_a_symlink_of_another_user_is_refused_and_the_target_untouched(
     let link = dir.path().join("seqs");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
-    knock_gen()
-        .args(["-n", "2", "--append", "-o"])
-        .arg(&link)
-        .assert()
-        .failure()
-        .stderr(
-            predicate::str::contains(link.display().to_string())
-                .and(predicate::str::contains("symbolic link owned by uid 65534")),
-        );
+    append_is_refused(&link, "symbolic link owned by uid 65534");
     assert_eq!(fs::read(&target).unwrap(), b"root's file\n");
 }
 
@@ -542,18 +551,8 @@ fn append_to_a_file_of_another_user_is_refused() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seqs");
-    fs::write(&path, b" 1000:tcp\n").unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let path = seqs_with(dir.path(), b" 1000:tcp\n", 0o600);
     std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
-    knock_gen()
-        .args(["-n", "2", "--append", "-o"])
-        .arg(&path)
-        .assert()
-        .failure()
-        .stderr(
-            predicate::str::contains(path.display().to_string())
-                .and(predicate::str::contains("owned by uid 65534")),
-        );
+    append_is_refused(&path, "owned by uid 65534");
     assert_eq!(fs::read(&path).unwrap(), b" 1000:tcp\n");
 }

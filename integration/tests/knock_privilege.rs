@@ -9,7 +9,6 @@
 //! return. All traffic goes to 127.0.0.1 only.
 
 use std::fs;
-use std::net::UdpSocket;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -48,27 +47,8 @@ macro_rules! require_root {
     };
 }
 
-struct Target {
-    sock: UdpSocket,
-    port: u16,
-}
-
-impl Target {
-    fn new() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let port = sock.local_addr().unwrap().port();
-        Target { sock, port }
-    }
-
-    fn recv(&self) {
-        let mut buf = [0u8; 16];
-        self.sock
-            .recv_from(&mut buf)
-            .expect("the hit arrived within 10 s");
-    }
-}
+/// A UDP socket on loopback that knocks can be aimed at.
+type Target = integration::UdpTarget;
 
 /// The `Name:` line of `/proc/PID/status`, whitespace-normalised.
 fn status_field(pid: u32, name: &str) -> String {
@@ -103,11 +83,59 @@ fn shared_file(dir: &Path, name: &str, text: &str, owner: u32) -> String {
     p.display().to_string()
 }
 
+fn target() -> Target {
+    Target::new(Duration::from_secs(10))
+}
+
+/// `knock` at `bin` started through setpriv with `opts`: a FIN hit on
+/// port 1 of 127.0.0.1 (it needs a raw socket), then UDP hits on `a` and
+/// `b`, 1.5 s apart; both output streams piped.
+fn knock_via_setpriv(opts: &[&str], bin: &Path, a: &Target, b: &Target) -> Child {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("setpriv (util-linux) is installed");
+    Command::new(setpriv)
+        .args(opts)
+        .arg("--")
+        .arg(bin)
+        .args([
+            "-d",
+            "1500",
+            "127.0.0.1",
+            "1:tcp:fin",
+            &format!("{}:udp", a.port),
+            &format!("{}:udp", b.port),
+        ])
+        .env_remove("SUDO_UID")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The fields of /proc/PID/status of `child` read between its hit on `a`
+/// and its hit on `b` (after it opened its sockets, before it exits); then
+/// whether it exited with success, and its output.
+fn status_between_hits(
+    child: Child,
+    a: &Target,
+    b: &Target,
+    fields: &[&str],
+) -> (Vec<String>, bool, String) {
+    let pid = child.id();
+    a.recv();
+    let status = fields.iter().map(|f| status_field(pid, f)).collect();
+    b.recv();
+    let (ok, output) = finish(child);
+    (status, ok, output)
+}
+
 #[test]
 fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
     require_root!("under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets");
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (Target::new(), Target::new());
+    let (a, b) = (target(), target());
     // The user's own one-time file: knock must still mark it after the drop.
     let otp = shared_file(
         dir.path(),
@@ -124,19 +152,18 @@ fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    a.recv();
-    let uid = status_field(pid, "Uid");
-    let gid = status_field(pid, "Gid");
-    let cap_prm = status_field(pid, "CapPrm");
-    let cap_eff = status_field(pid, "CapEff");
-    b.recv();
-    let (ok, output) = finish(child);
+    let (status, ok, output) =
+        status_between_hits(child, &a, &b, &["Uid", "Gid", "CapPrm", "CapEff"]);
     assert!(ok, "{output}");
-    assert_eq!(uid, "65534 65534 65534 65534");
-    assert_eq!(gid, "65534 65534 65534 65534");
-    assert_eq!(cap_prm, "0000000000000000");
-    assert_eq!(cap_eff, "0000000000000000");
+    assert_eq!(
+        status,
+        [
+            "65534 65534 65534 65534",
+            "65534 65534 65534 65534",
+            "0000000000000000",
+            "0000000000000000"
+        ]
+    );
     assert!(
         fs::read_to_string(&otp).unwrap().starts_with('#'),
         "the line is marked used"
@@ -178,60 +205,38 @@ fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
 #[test]
 fn with_file_capabilities_knock_clears_them_after_opening_its_sockets() {
     require_root!("with_file_capabilities_knock_clears_them_after_opening_its_sockets");
-    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("setpriv (util-linux) is installed");
-    let (a, b) = (Target::new(), Target::new());
+    let (a, b) = (target(), target());
     // As nobody with CAP_NET_RAW (what `setcap cap_net_raw+ep` gives).
-    let child = Command::new(setpriv)
-        .args([
+    let child = knock_via_setpriv(
+        &[
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=+net_raw",
             "--ambient-caps=+net_raw",
-            "--",
-        ])
-        .arg(integration::binary("knock", "knock"))
-        .args([
-            "-d",
-            "1500",
-            "127.0.0.1",
-            "1:tcp:fin",
-            &format!("{}:udp", a.port),
-            &format!("{}:udp", b.port),
-        ])
-        .env_remove("SUDO_UID")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    a.recv();
-    let caps: Vec<String> = ["CapPrm", "CapEff", "CapAmb"]
-        .iter()
-        .map(|f| status_field(pid, f))
-        .collect();
-    let uid = status_field(pid, "Uid");
-    b.recv();
-    let (ok, output) = finish(child);
+        ],
+        &integration::binary("knock", "knock"),
+        &a,
+        &b,
+    );
+    let (status, ok, output) =
+        status_between_hits(child, &a, &b, &["CapPrm", "CapEff", "CapAmb", "Uid"]);
     // The FIN hit needs a raw socket: success shows it was opened.
     assert!(ok, "{output}");
-    assert_eq!(uid, "65534 65534 65534 65534");
     assert_eq!(
-        caps,
-        ["0000000000000000", "0000000000000000", "0000000000000000"]
+        status,
+        [
+            "0000000000000000",
+            "0000000000000000",
+            "0000000000000000",
+            "65534 65534 65534 65534"
+        ]
     );
 }
 
 #[test]
 fn as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets() {
     require_root!("as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets");
-    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("setpriv (util-linux) is installed");
     // A setuid-root copy of knock in a directory everyone may enter.
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -239,40 +244,28 @@ fn as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets() {
     fs::copy(integration::binary("knock", "knock"), &bin).unwrap();
     chown(&bin, Some(0), Some(0)).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o4755)).unwrap();
-    let (a, b) = (Target::new(), Target::new());
+    let (a, b) = (target(), target());
     // Run by nobody without any capability; the setuid bit makes it root.
-    let child = Command::new(setpriv)
-        .args([
+    let child = knock_via_setpriv(
+        &[
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            "--",
-        ])
-        .arg(&bin)
-        .args([
-            "-d",
-            "1500",
-            "127.0.0.1",
-            "1:tcp:fin",
-            &format!("{}:udp", a.port),
-            &format!("{}:udp", b.port),
-        ])
-        .env_remove("SUDO_UID")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    a.recv();
-    let uid = status_field(pid, "Uid");
-    let cap_prm = status_field(pid, "CapPrm");
-    let cap_eff = status_field(pid, "CapEff");
-    b.recv();
-    let (ok, output) = finish(child);
+        ],
+        &bin,
+        &a,
+        &b,
+    );
+    let (status, ok, output) = status_between_hits(child, &a, &b, &["Uid", "CapPrm", "CapEff"]);
     // The FIN hit needs a raw socket, opened while still root.
     assert!(ok, "{output}");
-    assert_eq!(uid, "65534 65534 65534 65534");
-    assert_eq!(cap_prm, "0000000000000000");
-    assert_eq!(cap_eff, "0000000000000000");
+    assert_eq!(
+        status,
+        [
+            "65534 65534 65534 65534",
+            "0000000000000000",
+            "0000000000000000"
+        ]
+    );
 }

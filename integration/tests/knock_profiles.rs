@@ -6,7 +6,7 @@
 //! directory, so the user's own profiles never take part.
 
 use std::fs;
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -53,6 +53,16 @@ impl Home {
         p
     }
 
+    /// With profiles file `hosts`, `knock PROFILE` exits 1 and says `needle`.
+    fn refuses(&self, hosts: &str, profile: &str, needle: &str) {
+        self.write_hosts(hosts);
+        self.knock()
+            .arg(profile)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(needle));
+    }
+
     fn knock(&self) -> Command {
         let mut c = integration::command("knock", "knock");
         c.env("HOME", self.dir.path())
@@ -62,30 +72,7 @@ impl Home {
 }
 
 /// A UDP socket on loopback that knocks can be aimed at.
-struct Target {
-    sock: UdpSocket,
-    port: u16,
-}
-
-impl Target {
-    fn new() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let port = sock.local_addr().unwrap().port();
-        Target { sock, port }
-    }
-
-    /// Number of datagrams that arrive within `wait` of each other.
-    fn count(&self, wait: Duration) -> usize {
-        self.sock.set_read_timeout(Some(wait)).unwrap();
-        let mut n = 0;
-        let mut buf = [0u8; 16];
-        while self.sock.recv_from(&mut buf).is_ok() {
-            n += 1;
-        }
-        n
-    }
-}
+type Target = integration::UdpTarget;
 
 /// A TCP port on loopback where nothing listens.
 fn closed_port() -> u16 {
@@ -100,7 +87,7 @@ fn s(p: &Path) -> String {
 #[test]
 fn a_profile_from_the_default_file_and_from_profiles() {
     let home = Home::new();
-    let t = Target::new();
+    let t = Target::new(Duration::from_secs(5));
     home.write_hosts(&format!(
         "[lo]\nhost = \"127.0.0.1\"\nsequence = \"{}:udp\"\n",
         t.port
@@ -139,7 +126,7 @@ fn a_profile_from_the_default_file_and_from_profiles() {
 #[test]
 fn options_override_the_profile() {
     let home = Home::new();
-    let t = Target::new();
+    let t = Target::new(Duration::from_secs(5));
     let open = TcpListener::bind("127.0.0.1:0").unwrap();
     let open_port = open.local_addr().unwrap().port();
     home.write_hosts(&format!(
@@ -213,38 +200,29 @@ fn profile_errors_name_the_file_and_line() {
              (the protocol is neither tcp nor udp)\n"
     ));
     // Unknown profile: lists the ones there are.
-    home.write_hosts("[ssh]\nhost = \"h\"\nsequence = \"1\"\n[web]\nhost = \"w\"\notp = \"o\"\n");
-    home.knock()
-        .arg("vpn")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(format!(
-            "knock: {f}: no profile \"vpn\"; the profiles are: ssh, web"
-        )));
+    home.refuses(
+        "[ssh]\nhost = \"h\"\nsequence = \"1\"\n[web]\nhost = \"w\"\notp = \"o\"\n",
+        "vpn",
+        &format!("knock: {f}: no profile \"vpn\"; the profiles are: ssh, web"),
+    );
     // Two kinds in one profile.
-    home.write_hosts("[ssh]\nhost = \"h\"\nsequence = \"1\"\notp = \"o\"\n");
-    home.knock()
-        .arg("ssh")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(format!(
-            "{f}:4: profile \"ssh\": sequence and otp are all set"
-        )));
+    home.refuses(
+        "[ssh]\nhost = \"h\"\nsequence = \"1\"\notp = \"o\"\n",
+        "ssh",
+        &format!("{f}:4: profile \"ssh\": sequence and otp are all set"),
+    );
     // A rotating option without a secret.
-    home.write_hosts("[ssh]\nhost = \"h\"\nsequence = \"1\"\nlength = 4\n");
-    home.knock()
-        .arg("ssh")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "length applies to a rotating knock",
-        ));
+    home.refuses(
+        "[ssh]\nhost = \"h\"\nsequence = \"1\"\nlength = 4\n",
+        "ssh",
+        "length applies to a rotating knock",
+    );
 }
 
 #[test]
 fn a_readable_profiles_file_with_a_sequence_is_warned_about() {
     let home = Home::new();
-    let t = Target::new();
+    let t = Target::new(Duration::from_secs(5));
     let f = s(&home.hosts());
     home.write_hosts(&format!(
         "[lo]\nhost = \"127.0.0.1\"\nsequence = \"{}:udp\"\n",
@@ -341,7 +319,7 @@ fn the_example_profiles_are_valid() {
 #[test]
 fn verify_succeeds_when_the_port_answers() {
     let home = Home::new();
-    let t = Target::new();
+    let t = Target::new(Duration::from_secs(5));
     let open = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = open.local_addr().unwrap().port().to_string();
     home.knock()
@@ -363,7 +341,7 @@ fn verify_succeeds_when_the_port_answers() {
 #[test]
 fn verify_fails_within_the_bound_and_lists_the_attempts() {
     let home = Home::new();
-    let t = Target::new();
+    let t = Target::new(Duration::from_secs(5));
     let closed = closed_port().to_string();
     let start = Instant::now();
     home.knock()
@@ -394,7 +372,11 @@ fn verify_fails_within_the_bound_and_lists_the_attempts() {
 #[test]
 fn a_one_time_re_knock_uses_the_next_line() {
     let home = Home::new();
-    let (a, b, c) = (Target::new(), Target::new(), Target::new());
+    let (a, b, c) = (
+        Target::new(Duration::from_secs(5)),
+        Target::new(Duration::from_secs(5)),
+        Target::new(Duration::from_secs(5)),
+    );
     let otp = home.path("seqs");
     let content = format!(" {}:udp\n {}:udp\n {}:udp\n", a.port, b.port, c.port);
     fs::write(&otp, &content).unwrap();
@@ -587,7 +569,7 @@ fn show_next_and_source_address_follow_the_derivation() {
 fn a_rotating_knock_is_sent() {
     let home = Home::new();
     let key = s(&home.key("k"));
-    let t = Target::new();
+    let t = Target::new(Duration::from_secs(5));
     // A one-port range: the derived sequence can only be that port.
     let range = format!("{p}-{p}", p = t.port);
     home.knock()

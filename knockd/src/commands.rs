@@ -825,6 +825,18 @@ mod tests {
     use crate::config::SequenceSpec;
     use std::path::Path;
 
+    /// A file `out` in a fresh directory (kept while the guard lives).
+    fn out_file() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        (dir, out)
+    }
+
+    /// A shell command that appends the line `text` to `out`.
+    fn appends(out: &Path, text: &str) -> String {
+        format!("echo {text} >> {}", out.display())
+    }
+
     fn door(
         name: &str,
         start: Option<&str>,
@@ -924,8 +936,7 @@ mod tests {
 
     #[test]
     fn start_command_runs_with_ip_and_is_logged() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
+        let (_dir, out) = out_file();
         let cmd = format!("echo %IP% > {}", out.display());
         let d = door("ssh", Some(&cmd), None, None, None, Duration::from_secs(10));
         let log = Logger::memory(false, false);
@@ -946,9 +957,8 @@ mod tests {
 
     #[test]
     fn door_without_stop_runs_start_on_every_knock() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let cmd = format!("echo %IP% >> {}", out.display());
+        let (_dir, out) = out_file();
+        let cmd = appends(&out, "%IP%");
         let d = door("d", Some(&cmd), None, None, None, Duration::from_secs(10));
         let log = Logger::memory(false, false);
         let mut c = Commands::new(4);
@@ -965,10 +975,9 @@ mod tests {
 
     #[test]
     fn stop_runs_cmd_timeout_after_start_finished_and_not_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let start = format!("sleep 0.3; echo start %IP% >> {}", out.display());
-        let stop = format!("echo stop %IP% >> {}", out.display());
+        let (_dir, out) = out_file();
+        let start = format!("sleep 0.3; {}", appends(&out, "start %IP%"));
+        let stop = appends(&out, "stop %IP%");
         let timeout = Duration::from_secs(5);
         let d = door("web", Some(&start), None, Some(&stop), None, timeout);
         let log = Logger::memory(false, false);
@@ -1050,10 +1059,9 @@ mod tests {
 
     #[test]
     fn reknock_while_open_postpones_stop_without_rerunning_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let start = format!("echo start >> {}", out.display());
-        let stop = format!("echo stop >> {}", out.display());
+        let (_dir, out) = out_file();
+        let start = appends(&out, "start");
+        let stop = appends(&out, "stop");
         let timeout = Duration::from_secs(10);
         let d = door("d", Some(&start), None, Some(&stop), None, timeout);
         let log = Logger::memory(false, false);
@@ -1094,9 +1102,8 @@ mod tests {
 
     #[test]
     fn reknock_while_start_runs_is_already_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let start = format!("sleep 0.3; echo start >> {}", out.display());
+        let (_dir, out) = out_file();
+        let start = format!("sleep 0.3; {}", appends(&out, "start"));
         let d = door(
             "d",
             Some(&start),
@@ -1123,10 +1130,9 @@ mod tests {
 
     #[test]
     fn knock_during_stop_reopens_after_stop_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let start = format!("echo start >> {}", out.display());
-        let stop = format!("sleep 0.3; echo stop >> {}", out.display());
+        let (_dir, out) = out_file();
+        let start = appends(&out, "start");
+        let stop = format!("sleep 0.3; {}", appends(&out, "stop"));
         let d = door(
             "d",
             Some(&start),
@@ -1182,8 +1188,7 @@ mod tests {
 
     #[test]
     fn ipv6_variant_and_fallback() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
+        let (_dir, out) = out_file();
         let o = out.display();
         let v4 = format!("echo v4 %IP% >> {o}");
         let v6 = format!("echo v6 %IP% >> {o}");
@@ -1233,11 +1238,10 @@ mod tests {
 
     #[test]
     fn shutdown_runs_pending_stops_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let start = format!("echo start %IP% >> {}", out.display());
-        let slow_start = format!("sleep 0.5; echo slow %IP% >> {}", out.display());
-        let stop = format!("echo stop %IP% >> {}", out.display());
+        let (_dir, out) = out_file();
+        let start = appends(&out, "start %IP%");
+        let slow_start = format!("sleep 0.5; {}", appends(&out, "slow %IP%"));
+        let stop = appends(&out, "stop %IP%");
         let hour = Duration::from_secs(3600);
         let d = door("d", Some(&start), None, Some(&stop), None, hour);
         let slow = door("slow", Some(&slow_start), None, Some(&stop), None, hour);
@@ -1271,10 +1275,9 @@ mod tests {
 
     #[test]
     fn hanging_commands_block_nothing_and_shutdown_completes() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let stop = format!("echo stop %IP% >> {}", out.display());
-        let quick = format!("echo quick %IP% >> {}", out.display());
+        let (_dir, out) = out_file();
+        let stop = appends(&out, "stop %IP%");
+        let quick = appends(&out, "quick %IP%");
         let t = Duration::from_secs(3600);
         let hang = door("hang", Some("sleep 30"), None, None, None, t);
         let hang_stop = door("hangstop", Some("sleep 30"), None, Some(&stop), None, t);
@@ -1515,12 +1518,11 @@ mod tests {
 
     #[test]
     fn a_knock_whose_command_is_already_waiting_is_merged() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
+        let (_dir, out) = out_file();
         let log = Logger::memory(false, false);
         let mut c = Commands::new(1);
         let blocker = door("block", Some("sleep 0.3"), None, None, None, Duration::ZERO);
-        let cmd = format!("echo %IP% >> {}", out.display());
+        let cmd = appends(&out, "%IP%");
         let d = door("d", Some(&cmd), None, None, None, Duration::ZERO);
         let now = Instant::now();
         assert_eq!(

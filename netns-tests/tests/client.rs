@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
@@ -29,6 +29,38 @@ fn iptables(lab: &Lab, ns: &str, args: &[&str]) -> RunOutput {
     let out = lab.run(ns, "iptables", &all);
     out.assert_success();
     out
+}
+
+/// Makes the client namespace, which forwards the packets of a knocker
+/// behind it, drop the forwarded packets that `matching` selects by the
+/// rule `statistic --mode nth --every EVERY --packet 0`: the 1st (and the
+/// EVERY+1-th, ...) one is lost on the way, a loss the knocker cannot see
+/// (a DROP in its own OUTPUT chain would fail the send with EPERM instead).
+fn lose_forwarded(lab: &Lab, matching: &[&str], every: &str) {
+    let mut rule = vec!["-A", "FORWARD"];
+    rule.extend_from_slice(matching);
+    rule.extend_from_slice(&[
+        "-m",
+        "statistic",
+        "--mode",
+        "nth",
+        "--every",
+        every,
+        "--packet",
+        "0",
+        "-j",
+        "DROP",
+    ]);
+    iptables(lab, &lab.client_ns, &rule);
+}
+
+/// `knock -v --profiles HOSTS door`, run in namespace `ns`.
+fn knock_profile_from(sc: &Scene, ns: &str, hosts: &Path) -> RunOutput {
+    sc.lab.run(
+        ns,
+        bins::knock(),
+        &["-v", "--profiles", hosts.to_str().unwrap(), "door"],
+    )
 }
 
 /// Does the service answer a connect from the client namespace (within
@@ -217,31 +249,9 @@ fn a_lost_knock_is_re_knocked_and_verified() {
     // on the way: a loss the knocker cannot see (a DROP in its own OUTPUT
     // chain would fail the send with EPERM instead).
     let knocker = sc.lab.add_client();
-    let rule = [
-        "-A",
-        "FORWARD",
-        "-p",
-        "tcp",
-        "--dport",
-        "9000",
-        "-m",
-        "statistic",
-        "--mode",
-        "nth",
-        "--every",
-        "2",
-        "--packet",
-        "0",
-        "-j",
-        "DROP",
-    ];
-    iptables(&sc.lab, &sc.lab.client_ns, &rule);
+    lose_forwarded(&sc.lab, &["-p", "tcp", "--dport", "9000"], "2");
     let hosts = sc.profiles(SEQUENCE, &format!("verify = {SERVICE}\n"));
-    let out = sc.lab.run(
-        &knocker.ns,
-        bins::knock(),
-        &["-v", "--profiles", hosts.to_str().unwrap(), "door"],
-    );
+    let out = knock_profile_from(&sc, &knocker.ns, &hosts);
     assert!(out.success(), "{}", sc.dump(&out));
     assert!(
         out.stdout.contains("did not answer")
@@ -292,25 +302,7 @@ fn a_lost_one_time_knock_is_re_knocked_with_the_next_line() {
     // As in a_lost_knock_is_re_knocked_and_verified: the first packet to
     // the first line's last port is lost between knocker and server.
     let knocker = sc.lab.add_client();
-    let rule = [
-        "-A",
-        "FORWARD",
-        "-p",
-        "tcp",
-        "--dport",
-        "9000",
-        "-m",
-        "statistic",
-        "--mode",
-        "nth",
-        "--every",
-        "2",
-        "--packet",
-        "0",
-        "-j",
-        "DROP",
-    ];
-    iptables(&sc.lab, &sc.lab.client_ns, &rule);
+    lose_forwarded(&sc.lab, &["-p", "tcp", "--dport", "9000"], "2");
     let hosts = sc.lab.write_file(
         "hosts.toml",
         &format!(
@@ -319,11 +311,7 @@ fn a_lost_one_time_knock_is_re_knocked_with_the_next_line() {
             client_copy.display()
         ),
     );
-    let out = sc.lab.run(
-        &knocker.ns,
-        bins::knock(),
-        &["-v", "--profiles", hosts.to_str().unwrap(), "door"],
-    );
+    let out = knock_profile_from(&sc, &knocker.ns, &hosts);
     assert!(out.success(), "{}", sc.dump(&out));
     assert!(
         out.stdout.contains("attempt 2 of 3: one-time line 2 of ")
@@ -414,28 +402,8 @@ fn a_lost_rotating_knock_is_re_knocked_with_the_next_window() {
     // The very first UDP packet from the knocker (the first hit of the
     // first attempt) is lost between knocker and server.
     let knocker = sc.lab.add_client();
-    let rule = [
-        "-A",
-        "FORWARD",
-        "-p",
-        "udp",
-        "-m",
-        "statistic",
-        "--mode",
-        "nth",
-        "--every",
-        "1000000",
-        "--packet",
-        "0",
-        "-j",
-        "DROP",
-    ];
-    iptables(&sc.lab, &sc.lab.client_ns, &rule);
-    let out = sc.lab.run(
-        &knocker.ns,
-        bins::knock(),
-        &["-v", "--profiles", hosts.to_str().unwrap(), "door"],
-    );
+    lose_forwarded(&sc.lab, &["-p", "udp"], "1000000");
+    let out = knock_profile_from(&sc, &knocker.ns, &hosts);
     assert!(out.success(), "{}", sc.dump(&out));
     // Attempt 1 used window T, attempt 2 the window after it.
     let windows: Vec<u64> = out

@@ -346,6 +346,35 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
     );
 }
 
+/// A door 7000,8000 whose start command appends the knocker's address to
+/// the file `opens` of the lab; the path of that file.
+fn opens_door(lab: &Lab) -> (PathBuf, Conf) {
+    let opens = lab.path("opens");
+    let cmd = lab.append_ip("opens");
+    let conf = Conf::new(&[]).door(
+        "door",
+        &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
+    );
+    (opens, conf)
+}
+
+/// Starts the daemon of `opens_door` with `-g LOG`; it must print
+/// "cannot open log file LOG: REASON" and run on, logging to stderr: a
+/// knock still opens the door.
+fn refuses_log_file_and_runs_on(lab: &Lab, log: &Path, reason: &str) -> Daemon {
+    let (opens, conf) = opens_door(lab);
+    let d = spawn_with(lab, &conf, "", &["-g", &log.display().to_string()], log);
+    expect_output(
+        &d,
+        &format!("cannot open log file {}: {reason}", log.display()),
+    );
+    expect_output(&d, "listening on");
+    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
+    wait_lines(&opens, 1, &d);
+    expect_output(&d, "door: OPEN SESAME");
+    d
+}
+
 /// A root-only file and a symlink to it at `link`, owned by nobody: what an
 /// unprivileged user could plant in a directory it may write.
 fn plant_link(lab: &Lab, link: &Path) -> PathBuf {
@@ -395,25 +424,12 @@ fn log_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
     let lab = Lab::new("sec-loglink");
     let log = lab.path("knockd.log");
     let target = plant_link(&lab, &log);
-    let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
-    );
-    let d = spawn_with(&lab, &conf, "", &["-g", &log.display().to_string()], &log);
-    expect_output(
-        &d,
-        &format!(
-            "cannot open log file {}: refusing to follow a symbolic link owned by uid 65534",
-            log.display()
-        ),
-    );
     // The daemon runs on, logging to stderr; nothing reaches the target.
-    expect_output(&d, "listening on");
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
-    wait_lines(&opens, 1, &d);
-    expect_output(&d, "door: OPEN SESAME");
+    let _d = refuses_log_file_and_runs_on(
+        &lab,
+        &log,
+        "refusing to follow a symbolic link owned by uid 65534",
+    );
     assert_eq!(fs::read_to_string(&target).unwrap(), "root's secret\n");
 }
 
@@ -423,24 +439,11 @@ fn log_file_owned_by_another_user_is_refused() {
     let lab = Lab::new("sec-logowner");
     let log = lab.write_file("knockd.log", "nobody's lines\n");
     std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
-    let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
+    let _d = refuses_log_file_and_runs_on(
+        &lab,
+        &log,
+        "refusing a file owned by uid 65534 (it must be owned by uid 0)",
     );
-    let d = spawn_with(&lab, &conf, "", &["-g", &log.display().to_string()], &log);
-    expect_output(
-        &d,
-        &format!(
-            "cannot open log file {}: refusing a file owned by uid 65534 (it must be owned by uid 0)",
-            log.display()
-        ),
-    );
-    expect_output(&d, "listening on");
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
-    wait_lines(&opens, 1, &d);
-    expect_output(&d, "door: OPEN SESAME");
     assert_eq!(fs::read_to_string(&log).unwrap(), "nobody's lines\n");
 }
 
@@ -448,12 +451,7 @@ fn log_file_owned_by_another_user_is_refused() {
 fn group_writable_config_is_refused_at_start_up_and_on_reload() {
     require_root!("group_writable_config_is_refused_at_start_up_and_on_reload");
     let lab = Lab::new("sec-confmode");
-    let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
-    );
+    let (opens, conf) = opens_door(&lab);
     // At start-up: refused before anything is opened, exit status 1.
     let path = lab.write_file("group-writable.conf", conf.text());
     fs::set_permissions(&path, fs::Permissions::from_mode(0o664)).unwrap();

@@ -319,6 +319,18 @@ pub fn median(sorted: &[f64]) -> Option<f64> {
     }
 }
 
+/// The exit of a tool named `name`: success, or failure after the error
+/// and its causes on stderr ("NAME: error: cause").
+pub fn exit_code(name: &str, result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

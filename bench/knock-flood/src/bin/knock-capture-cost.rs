@@ -78,11 +78,5 @@ fn run(a: &Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(&Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("knock-capture-cost: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    knock_flood::exit_code("knock-capture-cost", run(&Args::parse()))
 }

@@ -166,11 +166,5 @@ fn main() -> ExitCode {
             seconds,
         } => connect(dst, port, rate, count, seconds),
     });
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("knock-connect: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    knock_flood::exit_code("knock-connect", r)
 }

@@ -138,11 +138,5 @@ fn run(a: &Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("knock-flood: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    knock_flood::exit_code("knock-flood", run(&args))
 }

@@ -268,11 +268,5 @@ fn run(a: &Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("knock-probe: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    knock_flood::exit_code("knock-probe", run(&args))
 }
