@@ -508,13 +508,10 @@ impl Server<'_> {
         if what.addresses {
             changed |= self.captures.reread_addresses(self.log);
         }
-        for i in 0..self.doors.len() {
-            if !what.files {
-                break;
+        if what.files {
+            for i in 0..self.doors.len() {
+                changed |= self.refresh_door(i);
             }
-            let notes = self.doors[i].source.refresh();
-            log_notes(self.log, &self.cfg.doors[i].name, &notes);
-            changed |= self.sync_sequence(i);
         }
         if changed {
             self.apply_filter();
@@ -529,18 +526,36 @@ impl Server<'_> {
         let wall = SystemTime::now();
         let mut changed = false;
         for i in 0..self.doors.len() {
-            match self.doors[i].source.next_change() {
-                Some(at) if at <= wall => {}
-                _ => continue,
+            if self.doors[i]
+                .source
+                .next_change()
+                .is_some_and(|at| at <= wall)
+            {
+                changed |= self.refresh_door(i);
             }
-            let notes = self.doors[i].source.refresh();
-            log_notes(self.log, &self.cfg.doors[i].name, &notes);
-            changed |= self.sync_sequence(i);
         }
         if changed {
             self.apply_filter();
         }
         self.plan_rotation();
+    }
+
+    /// Door `i`'s source used or burnt a candidate: give the matcher and
+    /// the filter what it accepts now, and plan its next deadline (a mark
+    /// that failed is retried then).
+    fn source_used(&mut self, i: usize) {
+        if self.sync_sequence(i) {
+            self.apply_filter();
+        }
+        self.plan_rotation();
+    }
+
+    /// Re-check door `i`'s source, log what it says, and give the matcher
+    /// its candidates; whether they changed.
+    fn refresh_door(&mut self, i: usize) -> bool {
+        let notes = self.doors[i].source.refresh();
+        log_notes(self.log, &self.cfg.doors[i].name, &notes);
+        self.sync_sequence(i)
     }
 
     /// When [`rotate`](Self::rotate) must run next: the earliest deadline
@@ -681,10 +696,7 @@ impl Server<'_> {
                 if stage >= 2 {
                     let notes = self.doors[door].source.burn(tag);
                     log_notes(self.log, &self.cfg.doors[door].name, &notes);
-                    if self.sync_sequence(door) {
-                        self.apply_filter();
-                    }
-                    self.plan_rotation();
+                    self.source_used(door);
                 }
             }
         }
@@ -710,11 +722,7 @@ impl Server<'_> {
                 false
             }
         };
-        if self.sync_sequence(i) {
-            self.apply_filter();
-        }
-        // A refused mark is retried at the source's deadline.
-        self.plan_rotation();
+        self.source_used(i);
         if ok {
             self.commands
                 .open(i, &self.cfg.doors[i], src, now, self.log);
