@@ -5,7 +5,13 @@
 //! this one: `knock_testkit::bins` builds them once per test process, so a
 //! test never runs a stale binary.
 
-use std::path::PathBuf;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use predicates::prelude::*;
+use predicates::BoxPredicate;
 
 /// Path of binary `name` of workspace package `package`, built if needed.
 pub fn binary(package: &str, name: &str) -> PathBuf {
@@ -73,4 +79,114 @@ impl UdpTarget {
         }
         n
     }
+}
+
+/// Write `text` to `path` with permission bits `mode`; returns `path`.
+pub fn write_with_mode(path: &Path, text: impl AsRef<[u8]>, mode: u32) -> PathBuf {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    path.to_path_buf()
+}
+
+/// The permission bits of `path`.
+pub fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A temporary directory that holds a test's files (removed when dropped).
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `name` in the directory (nothing is created).
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The file `name` in the directory, holding `text`, mode 0600.
+    pub fn file(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+        self.file_with_mode(name, text, 0o600)
+    }
+
+    /// The file `name` in the directory, holding `text`, with bits `mode`.
+    pub fn file_with_mode(&self, name: &str, text: impl AsRef<[u8]>, mode: u32) -> PathBuf {
+        write_with_mode(&self.join(name), text, mode)
+    }
+
+    /// The number of entries in the directory.
+    pub fn entries(&self) -> usize {
+        fs::read_dir(self.path()).unwrap().count()
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+/// True when the test runs as root (`/proc/self` belongs to the
+/// effective user).
+pub fn running_as_root() -> bool {
+    fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+/// Ends the calling test early, saying why, unless it runs as root (for
+/// tests that need root only to hand a file to another user).
+#[macro_export]
+macro_rules! skip_unless_root {
+    ($why:expr) => {
+        if !$crate::running_as_root() {
+            eprintln!("skipped: {}", $why);
+            return;
+        }
+    };
+}
+
+/// `setpriv` (util-linux), when installed.
+pub fn setpriv() -> Option<&'static str> {
+    ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+/// A predicate on an output stream: it contains every one of `needles`
+/// (a failure names the needle that is missing).
+pub fn contains_all<S: AsRef<str>>(needles: impl IntoIterator<Item = S>) -> BoxPredicate<str> {
+    needles
+        .into_iter()
+        .fold(BoxPredicate::new(predicate::always()), |all, n| {
+            BoxPredicate::new(all.and(predicate::str::contains(n.as_ref())))
+        })
+}
+
+/// Run `cmd`, assert that it fails and that its standard error contains
+/// every one of `needles`; the assertion is returned for more checks
+/// (the exit code, standard output).
+pub fn refuses<S: AsRef<str>>(
+    cmd: &mut assert_cmd::Command,
+    needles: impl IntoIterator<Item = S>,
+) -> assert_cmd::assert::Assert {
+    cmd.assert().failure().stderr(contains_all(needles))
+}
+
+/// Standard output then standard error of `out`, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

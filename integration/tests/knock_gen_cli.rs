@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use assert_cmd::Command;
+use integration::{contains_all, mode, refuses, Scratch};
 use knock_common::otp::all_sequences_bytes;
 use knock_common::{Proto, Sequence};
 use predicates::prelude::*;
@@ -15,29 +15,12 @@ fn knock_gen() -> Command {
     integration::command("knock-gen", "knock-gen")
 }
 
-/// The file `seqs` in `dir`, holding `text`, with permission bits `mode`.
-fn seqs_with(dir: &Path, text: &[u8], mode: u32) -> std::path::PathBuf {
-    let path = dir.join("seqs");
-    fs::write(&path, text).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    path
-}
-
 /// `knock-gen -n 2 --append -o PATH` fails naming PATH and saying `reason`.
 fn append_is_refused(path: &Path, reason: &str) {
-    knock_gen()
-        .args(["-n", "2", "--append", "-o"])
-        .arg(path)
-        .assert()
-        .failure()
-        .stderr(
-            predicate::str::contains(path.display().to_string())
-                .and(predicate::str::contains(reason)),
-        );
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
+    refuses(
+        knock_gen().args(["-n", "2", "--append", "-o"]).arg(path),
+        [&path.display().to_string(), reason],
+    );
 }
 
 /// What every generated file must satisfy.
@@ -59,6 +42,27 @@ impl Default for Expect {
             high: 65535,
             excluded: Vec::new(),
             proto: Some(Proto::Tcp),
+        }
+    }
+}
+
+impl Expect {
+    /// `count` sequences of the defaults.
+    fn count(count: usize) -> Expect {
+        Expect {
+            count,
+            ..Expect::default()
+        }
+    }
+
+    /// `count` tcp sequences of `length` ports in `low..=high`.
+    fn ports(count: usize, length: usize, low: u16, high: u16) -> Expect {
+        Expect {
+            count,
+            length,
+            low,
+            high,
+            ..Expect::default()
         }
     }
 }
@@ -109,21 +113,32 @@ fn check_lines(text: &str, want: &Expect) -> Vec<Sequence> {
     seqs
 }
 
+/// [`check_lines`] on the file at `path`.
+fn check_file(path: &Path, want: &Expect) -> Vec<Sequence> {
+    check_lines(&fs::read_to_string(path).unwrap(), want)
+}
+
+/// [`check_lines`] on the standard output of a successful `out`.
+fn check_stdout(out: std::process::Output, want: &Expect) -> Vec<Sequence> {
+    assert!(out.status.success(), "{out:?}");
+    check_lines(&String::from_utf8(out.stdout).unwrap(), want)
+}
+
 #[test]
 fn default_file_is_private_and_well_formed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seqs");
+    let dir = Scratch::new();
+    let path = dir.join("seqs");
     knock_gen()
         .arg("-o")
         .arg(&path)
         .assert()
         .success()
         .stdout("")
-        .stderr(predicate::str::contains("20 sequences").and(predicate::str::contains("seqs")));
+        .stderr(contains_all(["20 sequences", "seqs"]));
     assert_eq!(mode(&path), 0o600);
-    check_lines(&fs::read_to_string(&path).unwrap(), &Expect::default());
+    check_file(&path, &Expect::default());
     // Nothing else (no temporary file) left in the directory.
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    assert_eq!(dir.entries(), 1);
 }
 
 #[test]
@@ -136,8 +151,8 @@ fn two_runs_give_different_files() {
 
 #[test]
 fn options_are_honoured() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mixed");
+    let dir = Scratch::new();
+    let path = dir.join("mixed");
     knock_gen()
         .args(["-n", "40", "-k", "5", "--ports", "2000-2100"])
         .args([
@@ -152,8 +167,8 @@ fn options_are_honoured() {
         .arg(&path)
         .assert()
         .success();
-    let seqs = check_lines(
-        &fs::read_to_string(&path).unwrap(),
+    let seqs = check_file(
+        &path,
         &Expect {
             count: 40,
             length: 5,
@@ -169,7 +184,7 @@ fn options_are_honoured() {
         .collect();
     assert_eq!(protos.len(), 2, "200 mixed hits should use both protocols");
 
-    let path = dir.path().join("udp");
+    let path = dir.join("udp");
     knock_gen()
         .args([
             "--count",
@@ -185,8 +200,8 @@ fn options_are_honoured() {
         .arg(&path)
         .assert()
         .success();
-    check_lines(
-        &fs::read_to_string(&path).unwrap(),
+    check_file(
+        &path,
         &Expect {
             count: 7,
             length: 2,
@@ -205,27 +220,16 @@ fn the_whole_space_can_be_used() {
         .args(["-n", "6", "-k", "3", "--ports", "7000-7002", "-o", "-"])
         .output()
         .unwrap();
-    assert!(out.status.success());
-    check_lines(
-        &String::from_utf8(out.stdout).unwrap(),
-        &Expect {
-            count: 6,
-            length: 3,
-            low: 7000,
-            high: 7002,
-            ..Expect::default()
-        },
-    );
+    check_stdout(out, &Expect::ports(6, 3, 7000, 7002));
 }
 
 #[test]
 fn existing_file_is_kept_without_force_and_replaced_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = seqs_with(dir.path(), b"#1000,2000\n 3000,4000\n", 0o644);
-    knock_gen().arg("-o").arg(&path).assert().failure().stderr(
-        predicate::str::contains(path.to_str().unwrap())
-            .and(predicate::str::contains("--force"))
-            .and(predicate::str::contains("--append")),
+    let dir = Scratch::new();
+    let path = dir.file_with_mode("seqs", b"#1000,2000\n 3000,4000\n", 0o644);
+    refuses(
+        knock_gen().arg("-o").arg(&path),
+        [path.to_str().unwrap(), "--force", "--append"],
     );
     assert_eq!(fs::read(&path).unwrap(), b"#1000,2000\n 3000,4000\n");
 
@@ -234,46 +238,29 @@ fn existing_file_is_kept_without_force_and_replaced_with_it() {
         .arg(&path)
         .assert()
         .success();
-    check_lines(
-        &fs::read_to_string(&path).unwrap(),
-        &Expect {
-            count: 5,
-            ..Expect::default()
-        },
-    );
+    check_file(&path, &Expect::count(5));
     assert_eq!(mode(&path), 0o600);
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    assert_eq!(dir.entries(), 1);
 }
 
 #[test]
 fn output_that_is_a_directory_or_in_a_missing_directory_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    knock_gen()
-        .arg("-o")
-        .arg(dir.path())
-        .arg("--force")
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(dir.path().to_str().unwrap()));
-    let missing = dir.path().join("nope").join("seqs");
-    knock_gen()
-        .arg("-o")
-        .arg(&missing)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("nope"));
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    let dir = Scratch::new();
+    refuses(
+        knock_gen().arg("-o").arg(dir.path()).arg("--force"),
+        [dir.path().to_str().unwrap()],
+    );
+    refuses(knock_gen().arg("-o").arg(dir.join("nope/seqs")), ["nope"]);
+    assert_eq!(dir.entries(), 0);
 }
 
 #[test]
 fn append_keeps_old_lines_byte_for_byte_and_never_repeats_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seqs");
+    let dir = Scratch::new();
     // Ports 5000-5003, 2 hits, tcp: 12 possible sequences. The file holds a
     // used one, an unused one, a comment and no final newline.
     let old: &[u8] = b"#5000:tcp,5001:tcp\n# spare sequences\n 5002:tcp,5003:tcp";
-    fs::write(&path, old).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let path = dir.file("seqs", old);
     let args = ["-k", "2", "--ports", "5000-5003", "--append", "-o"];
     knock_gen()
         .args(["-n", "6"])
@@ -286,16 +273,7 @@ fn append_keeps_old_lines_byte_for_byte_and_never_repeats_one() {
     assert_eq!(&after[..old.len()], old);
     assert_eq!(after[old.len()], b'\n');
     let new_text = std::str::from_utf8(&after[old.len() + 1..]).unwrap();
-    let new = check_lines(
-        new_text,
-        &Expect {
-            count: 6,
-            length: 2,
-            low: 5000,
-            high: 5003,
-            ..Expect::default()
-        },
-    );
+    let new = check_lines(new_text, &Expect::ports(6, 2, 5000, 5003));
     let all = all_sequences_bytes(&after);
     assert_eq!(all.len(), 8);
     assert_eq!(
@@ -307,13 +285,10 @@ fn append_keeps_old_lines_byte_for_byte_and_never_repeats_one() {
     assert!(!new.contains(&"5002,5003".parse().unwrap()));
 
     // 8 of 12 are in the file: 4 more fit, 5 do not.
-    knock_gen()
-        .args(["-n", "5"])
-        .args(args)
-        .arg(&path)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("--count 5").and(predicate::str::contains("12")));
+    refuses(
+        knock_gen().args(["-n", "5"]).args(args).arg(&path),
+        ["--count 5", "12"],
+    );
     assert_eq!(fs::read(&path).unwrap(), after);
     knock_gen()
         .args(["-n", "4"])
@@ -330,27 +305,21 @@ fn append_keeps_old_lines_byte_for_byte_and_never_repeats_one() {
 
 #[test]
 fn append_to_a_missing_file_creates_it_private() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("new-seqs");
+    let dir = Scratch::new();
+    let path = dir.join("new-seqs");
     knock_gen()
         .args(["-n", "3", "-a", "-o"])
         .arg(&path)
         .assert()
         .success();
     assert_eq!(mode(&path), 0o600);
-    check_lines(
-        &fs::read_to_string(&path).unwrap(),
-        &Expect {
-            count: 3,
-            ..Expect::default()
-        },
-    );
+    check_file(&path, &Expect::count(3));
 }
 
 #[test]
 fn append_warns_about_a_file_others_can_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = seqs_with(dir.path(), b" 1000:tcp\n", 0o644);
+    let dir = Scratch::new();
+    let path = dir.file_with_mode("seqs", b" 1000:tcp\n", 0o644);
     knock_gen()
         .args(["-n", "1", "-a", "-o"])
         .arg(&path)
@@ -361,21 +330,14 @@ fn append_warns_about_a_file_others_can_read() {
 
 #[test]
 fn stdout_mode_writes_only_to_stdout() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let out = knock_gen()
         .current_dir(dir.path())
         .args(["-n", "5", "-o", "-"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    check_lines(
-        &String::from_utf8(out.stdout).unwrap(),
-        &Expect {
-            count: 5,
-            ..Expect::default()
-        },
-    );
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    check_stdout(out, &Expect::count(5));
+    assert_eq!(dir.entries(), 0);
 }
 
 #[test]
@@ -409,8 +371,8 @@ fn every_error_exits_non_zero_naming_the_bad_value() {
         (&["--exclude", "90-80"], "90-80"),
         (&["-p", "icmp"], "icmp"),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("seqs");
+    let dir = Scratch::new();
+    let path = dir.join("seqs");
     for (args, needle) in cases {
         let out = knock_gen()
             .args(*args)
@@ -439,35 +401,38 @@ fn every_error_exits_non_zero_naming_the_bad_value() {
             .failure()
             .stderr(predicate::str::is_empty().not());
     }
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert_eq!(dir.entries(), 0);
 }
 
 #[test]
 fn help_teaches_pairing_and_version_works() {
-    knock_gen().arg("--help").assert().success().stdout(
-        predicate::str::contains("One_Time_Sequences")
-            .and(predicate::str::contains("knock --otp"))
-            .and(predicate::str::contains("--append"))
-            .and(predicate::str::contains("--force"))
-            .and(predicate::str::contains("--exclude"))
-            .and(predicate::str::contains("-o -")),
-    );
-    knock_gen()
-        .arg("-h")
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("Usage"));
-    knock_gen()
-        .arg("--version")
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("knock-gen"));
+    for (flag, needles) in [
+        (
+            "--help",
+            &[
+                "One_Time_Sequences",
+                "knock --otp",
+                "--append",
+                "--force",
+                "--exclude",
+                "-o -",
+            ][..],
+        ),
+        ("-h", &["Usage"]),
+        ("--version", &["knock-gen"]),
+    ] {
+        knock_gen()
+            .arg(flag)
+            .assert()
+            .success()
+            .stdout(contains_all(needles));
+    }
 }
 
 #[test]
 fn knockd_check_accepts_a_generated_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let seqs = dir.path().join("seqs");
+    let dir = Scratch::new();
+    let seqs = dir.join("seqs");
     knock_gen()
         .args(["-n", "37", "-p", "mixed", "-o"])
         .arg(&seqs)
@@ -475,9 +440,8 @@ fn knockd_check_accepts_a_generated_file() {
         .success();
     let text = fs::read_to_string(&seqs).unwrap();
     let first = text.lines().next().unwrap().trim();
-    let conf = dir.path().join("knockd.conf");
-    fs::write(
-        &conf,
+    let conf = dir.file(
+        "knockd.conf",
         format!(
             "[options]\n\
              \x20   LogFile = {log}\n\
@@ -490,11 +454,10 @@ fn knockd_check_accepts_a_generated_file() {
              [fixed]\n\
              \x20   Sequence = {first}\n\
              \x20   Command = /bin/true %IP%\n",
-            log = dir.path().join("knockd.log").display(),
+            log = dir.join("knockd.log").display(),
             seqs = seqs.display(),
         ),
-    )
-    .unwrap();
+    );
     let out = Command::new(integration::binary("knockd", "knockd"))
         .arg("--check")
         .arg("-c")
@@ -521,23 +484,12 @@ fn knockd_check_accepts_a_generated_file() {
     assert_eq!(fs::read_to_string(&seqs).unwrap(), text);
 }
 
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the effective user.
-    fs::metadata("/proc/self").unwrap().uid() == 0
-}
-
 #[test]
 fn append_through_a_symlink_of_another_user_is_refused_and_the_target_untouched() {
-    if !running_as_root() {
-        eprintln!("skipped: needs root to give a link to nobody");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("root-only");
-    fs::write(&target, b"root's file\n").unwrap();
-    fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
-    let link = dir.path().join("seqs");
+    integration::skip_unless_root!("needs root to give a link to nobody");
+    let dir = Scratch::new();
+    let target = dir.file("root-only", b"root's file\n");
+    let link = dir.join("seqs");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
     append_is_refused(&link, "symbolic link owned by uid 65534");
@@ -546,12 +498,9 @@ fn append_through_a_symlink_of_another_user_is_refused_and_the_target_untouched(
 
 #[test]
 fn append_to_a_file_of_another_user_is_refused() {
-    if !running_as_root() {
-        eprintln!("skipped: needs root to give a file to nobody");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = seqs_with(dir.path(), b" 1000:tcp\n", 0o600);
+    integration::skip_unless_root!("needs root to give a file to nobody");
+    let dir = Scratch::new();
+    let path = dir.file("seqs", b" 1000:tcp\n");
     std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
     append_is_refused(&path, "owned by uid 65534");
     assert_eq!(fs::read(&path).unwrap(), b" 1000:tcp\n");
