@@ -5,8 +5,17 @@
 
 use std::path::{Path, PathBuf};
 
+use integration::Scratch;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Example `name` with `from` replaced by `to`, written as `name` in `dir`.
+fn edited_example(dir: &Scratch, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("examples").join(name)).unwrap();
+    assert!(text.contains(from), "examples/{name} holds no {from:?}");
+    dir.file_with_mode(name, text.replace(from, to), 0o644)
 }
 
 /// The example files, sorted.
@@ -112,21 +121,18 @@ fn every_example_passes_the_check() {
 fn the_one_time_example_works_once_its_file_exists() {
     // The same door with its file present: the check reports the sequences
     // and has nothing to warn about.
-    let dir = tempfile::tempdir().unwrap();
-    let seqs = dir.path().join("ssh.seqs");
-    std::fs::write(
-        &seqs,
+    let dir = Scratch::new();
+    let seqs = dir.file_with_mode(
+        "ssh.seqs",
         " 7001:tcp,7002:udp,7003:tcp\n 7004:tcp,7005:tcp,7006:tcp\n",
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(root().join("examples/one-time.conf")).unwrap();
-    assert!(text.contains("/etc/knockd/ssh.seqs"));
-    let conf = dir.path().join("one-time.conf");
-    std::fs::write(
-        &conf,
-        text.replace("/etc/knockd/ssh.seqs", seqs.to_str().unwrap()),
-    )
-    .unwrap();
+        0o644,
+    );
+    let conf = edited_example(
+        &dir,
+        "one-time.conf",
+        "/etc/knockd/ssh.seqs",
+        seqs.to_str().unwrap(),
+    );
     let (stdout, stderr) = check(&conf);
     assert!(stderr.trim().is_empty(), "warnings:\n{stderr}");
     assert!(stdout.contains("7001:tcp,7002:udp,7003:tcp"), "{stdout}");
@@ -135,10 +141,8 @@ fn the_one_time_example_works_once_its_file_exists() {
 #[test]
 fn a_broken_example_would_be_caught() {
     // The check this file relies on does fail on a bad port, naming it.
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(root().join("examples/ssh-nftables.conf")).unwrap();
-    let conf = dir.path().join("broken.conf");
-    std::fs::write(&conf, text.replace("7000,8000:udp", "7000,80x:udp")).unwrap();
+    let dir = Scratch::new();
+    let conf = edited_example(&dir, "ssh-nftables.conf", "7000,8000:udp", "7000,80x:udp");
     let out = integration::command("knockd", "knockd")
         .args(["-i", "lo", "--check", "-c"])
         .arg(&conf)

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use integration::{contains_all, refuses, Scratch};
 use predicates::prelude::*;
 use predicates::str::contains;
 
@@ -17,12 +18,22 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Write `text` to `knockd.conf` in a fresh directory.
-fn conf(text: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("knockd.conf");
-    std::fs::write(&path, text).unwrap();
+/// Write `text` to `knockd.conf` (mode 0644) in a fresh directory.
+fn conf(text: &str) -> (Scratch, PathBuf) {
+    let dir = Scratch::new();
+    let path = dir.file_with_mode("knockd.conf", text, 0o644);
     (dir, path)
+}
+
+/// In a fresh directory, the one-time file `seqs` holding `seqs_text`
+/// with permission bits `mode`, and `knockd.conf` holding `conf_text`
+/// with `{seqs}` replaced by the path of `seqs` (mode 0644).
+fn conf_with_seqs(seqs_text: &str, mode: u32, conf_text: &str) -> (Scratch, PathBuf, PathBuf) {
+    let dir = Scratch::new();
+    let seqs = dir.file_with_mode("seqs", seqs_text, mode);
+    let text = conf_text.replace("{seqs}", &seqs.display().to_string());
+    let path = dir.file_with_mode("knockd.conf", text, 0o644);
+    (dir, seqs, path)
 }
 
 fn check(path: &Path) -> assert_cmd::assert::Assert {
@@ -39,6 +50,14 @@ fn check_showing_secrets(path: &Path) -> assert_cmd::assert::Assert {
         .args(["-i", "lo", "--check", "--show-secrets", "-c"])
         .arg(path)
         .assert()
+}
+
+/// [`check`] exits 1 with every one of `needles` in its standard error.
+fn check_refuses<S: AsRef<str>>(
+    path: &Path,
+    needles: impl IntoIterator<Item = S>,
+) -> assert_cmd::assert::Assert {
+    check(path).failure().code(1).stderr(contains_all(needles))
 }
 
 #[test]
@@ -89,12 +108,7 @@ fn usage_errors_exit_non_zero() {
         &["-i", "/dev/eth0"],
         &["stray"],
     ] {
-        knockd()
-            .args(args)
-            .assert()
-            .failure()
-            .code(2)
-            .stderr(contains("error"));
+        refuses(knockd().args(args), ["error"]).code(2);
     }
 }
 
@@ -209,11 +223,7 @@ fn bad_configurations_exit_1_naming_line_and_value() {
     for (text, line, fragment) in cases {
         let (_dir, path) = conf(text);
         let located = format!("{}:{line}: ", path.display());
-        check(&path)
-            .failure()
-            .code(1)
-            .stdout("")
-            .stderr(contains(located).and(contains(*fragment)));
+        check_refuses(&path, [located.as_str(), fragment]).stdout("");
     }
 }
 
@@ -221,45 +231,44 @@ fn bad_configurations_exit_1_naming_line_and_value() {
 fn every_error_is_reported() {
     let (_dir, path) = conf("[d]\nsequence = 80x\nseq_timeout = 0\ntarget = nowhere\n");
     let p = path.display();
-    check(&path).failure().code(1).stderr(
-        contains(format!("{p}:2: port \"80x\""))
-            .and(contains(format!("{p}:3: seq_timeout \"0\"")))
-            .and(contains(format!("{p}:4: target \"nowhere\"")))
-            .and(contains("3 errors found")),
+    check_refuses(
+        &path,
+        [
+            format!("{p}:2: port \"80x\""),
+            format!("{p}:3: seq_timeout \"0\""),
+            format!("{p}:4: target \"nowhere\""),
+            "3 errors found".to_string(),
+        ],
     );
 }
 
 #[test]
 fn missing_and_empty_files_exit_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("nope.conf");
-    check(&missing)
-        .failure()
-        .code(1)
-        .stderr(contains(format!("{}: cannot read", missing.display())));
+    let dir = Scratch::new();
+    let missing = dir.join("nope.conf");
+    check_refuses(&missing, [format!("{}: cannot read", missing.display())]);
 
     let (_d, empty) = conf("");
-    check(&empty).failure().code(1).stderr(
-        contains(format!("{}: the file is empty", empty.display())).and(contains("nothing to do")),
+    check_refuses(
+        &empty,
+        [
+            format!("{}: the file is empty", empty.display()),
+            "nothing to do".to_string(),
+        ],
     );
 
     let (_d, no_door) = conf("[options]\nUseSyslog\n");
-    check(&no_door)
-        .failure()
-        .code(1)
-        .stderr(contains("no door is defined"));
+    check_refuses(&no_door, ["no door is defined"]);
 }
 
 #[test]
 fn without_check_a_bad_config_still_exits_1() {
     let (_dir, path) = conf("[d]\nsequence = 80x\n");
-    knockd()
-        .arg("-c")
-        .arg(&path)
-        .assert()
-        .failure()
-        .code(1)
-        .stderr(contains(format!("{}:2: port \"80x\"", path.display())));
+    refuses(
+        knockd().arg("-c").arg(&path),
+        [format!("{}:2: port \"80x\"", path.display())],
+    )
+    .code(1);
 }
 
 #[test]
@@ -289,27 +298,16 @@ fn duplicate_door_names_warn_but_pass() {
 
 #[test]
 fn one_time_door_reports_remaining_sequences() {
-    let dir = tempfile::tempdir().unwrap();
-    let otp = dir.path().join("seqs");
-    std::fs::write(
-        &otp,
+    let (_dir, otp, path) = conf_with_seqs(
         "# 1111,2222\n 3333,4444:udp\n 5555,6666\n 7777,8888\n",
-    )
-    .unwrap();
-    let path = dir.path().join("knockd.conf");
-    std::fs::write(
-        &path,
-        format!(
-            "[otp]\none_time_sequences = {}\ncommand = echo %IP%\n",
-            otp.display()
-        ),
-    )
-    .unwrap();
-    check_showing_secrets(&path).success().stdout(
-        contains(otp.display().to_string())
-            .and(contains("3 unused sequences left (1 used)"))
-            .and(contains("current: line 2: 3333:tcp,4444:udp")),
+        0o644,
+        "[otp]\none_time_sequences = {seqs}\ncommand = echo %IP%\n",
     );
+    check_showing_secrets(&path).success().stdout(contains_all([
+        otp.display().to_string().as_str(),
+        "3 unused sequences left (1 used)",
+        "current: line 2: 3333:tcp,4444:udp",
+    ]));
 }
 
 /// Every port number of `text` (runs of digits of 3 to 5 characters).
@@ -322,25 +320,14 @@ fn ports_in(text: &str) -> Vec<String> {
 
 #[test]
 fn check_output_holds_no_sequence_or_one_time_line_without_show_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let otp = dir.path().join("seqs");
     // A used line, the current line, a later line, and one that does not
     // parse (its text is as secret as a good line).
-    std::fs::write(
-        &otp,
+    let (dir, otp, path) = conf_with_seqs(
         "# 11111,22222\n 23456,34567:udp\n 45678,56789\n 61234x,7123\n",
-    )
-    .unwrap();
-    let path = dir.path().join("knockd.conf");
-    std::fs::write(
-        &path,
-        format!(
-            "[fixed]\nsequence = 31337,42424:udp,51515\ncommand = echo %IP%\n\
-             [otp]\none_time_sequences = {}\ncommand = echo %IP%\n",
-            otp.display()
-        ),
-    )
-    .unwrap();
+        0o644,
+        "[fixed]\nsequence = 31337,42424:udp,51515\ncommand = echo %IP%\n\
+         [otp]\none_time_sequences = {seqs}\ncommand = echo %IP%\n",
+    );
     let secrets = [
         "31337", "42424", "51515", "11111", "22222", "23456", "34567", "45678", "56789", "61234",
         "7123",
@@ -374,8 +361,7 @@ fn check_output_holds_no_sequence_or_one_time_line_without_show_secrets() {
     // With --show-secrets the sequences are there (the file's used line
     // apart); a line that does not parse is still named by number only.
     let out = check_showing_secrets(&path).success().get_output().clone();
-    let shown =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let shown = integration::output_text(&out);
     assert!(!ports_in(&shown).contains(&"61234".to_string()), "{shown}");
     for s in ["31337", "42424", "51515", "23456", "34567"] {
         assert!(
@@ -387,12 +373,7 @@ fn check_output_holds_no_sequence_or_one_time_line_without_show_secrets() {
 
 #[test]
 fn show_secrets_without_check_is_a_usage_error() {
-    knockd()
-        .arg("--show-secrets")
-        .assert()
-        .failure()
-        .code(2)
-        .stderr(contains("--check"));
+    refuses(knockd().arg("--show-secrets"), ["--check"]).code(2);
 }
 
 #[test]
@@ -400,57 +381,47 @@ fn group_writable_config_is_refused_by_check_naming_file_and_reason() {
     use std::os::unix::fs::PermissionsExt;
     let (_dir, path) = conf("[d]\nsequence = 1\ncommand = true\n");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
-    check(&path).failure().code(1).stderr(contains(format!(
-        "{}: refusing a file writable by group or others (mode 0664; chmod go-w fixes it)",
-        path.display()
-    )));
+    check_refuses(
+        &path,
+        [format!(
+            "{}: refusing a file writable by group or others (mode 0664; chmod go-w fixes it)",
+            path.display()
+        )],
+    );
     // Started as a daemon, the same refusal, before anything is opened.
-    knockd()
-        .args(["-i", "lo", "-c"])
-        .arg(&path)
-        .assert()
-        .failure()
-        .code(1)
-        .stderr(contains(format!(
+    refuses(
+        knockd().args(["-i", "lo", "-c"]).arg(&path),
+        [format!(
             "{}: refusing a file writable by group or others",
             path.display()
-        )));
+        )],
+    )
+    .code(1);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     check(&path).success();
 }
 
 #[test]
 fn config_owned_by_another_user_is_refused() {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the effective user.
-    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
-        eprintln!("skipped: needs root to give the file to nobody");
-        return;
-    }
+    integration::skip_unless_root!("needs root to give the file to nobody");
     let (_dir, path) = conf("[d]\nsequence = 1\ncommand = true\n");
     std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
-    check(&path).failure().code(1).stderr(contains(format!(
-        "{}: refusing a file owned by uid 65534 (it must be owned by root)",
-        path.display()
-    )));
+    check_refuses(
+        &path,
+        [format!(
+            "{}: refusing a file owned by uid 65534 (it must be owned by root)",
+            path.display()
+        )],
+    );
 }
 
 #[test]
 fn group_writable_one_time_file_is_not_used() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let otp = dir.path().join("seqs");
-    std::fs::write(&otp, " 1111,2222\n").unwrap();
-    std::fs::set_permissions(&otp, std::fs::Permissions::from_mode(0o620)).unwrap();
-    let path = dir.path().join("knockd.conf");
-    std::fs::write(
-        &path,
-        format!(
-            "[otp]\none_time_sequences = {}\ncommand = x\n",
-            otp.display()
-        ),
-    )
-    .unwrap();
+    let (_dir, otp, path) = conf_with_seqs(
+        " 1111,2222\n",
+        0o620,
+        "[otp]\none_time_sequences = {seqs}\ncommand = x\n",
+    );
     check(&path)
         .success()
         .stdout(contains("(file not readable now)"))
