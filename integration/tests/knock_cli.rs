@@ -3,10 +3,10 @@
 //! All traffic goes to 127.0.0.1 only.
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
+use integration::{refuses, Scratch};
 use predicates::prelude::*;
 
 fn knock() -> Command {
@@ -39,56 +39,33 @@ fn help_and_version() {
 
 #[test]
 fn no_arguments_is_a_usage_error() {
-    knock()
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("<HOST|PROFILE>"))
-        .stderr(predicate::str::contains("Usage:"));
-    knock()
-        .arg("127.0.0.1")
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("PORT"));
+    refuses(&mut knock(), ["<HOST|PROFILE>", "Usage:"]);
+    refuses(knock().arg("127.0.0.1"), ["PORT"]);
 }
 
 #[test]
 fn bad_ports_are_named() {
     for bad in ["70000", "0", "80x", "99999:udp"] {
         let shown = bad.split(':').next().unwrap();
-        knock()
-            .args(["127.0.0.1", "7000", bad])
-            .assert()
-            .failure()
-            .stderr(predicate::str::contains(format!("port \"{shown}\"")));
+        refuses(
+            knock().args(["127.0.0.1", "7000", bad]),
+            [format!("port \"{shown}\"")],
+        );
     }
 }
 
 #[test]
-fn bad_protocol_is_named() {
-    knock()
-        .args(["127.0.0.1", "7000:icmp"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("protocol \"icmp\""));
-}
-
-#[test]
-fn bad_flags_are_named() {
-    knock()
-        .args(["--flags", "syn,bogus", "127.0.0.1", "7000"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("\"bogus\""));
-    knock()
-        .args(["--flags", "fin,!ack", "127.0.0.1", "7000"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("\"!ack\""));
-    knock()
-        .args(["127.0.0.1", "7000:udp:fin"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("\"7000:udp:fin\""));
+fn bad_protocol_and_flags_are_named() {
+    // (arguments, the bad value as the message quotes it)
+    let cases: &[(&[&str], &str)] = &[
+        (&["127.0.0.1", "7000:icmp"], "protocol \"icmp\""),
+        (&["--flags", "syn,bogus", "127.0.0.1", "7000"], "\"bogus\""),
+        (&["--flags", "fin,!ack", "127.0.0.1", "7000"], "\"!ack\""),
+        (&["127.0.0.1", "7000:udp:fin"], "\"7000:udp:fin\""),
+    ];
+    for (args, needle) in cases {
+        refuses(knock().args(*args), [needle]);
+    }
 }
 
 #[test]
@@ -139,13 +116,12 @@ fn mixed_knock_with_delay_to_loopback() {
 fn otp_file_advances_one_line_per_knock() {
     let a = Target::new(Duration::from_secs(5));
     let b = Target::new(Duration::from_secs(5));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("seqs");
+    let dir = Scratch::new();
     let content = format!(
         "# one-time sequences\n {}:udp\n {}:udp,{}:udp\n",
         a.port, b.port, a.port
     );
-    fs::write(&file, &content).unwrap();
+    let file = dir.file_with_mode("seqs", content, 0o644);
     let f = file.to_str().unwrap();
 
     knock()
@@ -191,42 +167,37 @@ fn otp_file_advances_one_line_per_knock() {
 
 #[test]
 fn otp_line_stays_unused_when_the_knock_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("seqs");
-    fs::write(&file, " 7000,8000:udp\n").unwrap();
-    knock()
-        .args(["--otp", file.to_str().unwrap(), "no-such-host.invalid"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("no-such-host.invalid"));
+    let dir = Scratch::new();
+    let file = dir.file_with_mode("seqs", " 7000,8000:udp\n", 0o644);
+    refuses(
+        knock().args(["--otp", file.to_str().unwrap(), "no-such-host.invalid"]),
+        ["no-such-host.invalid"],
+    )
+    .code(1);
     assert_eq!(fs::read_to_string(&file).unwrap(), " 7000,8000:udp\n");
 }
 
 #[test]
 fn otp_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("seqs");
-    fs::write(&file, "#7000,8000\n\n").unwrap();
+    let dir = Scratch::new();
+    let file = dir.file_with_mode("seqs", "#7000,8000\n\n", 0o644);
     let f = file.to_str().unwrap();
-    knock()
-        .args(["--otp", f, "127.0.0.1"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(f))
-        .stderr(predicate::str::contains("no unused sequence"));
+    refuses(
+        knock().args(["--otp", f, "127.0.0.1"]),
+        [f, "no unused sequence"],
+    )
+    .code(1);
     fs::write(&file, "").unwrap();
-    knock()
-        .args(["--otp", f, "127.0.0.1"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("no unused sequence left (0 used)"));
-    knock()
-        .args(["--otp", f, "127.0.0.1", "7000"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("--otp"))
-        .stderr(predicate::str::contains("7000"));
-    let missing = dir.path().join("missing");
+    refuses(
+        knock().args(["--otp", f, "127.0.0.1"]),
+        ["no unused sequence left (0 used)"],
+    )
+    .code(1);
+    refuses(
+        knock().args(["--otp", f, "127.0.0.1", "7000"]),
+        ["--otp", "7000"],
+    );
+    let missing = dir.join("missing");
     knock()
         .args(["--otp", missing.to_str().unwrap(), "127.0.0.1"])
         .assert()
@@ -241,20 +212,10 @@ fn otp_errors() {
 /// this test does not run as root, as user nobody through `setpriv` when it
 /// does. `None` when root and `setpriv` is missing.
 fn unprivileged_knock() -> Option<Command> {
-    let uid = fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .to_string();
-    if uid != "0" {
+    if !integration::running_as_root() {
         return Some(knock());
     }
-    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
-    let mut c = Command::new(setpriv);
+    let mut c = Command::new(integration::setpriv()?);
     c.args([
         "--reuid=65534",
         "--regid=65534",
