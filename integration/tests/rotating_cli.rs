@@ -3,10 +3,10 @@
 //! reference implementation in `contrib/` against the derivation's test vectors.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use integration::{contains_all, mode, refuses, unix_now, Scratch};
 use knock_common::rotate::{self, Key, PortRange};
 use predicates::prelude::*;
 
@@ -18,17 +18,18 @@ fn knockd() -> Command {
     integration::command("knockd", "knockd")
 }
 
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o777
+/// `knockd --check -c CONF`.
+fn check(conf: &Path) -> assert_cmd::assert::Assert {
+    knockd().arg("--check").arg("-c").arg(conf).assert()
 }
 
 const VECTOR_KEY: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
 #[test]
 fn secret_writes_a_private_32_byte_key_that_loads() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = dir.path().join("a.key");
-    let b = dir.path().join("b.key");
+    let dir = Scratch::new();
+    let a = dir.join("a.key");
+    let b = dir.join("b.key");
     for p in [&a, &b] {
         knock_gen()
             .arg("--secret")
@@ -44,7 +45,7 @@ fn secret_writes_a_private_32_byte_key_that_loads() {
     assert_eq!(ka.len(), 32);
     assert_ne!(ka, kb, "two runs must give different keys");
     // Nothing but the key file itself: no temporary file left behind.
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    assert_eq!(dir.entries(), 2);
     // The key is never printed.
     let text = fs::read_to_string(&a).unwrap();
     let line = text.lines().find(|l| !l.starts_with('#')).unwrap();
@@ -53,16 +54,12 @@ fn secret_writes_a_private_32_byte_key_that_loads() {
 
 #[test]
 fn secret_never_replaces_a_file_without_force() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("k");
-    fs::write(&p, "precious\n").unwrap();
-    knock_gen()
-        .arg("--secret")
-        .arg("-o")
-        .arg(&p)
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("already exists"));
+    let dir = Scratch::new();
+    let p = dir.file_with_mode("k", "precious\n", 0o644);
+    refuses(
+        knock_gen().arg("--secret").arg("-o").arg(&p),
+        ["already exists"],
+    );
     assert_eq!(fs::read_to_string(&p).unwrap(), "precious\n");
     knock_gen()
         .args(["--secret", "--force", "-o"])
@@ -81,18 +78,18 @@ fn secret_refuses_stdout_and_sequence_options() {
         .failure()
         .stdout(predicate::str::is_empty())
         .stderr(predicate::str::contains("file only"));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     for extra in [["-n", "5"], ["-k", "4"], ["-p", "udp"]] {
-        knock_gen()
-            .arg("--secret")
-            .args(extra)
-            .arg("-o")
-            .arg(dir.path().join("k"))
-            .assert()
-            .failure()
-            .stderr(predicate::str::contains("cannot be used with"));
+        refuses(
+            knock_gen()
+                .arg("--secret")
+                .args(extra)
+                .arg("-o")
+                .arg(dir.join("k")),
+            ["cannot be used with"],
+        );
     }
-    assert!(!dir.path().join("k").exists());
+    assert!(!dir.join("k").exists());
     knock_gen()
         .arg("--help")
         .assert()
@@ -100,54 +97,45 @@ fn secret_refuses_stdout_and_sequence_options() {
         .stdout(predicate::str::contains("knock-gen --secret -o"));
 }
 
-fn write_key(dir: &Path, mode: u32) -> PathBuf {
-    let p = dir.join("door.key");
-    fs::write(&p, format!("# test key\n{VECTOR_KEY}\n")).unwrap();
-    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-    p
+/// A fresh directory holding `door.key`, the test-vector key, with
+/// permission bits `mode`; and the door line naming it as the secret.
+fn keyed_dir(mode: u32) -> (Scratch, PathBuf, String) {
+    let dir = Scratch::new();
+    let key = dir.file_with_mode("door.key", format!("# test key\n{VECTOR_KEY}\n"), mode);
+    let secret = format!("    Sequence_Secret = {}\n", key.display());
+    (dir, key, secret)
 }
 
-fn write_conf(dir: &Path, door_lines: &str) -> PathBuf {
-    let conf = dir.join("knockd.conf");
-    fs::write(
-        &conf,
+/// `knockd.conf` in `dir`: a log file, then door `[ssh]` with `door_lines`
+/// (line 5 on) and a command.
+fn write_conf(dir: &Scratch, door_lines: &str) -> PathBuf {
+    dir.file_with_mode(
+        "knockd.conf",
         format!(
             "[options]\n    LogFile = {}\n\n[ssh]\n{door_lines}    Command = /bin/true %IP%\n",
             dir.join("log").display()
         ),
+        0o644,
     )
-    .unwrap();
-    conf
 }
 
 #[test]
 fn check_describes_a_rotating_door_without_key_or_ports() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = write_key(dir.path(), 0o600);
+    let (dir, _key, secret) = keyed_dir(0o600);
     let conf = write_conf(
-        dir.path(),
+        &dir,
         &format!(
-            "    Sequence_Secret = {}\n    Sequence_Length = 4\n    Sequence_Ports = 20000-29999\n    Sequence_Protocol = udp\n",
-            key.display()
+            "{secret}    Sequence_Length = 4\n    Sequence_Ports = 20000-29999\n    Sequence_Protocol = udp\n"
         ),
     );
-    let out = knockd()
-        .arg("--check")
-        .arg("-c")
-        .arg(&conf)
-        .assert()
-        .success();
+    let out = check(&conf).success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(stdout.contains("rotating"), "{stdout}");
     assert!(stdout.contains("20000-29999"), "{stdout}");
     assert!(!stdout.contains("JBSW"), "{stdout}");
     // None of the ports of the windows around now appears.
     let k = Key::parse(VECTOR_KEY).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let t = rotate::window(now, 30);
+    let t = rotate::window(unix_now(), 30);
     for w in t - 1..=t + 1 {
         for p in rotate::derive(&k, "ssh", w, 4, PortRange::new(20000, 29999).unwrap(), None) {
             assert!(!stdout.contains(&p.to_string()), "port {p} shown: {stdout}");
@@ -157,28 +145,16 @@ fn check_describes_a_rotating_door_without_key_or_ports() {
 
 #[test]
 fn check_refuses_a_key_file_others_can_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = write_key(dir.path(), 0o644);
-    let conf = write_conf(
-        dir.path(),
-        &format!("    Sequence_Secret = {}\n", key.display()),
-    );
-    knockd()
-        .arg("--check")
-        .arg("-c")
-        .arg(&conf)
-        .assert()
+    let (dir, _key, secret) = keyed_dir(0o644);
+    check(&write_conf(&dir, &secret))
         .failure()
-        .stderr(predicate::str::contains("knockd.conf:5"))
-        .stderr(predicate::str::contains("group or others"))
+        .stderr(contains_all(["knockd.conf:5", "group or others"]))
         .stderr(predicate::str::contains("JBSW").not());
 }
 
 #[test]
 fn rotating_directive_errors_name_file_and_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = write_key(dir.path(), 0o600);
-    let secret = format!("    Sequence_Secret = {}\n", key.display());
+    let (dir, _key, secret) = keyed_dir(0o600);
     let cases: Vec<(String, &str, &str)> = vec![
         (
             format!("{secret}    Sequence = 1,2,3\n"),
@@ -246,24 +222,15 @@ fn rotating_directive_errors_name_file_and_line() {
             "Sequence_Secret",
         ),
         (
-            format!(
-                "    Sequence_Secret = {}\n",
-                dir.path().join("missing").display()
-            ),
+            format!("    Sequence_Secret = {}\n", dir.join("missing").display()),
             "knockd.conf:5",
             "missing",
         ),
     ];
     for (lines, at, what) in cases {
-        let conf = write_conf(dir.path(), &lines);
-        knockd()
-            .arg("--check")
-            .arg("-c")
-            .arg(&conf)
-            .assert()
+        check(&write_conf(&dir, &lines))
             .failure()
-            .stderr(predicate::str::contains(at))
-            .stderr(predicate::str::contains(what));
+            .stderr(contains_all([at, what]));
     }
 }
 
@@ -281,8 +248,7 @@ type Vector = (
 #[test]
 fn contrib_reference_matches_the_spec_vectors() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/knock_rotate.py");
-    let dir = tempfile::tempdir().unwrap();
-    let key = write_key(dir.path(), 0o600);
+    let (_dir, key, _secret) = keyed_dir(0o600);
     let vectors: [Vector; 5] = [
         ("ssh", 0, 3, "1024-65535", None, "41210,51433,26957"),
         (
@@ -336,20 +302,14 @@ fn contrib_reference_matches_the_spec_vectors() {
     let k = Key::parse(VECTOR_KEY).unwrap();
     let mut agreed = false;
     for _ in 0..2 {
-        let now = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        };
-        let t0 = rotate::window(now(), 30);
+        let t0 = rotate::window(unix_now(), 30);
         let out = Command::new("python3")
             .arg(&script)
             .arg(&key)
             .arg("ssh")
             .output()
             .unwrap();
-        let t1 = rotate::window(now(), 30);
+        let t1 = rotate::window(unix_now(), 30);
         if t0 != t1 {
             continue;
         }
