@@ -9,9 +9,10 @@ use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use integration::{contains_all, unix_now, write_with_mode, Scratch};
 use knock_common::rotate::{self, Key, PortRange};
 use predicates::prelude::*;
 
@@ -20,18 +21,18 @@ const VECTOR_KEY: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 
 /// A temporary home with `.config/knock/` and a way to run `knock` in it.
 struct Home {
-    dir: tempfile::TempDir,
+    dir: Scratch,
 }
 
 impl Home {
     fn new() -> Home {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("config/knock")).unwrap();
+        let dir = Scratch::new();
+        fs::create_dir_all(dir.join("config/knock")).unwrap();
         Home { dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.join(name)
     }
 
     /// The default profiles file (`$XDG_CONFIG_HOME/knock/hosts.toml`).
@@ -41,16 +42,12 @@ impl Home {
 
     /// Write the default profiles file, mode 0600.
     fn write_hosts(&self, text: &str) {
-        fs::write(self.hosts(), text).unwrap();
-        fs::set_permissions(self.hosts(), fs::Permissions::from_mode(0o600)).unwrap();
+        write_with_mode(&self.hosts(), text, 0o600);
     }
 
     /// A key file with the test-vector key, mode 0600.
     fn key(&self, name: &str) -> PathBuf {
-        let p = self.path(name);
-        fs::write(&p, format!("# test key\n{VECTOR_KEY}\n")).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        p
+        self.dir.file(name, format!("# test key\n{VECTOR_KEY}\n"))
     }
 
     /// With profiles file `hosts`, `knock PROFILE` exits 1 and says `needle`.
@@ -68,6 +65,12 @@ impl Home {
         c.env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.path("config"));
         c
+    }
+
+    /// The standard output of a successful `knock ARGS`.
+    fn stdout(&self, args: &[&str]) -> String {
+        let out = self.knock().args(args).assert().success();
+        String::from_utf8(out.get_output().stdout.clone()).unwrap()
     }
 }
 
@@ -283,8 +286,7 @@ fn list_shows_profiles_without_secrets() {
         s(&otp),
         s(&key)
     ));
-    let out = home.knock().arg("--list").assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let text = home.stdout(&["--list"]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
     assert!(lines[0].starts_with("PROFILE"), "{text}");
@@ -302,12 +304,7 @@ fn list_shows_profiles_without_secrets() {
 fn the_example_profiles_are_valid() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hosts.toml");
     let home = Home::new();
-    let out = home
-        .knock()
-        .args(["--profiles", &s(&example), "--list"])
-        .assert()
-        .success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let text = home.stdout(&["--profiles", &s(&example), "--list"]);
     assert!(!text.contains("invalid"), "{text}");
     // One example of each kind of knock.
     for kind in ["fixed sequence", "one-time", "rotating"] {
@@ -394,14 +391,9 @@ fn a_one_time_re_knock_uses_the_next_line() {
         ])
         .assert()
         .code(1)
-        .stdout(predicate::str::contains(format!(
-            "attempt 1 of 2: one-time line 1 of {}",
-            s(&otp)
-        )))
-        .stdout(predicate::str::contains(format!(
-            "attempt 2 of 2: one-time line 2 of {}",
-            s(&otp)
-        )));
+        .stdout(contains_all([1, 2].map(|n| {
+            format!("attempt {n} of 2: one-time line {n} of {}", s(&otp))
+        })));
     assert_eq!(a.count(Duration::from_millis(300)), 1);
     assert_eq!(b.count(Duration::from_millis(300)), 1);
     assert_eq!(c.count(Duration::from_millis(300)), 0);
@@ -427,12 +419,7 @@ fn no_message_quotes_a_line_of_a_file() {
     ] {
         fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
         let out = home.knock().args(&args).assert().code(1);
-        let o = out.get_output();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let all = integration::output_text(out.get_output());
         for secret in ["SECRETHASH", "root:", "70000"] {
             assert!(!all.contains(secret), "{args:?} shows {secret}:\n{all}");
         }
@@ -441,29 +428,21 @@ fn no_message_quotes_a_line_of_a_file() {
     home.knock()
         .args(["--otp", &s(&f), "127.0.0.1"])
         .assert()
-        .stderr(predicate::str::contains(format!(
-            "{}:1: skipping a line that is not a sequence",
-            s(&f)
-        )))
-        .stderr(predicate::str::contains(format!(
-            "{}:2: skipping a line that is not a sequence (a port is not a number between 1 and 65535)",
-            s(&f)
-        )));
+        .stderr(contains_all([
+            format!("{}:1: skipping a line that is not a sequence", s(&f)),
+            format!(
+                "{}:2: skipping a line that is not a sequence (a port is not a number between 1 and 65535)",
+                s(&f)
+            ),
+        ]));
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn show(home: &Home, args: &[&str]) -> String {
-    let out = home.knock().args(args).assert().success();
-    String::from_utf8(out.get_output().stdout.clone())
-        .unwrap()
-        .trim_end()
-        .to_string()
+/// What `knock --secret KEY OPTS --show 127.0.0.1` prints.
+fn show(home: &Home, key: &str, opts: &[&str]) -> String {
+    let mut args = vec!["--secret", key];
+    args.extend_from_slice(opts);
+    args.extend(["--show", "127.0.0.1"]);
+    home.stdout(&args).trim_end().to_string()
 }
 
 fn render(ports: &[u16], proto: &str) -> String {
@@ -478,32 +457,17 @@ fn render(ports: &[u16], proto: &str) -> String {
 fn show_prints_the_spec_vectors() {
     let home = Home::new();
     let key = s(&home.key("k"));
-    // A period longer than the time since 1970 makes the window T = 0.
-    assert_eq!(
-        show(
-            &home,
-            &[
-                "--secret",
-                &key,
-                "--door",
-                "ssh",
-                "--period",
-                "4000000000",
-                "--show",
-                "127.0.0.1"
-            ]
-        ),
-        "41210:tcp,51433:tcp,26957:tcp"
-    );
     // A period of two thirds of now makes T = 1 (for the next ~20 years
     // of the test's run time).
     let period = (unix_now() * 2 / 3).to_string();
-    assert_eq!(
-        show(
-            &home,
+    let cases: [(&[&str], &str); 2] = [
+        // A period longer than the time since 1970 makes the window T = 0.
+        (
+            &["--door", "ssh", "--period", "4000000000"],
+            "41210:tcp,51433:tcp,26957:tcp",
+        ),
+        (
             &[
-                "--secret",
-                &key,
                 "--door",
                 "web",
                 "--period",
@@ -513,12 +477,13 @@ fn show_prints_the_spec_vectors() {
                 "--ports",
                 "7000-7009",
                 "-u",
-                "--show",
-                "127.0.0.1"
-            ]
+            ],
+            "7005:udp,7003:udp,7009:udp,7000:udp,7002:udp,7008:udp,7006:udp,7001:udp",
         ),
-        "7005:udp,7003:udp,7009:udp,7000:udp,7002:udp,7008:udp,7006:udp,7001:udp"
-    );
+    ];
+    for (opts, want) in cases {
+        assert_eq!(show(&home, &key, opts), want, "{opts:?}");
+    }
 }
 
 /// `--show` for the current window equals the shared derivation, computed
@@ -541,9 +506,7 @@ fn show_next_and_source_address_follow_the_derivation() {
         (vec!["--source-address", "192.0.2.7"], 0, bind),
     ] {
         let before = rotate::window(unix_now(), 5);
-        let mut args = vec![
-            "--secret",
-            &keys,
+        let mut opts = vec![
             "--door",
             "ssh",
             "--length",
@@ -552,11 +515,9 @@ fn show_next_and_source_address_follow_the_derivation() {
             "5",
             "--ports",
             "20000-29999",
-            "--show",
-            "127.0.0.1",
         ];
-        args.extend(extra.iter().copied());
-        let got = show(&home, &args);
+        opts.extend(extra.iter().copied());
+        let got = show(&home, &keys, &opts);
         let after = rotate::window(unix_now(), 5);
         assert!(
             got == expect(before + ahead, bind) || got == expect(after + ahead, bind),
