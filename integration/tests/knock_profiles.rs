@@ -50,13 +50,16 @@ impl Home {
         self.dir.file(name, format!("# test key\n{VECTOR_KEY}\n"))
     }
 
+    /// With profiles file `hosts`, `knock PROFILE` exits 1; the assertion
+    /// is returned for checks of its output.
+    fn fails(&self, hosts: &str, profile: &str) -> assert_cmd::assert::Assert {
+        self.write_hosts(hosts);
+        self.knock().arg(profile).assert().code(1)
+    }
+
     /// With profiles file `hosts`, `knock PROFILE` exits 1 and says `needle`.
     fn refuses(&self, hosts: &str, profile: &str, needle: &str) {
-        self.write_hosts(hosts);
-        self.knock()
-            .arg(profile)
-            .assert()
-            .code(1)
+        self.fails(hosts, profile)
             .stderr(predicate::str::contains(needle));
     }
 
@@ -177,28 +180,23 @@ fn profile_errors_name_the_file_and_line() {
         )))
         .stderr(predicate::str::contains("PORT"));
     // Unknown key: the line and every valid key.
-    home.write_hosts("[ssh]\nhost = \"h\"\n\nsequense = \"7000\"\n");
-    home.knock()
-        .arg("ssh")
-        .assert()
-        .code(1)
+    home.fails("[ssh]\nhost = \"h\"\n\nsequense = \"7000\"\n", "ssh")
         .stderr(predicate::str::starts_with(format!("knock: {f}:4: ")))
-        .stderr(predicate::str::contains("sequense"))
-        .stderr(predicate::str::contains(
+        .stderr(contains_all([
+            "sequense",
             "`host`, `sequence`, `udp`, `flags`, `delay`, `family`, `otp`, `secret`, `door`, \
              `length`, `period`, `ports`, `source_address`, `verify`, `retries`",
-        ));
+        ]));
     // Bad TOML: the line, and not the text of the line.
-    home.write_hosts("[ssh]\nhost = \"h\"\nsequence = \"7123,8234\n");
-    home.knock()
-        .arg("ssh")
-        .assert()
-        .code(1)
+    home.fails("[ssh]\nhost = \"h\"\nsequence = \"7123,8234\n", "ssh")
         .stderr(predicate::str::starts_with(format!("knock: {f}:3: ")))
         .stderr(predicate::str::contains("7123").not());
     // A bad value: named by key and item, the sequence itself not shown.
-    home.write_hosts("[ssh]\nhost = \"h\"\nsequence = \"7123,8234:icmp\"\n");
-    home.knock().arg("ssh").assert().code(1).stderr(format!(
+    home.fails(
+        "[ssh]\nhost = \"h\"\nsequence = \"7123,8234:icmp\"\n",
+        "ssh",
+    )
+    .stderr(format!(
         "knock: {f}:3: profile \"ssh\": sequence: item 2 is not PORT[:tcp|udp[:FLAGS]] \
              (the protocol is neither tcp nor udp)\n"
     ));
