@@ -17,20 +17,9 @@ use std::time::Duration;
 /// `nobody` on Debian.
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 macro_rules! require_root {
     ($name:expr) => {
-        if !is_root() {
+        if !integration::running_as_root() {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 format!(
@@ -63,22 +52,32 @@ fn status_field(pid: u32, name: &str) -> String {
 
 fn finish(child: Child) -> (bool, String) {
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), integration::output_text(&out))
+}
+
+/// `cmd` started with both output streams piped.
+fn spawn_piped(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `knock ARGS` as `sudo` would start it for the user `SUDO_UID`
+/// (and `SUDO_GID`, when given).
+fn knock_under_sudo(uid: &str, gid: Option<&str>, args: &[&str]) -> Command {
+    let mut c = Command::new(integration::binary("knock", "knock"));
+    c.args(args).env("SUDO_UID", uid);
+    if let Some(gid) = gid {
+        c.env("SUDO_GID", gid);
+    }
+    c
 }
 
 /// A directory everyone may enter, with a file owned by `owner`.
 fn shared_file(dir: &Path, name: &str, text: &str, owner: u32) -> String {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let p = dir.join(name);
-    fs::write(&p, text).unwrap();
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    let p = integration::write_with_mode(&dir.join(name), text, 0o600);
     chown(&p, Some(owner), Some(owner)).unwrap();
     p.display().to_string()
 }
@@ -87,48 +86,54 @@ fn target() -> Target {
     Target::new(Duration::from_secs(10))
 }
 
-/// `knock` at `bin` started through setpriv with `opts`: a FIN hit on
-/// port 1 of 127.0.0.1 (it needs a raw socket), then UDP hits on `a` and
-/// `b`, 1.5 s apart; both output streams piped.
-fn knock_via_setpriv(opts: &[&str], bin: &Path, a: &Target, b: &Target) -> Child {
-    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("setpriv (util-linux) is installed");
-    Command::new(setpriv)
-        .args(opts)
-        .arg("--")
-        .arg(bin)
-        .args([
-            "-d",
-            "1500",
-            "127.0.0.1",
-            "1:tcp:fin",
-            &format!("{}:udp", a.port),
-            &format!("{}:udp", b.port),
-        ])
-        .env_remove("SUDO_UID")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// `knock` at `bin` started through setpriv as nobody (user and group
+/// 65534, no supplementary groups) with the capability options `caps`: a
+/// FIN hit on port 1 of 127.0.0.1 (it needs a raw socket), then UDP hits on
+/// two targets, 1.5 s apart. Asserts [`assert_status_between_hits`] with
+/// `want`.
+fn nobody_runs_knock(bin: &Path, caps: &[&str], want: &[(&str, &str)]) {
+    let (a, b) = (target(), target());
+    let setpriv = integration::setpriv().expect("setpriv (util-linux) is installed");
+    let child = spawn_piped(
+        Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(caps)
+            .arg("--")
+            .arg(bin)
+            .args([
+                "-d",
+                "1500",
+                "127.0.0.1",
+                "1:tcp:fin",
+                &format!("{}:udp", a.port),
+                &format!("{}:udp", b.port),
+            ])
+            .env_remove("SUDO_UID"),
+    );
+    assert_status_between_hits(child, &a, &b, want);
 }
 
-/// The fields of /proc/PID/status of `child` read between its hit on `a`
-/// and its hit on `b` (after it opened its sockets, before it exits); then
-/// whether it exited with success, and its output.
-fn status_between_hits(
-    child: Child,
-    a: &Target,
-    b: &Target,
-    fields: &[&str],
-) -> (Vec<String>, bool, String) {
+/// `Uid:` or `Gid:` of a process that is nobody (real, effective, saved, fs).
+const ALL_NOBODY: &str = "65534 65534 65534 65534";
+/// A capability set without any capability.
+const NO_CAPS: &str = "0000000000000000";
+
+/// Read between `child`'s hit on `a` and its hit on `b` (after it opened
+/// its sockets, before it exits), each field of /proc/PID/status named in
+/// `want` has the value given; then `child` exits with success (its first
+/// hit, a FIN, needed a raw socket).
+fn assert_status_between_hits(child: Child, a: &Target, b: &Target, want: &[(&str, &str)]) {
     let pid = child.id();
     a.recv();
-    let status = fields.iter().map(|f| status_field(pid, f)).collect();
+    let status: Vec<(&str, String)> = want
+        .iter()
+        .map(|&(field, _)| (field, status_field(pid, field)))
+        .collect();
     b.recv();
     let (ok, output) = finish(child);
-    (status, ok, output)
+    assert!(ok, "{output}");
+    let want: Vec<(&str, String)> = want.iter().map(|&(f, v)| (f, v.to_string())).collect();
+    assert_eq!(status, want);
 }
 
 #[test]
@@ -143,26 +148,25 @@ fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
         &format!(" 1:tcp,{}:udp,{}:udp\n", a.port, b.port),
         NOBODY,
     );
-    let child = Command::new(integration::binary("knock", "knock"))
-        .args(["-d", "1500", "--flags", "fin", "--otp", &otp, "127.0.0.1"])
-        .env("SUDO_UID", NOBODY.to_string())
-        .env("SUDO_GID", NOBODY.to_string())
-        .env("HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (status, ok, output) =
-        status_between_hits(child, &a, &b, &["Uid", "Gid", "CapPrm", "CapEff"]);
-    assert!(ok, "{output}");
-    assert_eq!(
-        status,
-        [
-            "65534 65534 65534 65534",
-            "65534 65534 65534 65534",
-            "0000000000000000",
-            "0000000000000000"
-        ]
+    let nobody = NOBODY.to_string();
+    let child = spawn_piped(
+        knock_under_sudo(
+            &nobody,
+            Some(&nobody),
+            &["-d", "1500", "--flags", "fin", "--otp", &otp, "127.0.0.1"],
+        )
+        .env("HOME", dir.path()),
+    );
+    assert_status_between_hits(
+        child,
+        &a,
+        &b,
+        &[
+            ("Uid", ALL_NOBODY),
+            ("Gid", ALL_NOBODY),
+            ("CapPrm", NO_CAPS),
+            ("CapEff", NO_CAPS),
+        ],
     );
     assert!(
         fs::read_to_string(&otp).unwrap().starts_with('#'),
@@ -171,16 +175,11 @@ fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
 
     // Root's private file is out of reach once knock is the user.
     let root_otp = shared_file(dir.path(), "root.otp", " 7000\n", 0);
-    let (ok, output) = finish(
-        Command::new(integration::binary("knock", "knock"))
-            .args(["--otp", &root_otp, "127.0.0.1"])
-            .env("SUDO_UID", NOBODY.to_string())
-            .env("SUDO_GID", NOBODY.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let (ok, output) = finish(spawn_piped(&mut knock_under_sudo(
+        &nobody,
+        Some(&nobody),
+        &["--otp", &root_otp, "127.0.0.1"],
+    )));
     assert!(!ok);
     assert!(
         output.contains(&format!("knock: {root_otp}: Permission denied")),
@@ -189,15 +188,11 @@ fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
     assert_eq!(fs::read_to_string(&root_otp).unwrap(), " 7000\n");
 
     // A SUDO_UID that is no number is an error, not a reason to stay root.
-    let (ok, output) = finish(
-        Command::new(integration::binary("knock", "knock"))
-            .args(["127.0.0.1", &format!("{}:udp", a.port)])
-            .env("SUDO_UID", "bob")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let (ok, output) = finish(spawn_piped(&mut knock_under_sudo(
+        "bob",
+        None,
+        &["127.0.0.1", &format!("{}:udp", a.port)],
+    )));
     assert!(!ok);
     assert!(output.contains("SUDO_UID=\"bob\""), "{output}");
 }
@@ -205,32 +200,17 @@ fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
 #[test]
 fn with_file_capabilities_knock_clears_them_after_opening_its_sockets() {
     require_root!("with_file_capabilities_knock_clears_them_after_opening_its_sockets");
-    let (a, b) = (target(), target());
     // As nobody with CAP_NET_RAW (what `setcap cap_net_raw+ep` gives).
-    let child = knock_via_setpriv(
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=+net_raw",
-            "--ambient-caps=+net_raw",
-        ],
-        &integration::binary("knock", "knock"),
-        &a,
-        &b,
-    );
-    let (status, ok, output) =
-        status_between_hits(child, &a, &b, &["CapPrm", "CapEff", "CapAmb", "Uid"]);
     // The FIN hit needs a raw socket: success shows it was opened.
-    assert!(ok, "{output}");
-    assert_eq!(
-        status,
-        [
-            "0000000000000000",
-            "0000000000000000",
-            "0000000000000000",
-            "65534 65534 65534 65534"
-        ]
+    nobody_runs_knock(
+        &integration::binary("knock", "knock"),
+        &["--inh-caps=+net_raw", "--ambient-caps=+net_raw"],
+        &[
+            ("CapPrm", NO_CAPS),
+            ("CapEff", NO_CAPS),
+            ("CapAmb", NO_CAPS),
+            ("Uid", ALL_NOBODY),
+        ],
     );
 }
 
@@ -238,34 +218,21 @@ fn with_file_capabilities_knock_clears_them_after_opening_its_sockets() {
 fn as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets() {
     require_root!("as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets");
     // A setuid-root copy of knock in a directory everyone may enter.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = integration::Scratch::new();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.path().join("knock");
+    let bin = dir.join("knock");
     fs::copy(integration::binary("knock", "knock"), &bin).unwrap();
     chown(&bin, Some(0), Some(0)).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o4755)).unwrap();
-    let (a, b) = (target(), target());
     // Run by nobody without any capability; the setuid bit makes it root.
-    let child = knock_via_setpriv(
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ],
-        &bin,
-        &a,
-        &b,
-    );
-    let (status, ok, output) = status_between_hits(child, &a, &b, &["Uid", "CapPrm", "CapEff"]);
     // The FIN hit needs a raw socket, opened while still root.
-    assert!(ok, "{output}");
-    assert_eq!(
-        status,
-        [
-            "65534 65534 65534 65534",
-            "0000000000000000",
-            "0000000000000000"
-        ]
+    nobody_runs_knock(
+        &bin,
+        &["--inh-caps=-all"],
+        &[
+            ("Uid", ALL_NOBODY),
+            ("CapPrm", NO_CAPS),
+            ("CapEff", NO_CAPS),
+        ],
     );
 }
