@@ -165,11 +165,14 @@ pub fn setpriv() -> Option<&'static str> {
 /// A predicate on an output stream: it contains every one of `needles`
 /// (a failure names the needle that is missing).
 pub fn contains_all<S: AsRef<str>>(needles: impl IntoIterator<Item = S>) -> BoxPredicate<str> {
-    needles
-        .into_iter()
-        .fold(BoxPredicate::new(predicate::always()), |all, n| {
-            BoxPredicate::new(all.and(predicate::str::contains(n.as_ref())))
-        })
+    let mut needles = needles.into_iter();
+    let Some(first) = needles.next() else {
+        return BoxPredicate::new(predicate::always());
+    };
+    needles.fold(
+        BoxPredicate::new(predicate::str::contains(first.as_ref())),
+        |all, n| BoxPredicate::new(all.and(predicate::str::contains(n.as_ref()))),
+    )
 }
 
 /// Run `cmd`, assert that it fails and that its standard error contains
@@ -197,4 +200,62 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// What is wrong with `out` as the end of a refused invocation that ran at
+/// most `seconds`: it must fail with an exit code (no code means a signal
+/// or the timeout), must not panic, and its output must contain `names`
+/// (the bad value). Empty when all is well.
+pub fn refusal_problems(out: &Output, seconds: u64, names: &str) -> Vec<String> {
+    let text = output_text(out);
+    let head: String = text.chars().take(400).collect();
+    let mut problems = Vec::new();
+    if out.status.success() || out.status.code().is_none() {
+        problems.push(format!(
+            "status {:?} (must fail with an exit code; no code means a signal or the {seconds} s timeout)",
+            out.status
+        ));
+    }
+    if text.contains("panicked") || text.contains("RUST_BACKTRACE") {
+        problems.push(format!("panicked:\n{head}"));
+    }
+    if !text.contains(names) {
+        problems.push(format!("output does not name {names:?}:\n{head}"));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contains_all_wants_every_needle() {
+        let p = contains_all(["knock", "door"]);
+        assert!(p.eval("a knock at the door"));
+        assert!(!p.eval("a knock"));
+        assert!(!p.eval("the door"));
+        assert!(contains_all(Vec::<&str>::new()).eval(""));
+    }
+
+    #[test]
+    fn refusal_problems_name_each_fault() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::ExitStatus;
+        let out = |code: i32, stderr: &str| Output {
+            status: ExitStatus::from_raw(code),
+            stdout: Vec::new(),
+            stderr: stderr.as_bytes().to_vec(),
+        };
+        // Exit code 1 (a raw wait status holds it shifted by 8).
+        assert!(refusal_problems(&out(1 << 8, "bad port \"80x\""), 20, "80x").is_empty());
+        let p = refusal_problems(&out(0, "ok"), 20, "80x");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("status") && p[1].contains("does not name"));
+        // Killed by signal 9: no exit code.
+        assert!(refusal_problems(&out(9, "80x"), 20, "80x")[0].contains("signal"));
+        let p = refusal_problems(&out(101 << 8, "thread 'main' panicked: 80x"), 20, "80x");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("panicked"));
+    }
 }

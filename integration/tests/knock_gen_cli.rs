@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use assert_cmd::Command;
 use integration::{contains_all, mode, refuses, Scratch};
@@ -342,46 +343,54 @@ fn stdout_mode_writes_only_to_stdout() {
 
 #[test]
 fn every_error_exits_non_zero_naming_the_bad_value() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["-n", "0"], "--count 0"),
-        (&["-n", "abc"], "abc"),
-        (&["-n", "-3"], "-3"),
-        (&["-n", "1000001"], "1000001"),
-        (&["-k", "0"], "--length 0"),
-        (&["-k", "5", "--ports", "100-103"], "--length 5"),
-        (
-            &["-k", "4", "--ports", "100-105", "--exclude", "101-103"],
-            "--length 4",
-        ),
-        (
-            &["-k", "1", "--ports", "100-105", "-x", "100-105"],
-            "100-105",
-        ),
-        (&["-n", "7", "-k", "2", "--ports", "1-3"], "--count 7"),
-        (
-            &["-n", "9", "-k", "1", "--ports", "1-4", "-p", "mixed"],
-            "--count 9",
-        ),
-        (&["--ports", "2000-1000"], "2000-1000"),
-        (&["--ports", "0-100"], "\"0\""),
-        (&["--ports", "1-70000"], "70000"),
-        (&["--ports", "80x"], "80x"),
-        (&["--exclude", "22,abc"], "abc"),
-        (&["--exclude", "22,,80"], "22,,80"),
-        (&["--exclude", "90-80"], "90-80"),
-        (&["-p", "icmp"], "icmp"),
+    // (arguments as typed, separated by spaces; the text the message must
+    // contain, naming the bad value)
+    let cases: &[(&str, &str)] = &[
+        ("-n 0", "--count 0"),
+        ("-n abc", "abc"),
+        ("-n -3", "-3"),
+        ("-n 1000001", "1000001"),
+        ("-k 0", "--length 0"),
+        ("-k 5 --ports 100-103", "--length 5"),
+        ("-k 4 --ports 100-105 --exclude 101-103", "--length 4"),
+        ("-k 1 --ports 100-105 -x 100-105", "100-105"),
+        ("-n 7 -k 2 --ports 1-3", "--count 7"),
+        ("-n 9 -k 1 --ports 1-4 -p mixed", "--count 9"),
+        ("--ports 2000-1000", "2000-1000"),
+        ("--ports 0-100", "\"0\""),
+        ("--ports 1-70000", "70000"),
+        ("--ports 80x", "80x"),
+        ("--exclude 22,abc", "abc"),
+        ("--exclude 22,,80", "22,,80"),
+        ("--exclude 90-80", "90-80"),
+        ("-p icmp", "icmp"),
+        ("-n -1", "-1"),
+        ("-n 99999999999999999999", "99999999999999999999"),
+        ("-n 4000000000", "4000000000"),
+        ("-k 70000", "70000"),
+        ("--ports 5-1", "5-1"),
+        ("--ports 0-10", "\"0\""),
+        ("--ports 1-65536", "65536"),
+        ("--ports -", "'-'"),
+        ("-x 80x", "80x"),
+        ("-x 1-", "1-"),
+        ("-p sctp", "sctp"),
+        ("-k 5 --ports 1-3", "1-3"),
+        ("-n 1000 -k 1 --ports 1-10", "--count 1000"),
     ];
     let dir = Scratch::new();
     let path = dir.join("seqs");
     for (args, needle) in cases {
         let out = knock_gen()
-            .args(*args)
+            .args(args.split(' '))
             .arg("-o")
             .arg(&path)
+            .timeout(Duration::from_secs(20))
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
+        let problems = integration::refusal_problems(&out, 20, needle);
+        assert!(problems.is_empty(), "{args:?}: {problems:?}");
         assert!(
             stderr.contains(needle),
             "{args:?}: {needle:?} not in {stderr:?}"
