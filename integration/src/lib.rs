@@ -1,9 +1,17 @@
 //! Command-line tests of `knockd`, `knock` and `knock-gen` live in `tests/`.
-//! They run the real binaries of the workspace and need no privilege.
+//! They run the real binaries of the workspace; most need no privilege
+//! (`knock_privilege.rs` and the tests that hand a file to another user
+//! need root, and say so when they are skipped).
 //!
 //! The binaries belong to other packages, so Cargo does not build them for
 //! this one: `knock_testkit::bins` builds them once per test process, so a
 //! test never runs a stale binary.
+//!
+//! What several test files need is here, once: files with a given mode in
+//! a temporary directory ([`Scratch`]), "runs, fails and says all of these"
+//! ([`refuses`], [`contains_all`]), the checks every refused invocation
+//! must pass ([`refusal_problems`]), and the root check for tests that
+//! hand a file to another user ([`skip_unless_root!`]).
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
