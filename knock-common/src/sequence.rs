@@ -156,13 +156,7 @@ impl<'a> IntoIterator for &'a Sequence {
 impl fmt::Display for Sequence {
     /// `7000:tcp,8000:udp`: the canonical form, which parses back to itself.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, k) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{k}")?;
-        }
-        Ok(())
+        crate::list::write(f, &self.0)
     }
 }
 
@@ -171,11 +165,8 @@ impl FromStr for Sequence {
 
     /// Comma-separated knocks, whitespace around items allowed.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim().is_empty() {
-            return Err(SequenceError::Empty);
-        }
-        let knocks = s
-            .split(',')
+        let knocks = crate::list::items(s)
+            .ok_or(SequenceError::Empty)?
             .map(str::parse::<Knock>)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Sequence(knocks))
