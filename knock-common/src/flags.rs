@@ -138,6 +138,12 @@ mod tests {
         assert_eq!(s.set, SYN | ACK | URG);
         assert!(s.is_plain());
         assert!(!"fin,!ack".parse::<FlagSpec>().unwrap().is_plain());
+        // Printed in header bit order, lower case, no spaces.
+        assert_eq!(s.to_string(), "syn,ack,urg");
+        assert_eq!(
+            " !Ack , FIN ".parse::<FlagSpec>().unwrap().to_string(),
+            "fin,!ack"
+        );
     }
 
     #[test]
