@@ -37,18 +37,9 @@ EOF
 }
 
 rate=10000 secs=10 out=target/bench/connections.md
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --rate) rate=$2; shift ;;
-    --seconds) secs=$2; shift ;;
-    --out) out=$2; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "connections: unknown argument \"$1\" (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
-[[ $rate =~ ^[0-9]+$ && $rate -ge 1 && $rate -le 50000 ]] || { echo "connections: --rate must be in 1..50000" >&2; exit 2; }
-[[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $secs -le 60 ]] || { echo "connections: --seconds must be in 1..60" >&2; exit 2; }
+parse_options connections --rate=rate --seconds=secs --out=out -- "$@"
+check_int connections --rate "$rate" 1 50000
+check_int connections --seconds "$secs" 1 60
 require_root connections
 
 echo "== building (release)"
@@ -57,17 +48,9 @@ bin=$(release_bin_dir)
 
 srv=kconn-srv-$$ cli=kconn-cli-$$ sif=kcs$$ cif=kcc$$
 srv_ip=10.252.0.1 cli_ip=10.252.0.2 service=8443
-work=$(mktemp -d /tmp/knock-conn.XXXXXX)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do stop_pid "$p"; done
-  veth_pair_del
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-veth_pair_add
+stop_processes() { stop_pids "${pids[@]}"; }
+lab_open conn
 veth_pair_up
 # A backlog for the bursts.
 ip netns exec "$srv" sysctl -qw net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096

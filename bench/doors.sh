@@ -48,29 +48,15 @@ EOF
 
 doors_list="1 300 1000" classic_max=300 bound=90 flood_rate=20000 flood_s=10 flood=1
 classic=/usr/sbin/knockd ours= out=target/bench/doors.md
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --doors) doors_list=$2; shift ;;
-    --classic-max) classic_max=$2; shift ;;
-    --bound) bound=$2; shift ;;
-    --flood-rate) flood_rate=$2; shift ;;
-    --flood-seconds) flood_s=$2; shift ;;
-    --no-flood) flood=0 ;;
-    --classic) classic=$2; shift ;;
-    --ours) ours=$2; shift ;;
-    --out) out=$2; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "doors: unknown argument \"$1\" (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
-for v in classic_max bound flood_rate flood_s; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || { echo "doors: $v must be a non-negative integer, got \"${!v}\"" >&2; exit 2; }
-done
-for n in $doors_list; do
-  [[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 3000 ]] || { echo "doors: door count \"$n\" is not in 1..3000" >&2; exit 2; }
-done
-[[ $flood_s -le 60 && $flood_rate -le 200000 ]] || { echo "doors: the flood is bounded to 60 s and 200000 packets/s" >&2; exit 2; }
+parse_options doors --doors=doors_list --classic-max=classic_max --bound=bound \
+  --flood-rate=flood_rate --flood-seconds=flood_s --no-flood=flood:0 \
+  --classic=classic --ours=ours --out=out -- "$@"
+check_int doors --classic-max "$classic_max" 0
+check_int doors --bound "$bound" 0
+# The flood is bounded in packets per second and seconds.
+check_int doors --flood-rate "$flood_rate" 0 200000
+check_int doors --flood-seconds "$flood_s" 0 60
+for n in $doors_list; do check_int doors "a --doors count" "$n" 1 3000; done
 require_root doors
 [[ -x $classic ]] || { echo "doors: classic knockd not found at $classic (apt-get install knockd, or --classic PATH)" >&2; exit 1; }
 
@@ -82,18 +68,9 @@ ours=${ours:-$bin/knockd}
 
 srv=kdoors-srv-$$ cli=kdoors-cli-$$ sif=kds$$ cif=kdc$$
 srv_ip=10.251.0.1 cli_ip=10.251.0.2
-work=$(mktemp -d /tmp/knock-doors.XXXXXX)
 pid= flood_pid=
-cleanup() {
-  stop_pid "$flood_pid"
-  stop_pid "$pid"
-  veth_pair_del
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-veth_pair_add
+stop_processes() { stop_pids "$flood_pid" "$pid"; }
+lab_open doors
 veth_pair_up
 srv_mac=$(ip netns exec "$srv" cat "/sys/class/net/$sif/address")
 # Resolve the server's MAC once, so the first knock is not held up by ARP.

@@ -52,33 +52,18 @@ EOF
 
 knocks=50 flood_s=10 idle_s=60 sources="100000 300000 1000000" interval_ms=300
 cargo_bench=1 quick=0 classic=/usr/sbin/knockd out=target/bench/latest.md perf_dir= rotating=
-while [[ $# -gt 0 ]]; do
-  case $1 in
-    --quick) quick=1 knocks=20 flood_s=3 idle_s=10 sources="100000 1000000" ;;
-    --knocks) knocks=$2; shift ;;
-    --flood-seconds) flood_s=$2; shift ;;
-    --idle-seconds) idle_s=$2; shift ;;
-    --sources) sources=$2; shift ;;
-    --interval-ms) interval_ms=$2; shift ;;
-    --no-cargo-bench) cargo_bench=0 ;;
-    --classic) classic=$2; shift ;;
-    --out) out=$2; shift ;;
-    --perf) perf_dir=$2; shift ;;
-    --rotating) rotating=$2; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "bench: unknown argument \"$1\" (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
+quick_settings() { quick=1 knocks=20 flood_s=3 idle_s=10 sources="100000 1000000"; }
+parse_options bench --quick=@quick_settings --knocks=knocks --flood-seconds=flood_s \
+  --idle-seconds=idle_s --sources=sources --interval-ms=interval_ms \
+  --no-cargo-bench=cargo_bench:0 --classic=classic --out=out --perf=perf_dir \
+  --rotating=rotating -- "$@"
 [[ -z $rotating || $rotating == plain || $rotating == bound ]] ||
   { echo "bench: --rotating takes plain or bound, got \"$rotating\"" >&2; exit 2; }
-for v in knocks flood_s idle_s interval_ms; do
-  [[ ${!v} =~ ^[0-9]+$ && ${!v} -gt 0 ]] || { echo "bench: $v must be a positive integer, got \"${!v}\"" >&2; exit 2; }
-done
-for s in $sources; do
-  [[ $s =~ ^[0-9]+$ && $s -gt 0 && $s -le 1048576 ]] ||
-    { echo "bench: --sources entry \"$s\" is not in 1..1048576" >&2; exit 2; }
-done
+check_int bench --knocks "$knocks" 1
+check_int bench --flood-seconds "$flood_s" 1
+check_int bench --idle-seconds "$idle_s" 1
+check_int bench --interval-ms "$interval_ms" 1
+for s in $sources; do check_int bench "a --sources entry" "$s" 1 1048576; done
 require_root bench
 [[ -x $classic ]] || { echo "bench: classic knockd not found at $classic (apt-get install knockd, or --classic PATH)" >&2; exit 1; }
 
@@ -92,20 +77,9 @@ srv_ip=10.250.0.1 cli_ip=10.250.0.2
 # Spoofed sources: private addresses that exist only in these namespaces.
 # The server has no route back to them, so its kernel's RSTs go nowhere.
 src_net=10.0.0.0/12
-work=$(mktemp -d /tmp/knock-bench.XXXXXX)
 ours_pid= classic_pid= flood_pid= perf_pids=()
-cleanup() {
-  for p in "${perf_pids[@]}"; do stop_pid "$p"; done
-  stop_pid "$flood_pid"
-  stop_pid "$ours_pid"
-  stop_pid "$classic_pid"
-  veth_pair_del
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-veth_pair_add
+stop_processes() { stop_pids "${perf_pids[@]}" "$flood_pid" "$ours_pid" "$classic_pid"; }
+lab_open bench
 # The real knocks come from 32 addresses in turn, each reused only after
 # 32 knocks (3.2 s or more), past the doors' Seq_Timeout of 1 s: a re-knock
 # from one address within Seq_Timeout of its opening is a straggler, which

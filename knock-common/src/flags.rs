@@ -62,22 +62,16 @@ impl FlagSpec {
 impl fmt::Display for FlagSpec {
     /// `syn,!ack`: parses back to the same spec.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (name, bit) in NAMES {
-            let prefix = if self.set & bit != 0 {
-                ""
+        let items = NAMES.iter().filter_map(|&(name, bit)| {
+            if self.set & bit != 0 {
+                Some(name.to_string())
             } else if self.clear & bit != 0 {
-                "!"
+                Some(format!("!{name}"))
             } else {
-                continue;
-            };
-            if !first {
-                f.write_str(",")?;
+                None
             }
-            first = false;
-            write!(f, "{prefix}{name}")?;
-        }
-        Ok(())
+        });
+        crate::list::write(f, items)
     }
 }
 
@@ -85,11 +79,8 @@ impl FromStr for FlagSpec {
     type Err = FlagError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim().is_empty() {
-            return Err(FlagError::Empty);
-        }
         let mut spec = FlagSpec::default();
-        for item in s.split(',') {
+        for item in crate::list::items(s).ok_or(FlagError::Empty)? {
             let item = item.trim();
             let (negated, name) = match item.strip_prefix('!') {
                 Some(rest) => (true, rest.trim()),
@@ -147,6 +138,12 @@ mod tests {
         assert_eq!(s.set, SYN | ACK | URG);
         assert!(s.is_plain());
         assert!(!"fin,!ack".parse::<FlagSpec>().unwrap().is_plain());
+        // Printed in header bit order, lower case, no spaces.
+        assert_eq!(s.to_string(), "syn,ack,urg");
+        assert_eq!(
+            " !Ack , FIN ".parse::<FlagSpec>().unwrap().to_string(),
+            "fin,!ack"
+        );
     }
 
     #[test]

@@ -294,12 +294,37 @@ pub fn create_or_truncate_safely(path: &Path, mode: u32) -> Result<File, FileErr
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     const NOBODY: u32 = 65534;
 
     fn running_as_root() -> bool {
         euid() == 0
+    }
+
+    /// A fresh directory and the paths of `names` in it (nothing created).
+    fn in_tempdir<const N: usize>(names: [&str; N]) -> (tempfile::TempDir, [PathBuf; N]) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = names.map(|n| dir.path().join(n));
+        (dir, paths)
+    }
+
+    /// [`in_tempdir`] when running as root (only root can give a file to
+    /// another user); otherwise `None`, after saying why the test is skipped.
+    fn root_tempdir<const N: usize>(
+        to: &str,
+        names: [&str; N],
+    ) -> Option<(tempfile::TempDir, [PathBuf; N])> {
+        if !running_as_root() {
+            eprintln!("needs root to {to}");
+            return None;
+        }
+        Some(in_tempdir(names))
+    }
+
+    /// Give `path` itself (a link, not its target) to `nobody`.
+    fn give_to_nobody(path: &Path) {
+        std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).unwrap();
     }
 
     fn write(path: &Path, text: &str, mode: u32) {
@@ -309,8 +334,7 @@ mod tests {
 
     #[test]
     fn creates_a_missing_file_and_appends() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("log");
+        let (_dir, [p]) = in_tempdir(["log"]);
         open_for_append_safely(&p, 0o600)
             .unwrap()
             .write_all(b"one\n")
@@ -326,8 +350,7 @@ mod tests {
 
     #[test]
     fn truncates_only_an_acceptable_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pid");
+        let (_dir, [p]) = in_tempdir(["pid"]);
         write(&p, "old contents\n", 0o644);
         create_or_truncate_safely(&p, 0o644)
             .unwrap()
@@ -348,16 +371,14 @@ mod tests {
 
     #[test]
     fn refuses_a_symlink_owned_by_another_user_and_leaves_the_target() {
-        if !running_as_root() {
-            eprintln!("needs root to chown a link to nobody");
+        let Some((_dir, [target, link])) =
+            root_tempdir("chown a link to nobody", ["secret", "pid"])
+        else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("secret");
+        };
         write(&target, "root only\n", 0o600);
-        let link = dir.path().join("pid");
         symlink(&target, &link).unwrap();
-        std::os::unix::fs::lchown(&link, Some(NOBODY), Some(NOBODY)).unwrap();
+        give_to_nobody(&link);
         for e in [
             create_or_truncate_safely(&link, 0o644).unwrap_err(),
             open_for_append_safely(&link, 0o600).unwrap_err(),
@@ -380,9 +401,7 @@ mod tests {
 
     #[test]
     fn follows_a_link_of_its_own_user() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real.log");
-        let link = dir.path().join("knockd.log");
+        let (_dir, [real, link]) = in_tempdir(["real.log", "knockd.log"]);
         symlink("real.log", &link).unwrap();
         open_for_append_safely(&link, 0o600)
             .unwrap()
@@ -393,9 +412,7 @@ mod tests {
 
     #[test]
     fn a_link_loop_is_an_error_not_a_hang() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        let b = dir.path().join("b");
+        let (_dir, [a, b]) = in_tempdir(["a", "b"]);
         symlink(&b, &a).unwrap();
         symlink(&a, &b).unwrap();
         let e = open_for_append_safely(&a, 0o600).unwrap_err();
@@ -404,14 +421,11 @@ mod tests {
 
     #[test]
     fn refuses_a_file_owned_by_another_user() {
-        if !running_as_root() {
-            eprintln!("needs root to chown a file to nobody");
+        let Some((_dir, [p])) = root_tempdir("chown a file to nobody", ["log"]) else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("log");
+        };
         write(&p, "theirs\n", 0o644);
-        chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+        give_to_nobody(&p);
         let e = open_for_append_safely(&p, 0o600).unwrap_err();
         assert!(
             matches!(
@@ -433,10 +447,9 @@ mod tests {
 
     #[test]
     fn refuses_a_hard_linked_file_and_what_is_not_a_regular_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("log");
+        let (dir, [p, other]) = in_tempdir(["log", "other"]);
         write(&p, "", 0o600);
-        std::fs::hard_link(&p, dir.path().join("other")).unwrap();
+        std::fs::hard_link(&p, other).unwrap();
         let e = open_for_append_safely(&p, 0o600).unwrap_err();
         assert!(matches!(e.reason, Refusal::HardLinks { links: 2 }), "{e}");
 
@@ -446,8 +459,7 @@ mod tests {
 
     #[test]
     fn read_side_accepts_private_and_world_readable_refuses_writable() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("knockd.conf");
+        let (_dir, [p]) = in_tempdir(["knockd.conf"]);
         for ok in [0o600, 0o644, 0o400] {
             write(&p, "", ok);
             check_readable_config(&File::open(&p).unwrap(), &p).unwrap();
@@ -463,8 +475,7 @@ mod tests {
     fn rules_for_a_non_root_effective_user() {
         // A root-owned file is trusted input for any user but is not theirs
         // to write.
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
+        let (_dir, [p]) = in_tempdir(["f"]);
         write(&p, "", 0o644);
         let meta = std::fs::metadata(&p).unwrap();
         let mine = meta.uid();

@@ -4,6 +4,7 @@
 
 pub mod flags;
 pub mod fsafe;
+mod list;
 pub mod otp;
 pub mod rotate;
 pub mod sequence;

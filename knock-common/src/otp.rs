@@ -290,6 +290,13 @@ mod tests {
         f
     }
 
+    /// Scan `f`, mark its current line used, and return the file's bytes.
+    fn mark_current(f: &tempfile::NamedTempFile) -> Vec<u8> {
+        let s = scan(f.path()).unwrap();
+        mark_used(f.path(), s.current().unwrap()).unwrap();
+        std::fs::read(f.path()).unwrap()
+    }
+
     #[test]
     fn finds_first_usable_line_and_warns_on_garbage() {
         let content = b"# comment\n\n#7000,8000\n 80x,9000\n 1000:udp,2000\n 3000\n";
@@ -310,30 +317,20 @@ mod tests {
 
     #[test]
     fn marking_is_durable_and_touches_only_that_byte() {
-        let content = b" 1000,2000\n 3000,4000\n 5000\n";
-        let f = write(content);
-        let s = scan(f.path()).unwrap();
-        mark_used(f.path(), s.current().unwrap()).unwrap();
-        let after = std::fs::read(f.path()).unwrap();
-        assert_eq!(after, b"#1000,2000\n 3000,4000\n 5000\n");
+        let f = write(b" 1000,2000\n 3000,4000\n 5000\n");
+        assert_eq!(mark_current(&f), b"#1000,2000\n 3000,4000\n 5000\n");
         let s = scan(f.path()).unwrap();
         assert_eq!(
             s.current().unwrap().sequence.to_string(),
             "3000:tcp,4000:tcp"
         );
-        mark_used(f.path(), s.current().unwrap()).unwrap();
-        assert_eq!(
-            std::fs::read(f.path()).unwrap(),
-            b"#1000,2000\n#3000,4000\n 5000\n"
-        );
+        assert_eq!(mark_current(&f), b"#1000,2000\n#3000,4000\n 5000\n");
     }
 
     #[test]
     fn line_without_leading_space_loses_first_digit_like_classic() {
         let f = write(b"7000,8000\n");
-        let s = scan(f.path()).unwrap();
-        mark_used(f.path(), s.current().unwrap()).unwrap();
-        assert_eq!(std::fs::read(f.path()).unwrap(), b"#000,8000\n");
+        assert_eq!(mark_current(&f), b"#000,8000\n");
         assert!(scan(f.path()).unwrap().current().is_none());
     }
 

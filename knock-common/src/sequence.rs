@@ -156,13 +156,7 @@ impl<'a> IntoIterator for &'a Sequence {
 impl fmt::Display for Sequence {
     /// `7000:tcp,8000:udp`: the canonical form, which parses back to itself.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, k) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{k}")?;
-        }
-        Ok(())
+        crate::list::write(f, &self.0)
     }
 }
 
@@ -171,11 +165,8 @@ impl FromStr for Sequence {
 
     /// Comma-separated knocks, whitespace around items allowed.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim().is_empty() {
-            return Err(SequenceError::Empty);
-        }
-        let knocks = s
-            .split(',')
+        let knocks = crate::list::items(s)
+            .ok_or(SequenceError::Empty)?
             .map(str::parse::<Knock>)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Sequence(knocks))
@@ -203,34 +194,36 @@ mod tests {
 
     #[test]
     fn parses_classic_forms() {
-        let s: Sequence = "7000,8000,9000".parse().unwrap();
-        assert_eq!(
-            s.knocks(),
-            &[Knock::tcp(7000), Knock::tcp(8000), Knock::tcp(9000)]
-        );
-        let s: Sequence = " 2222:udp , 3333:TCP,4444:Udp ".parse().unwrap();
-        assert_eq!(
-            s.knocks(),
-            &[Knock::udp(2222), Knock::tcp(3333), Knock::udp(4444)]
-        );
-        assert_eq!(s.to_string(), "2222:udp,3333:tcp,4444:udp");
-        let s: Sequence = "1,65535".parse().unwrap();
-        assert_eq!(s.knocks(), &[Knock::tcp(1), Knock::tcp(65535)]);
+        use Knock as K;
+        // Input, its knocks, and the canonical form it prints as.
+        let cases: &[(&str, &[Knock], &str)] = &[
+            (
+                "7000,8000,9000",
+                &[K::tcp(7000), K::tcp(8000), K::tcp(9000)],
+                "7000:tcp,8000:tcp,9000:tcp",
+            ),
+            (
+                " 2222:udp , 3333:TCP,4444:Udp ",
+                &[K::udp(2222), K::tcp(3333), K::udp(4444)],
+                "2222:udp,3333:tcp,4444:udp",
+            ),
+            ("1,65535", &[K::tcp(1), K::tcp(65535)], "1:tcp,65535:tcp"),
+        ];
+        for (input, knocks, canonical) in cases {
+            let s: Sequence = input.parse().unwrap();
+            assert_eq!(s.knocks(), *knocks, "input {input:?}");
+            assert_eq!(s.to_string(), *canonical, "input {input:?}");
+        }
     }
 
     #[test]
     fn rejects_bad_input_quoting_it() {
+        // A one-knock sequence whose port is bad is quoted whole.
+        let bad_ports = ["80x", "-1", "abc", "70000", "0", "+80", "0x50", "000000080"]
+            .map(|p| (p, SequenceError::BadPort(p.into())));
         let cases: &[(&str, SequenceError)] = &[
             ("", SequenceError::Empty),
             ("   ", SequenceError::Empty),
-            ("80x", SequenceError::BadPort("80x".into())),
-            ("-1", SequenceError::BadPort("-1".into())),
-            ("abc", SequenceError::BadPort("abc".into())),
-            ("70000", SequenceError::BadPort("70000".into())),
-            ("0", SequenceError::BadPort("0".into())),
-            ("+80", SequenceError::BadPort("+80".into())),
-            ("0x50", SequenceError::BadPort("0x50".into())),
-            ("000000080", SequenceError::BadPort("000000080".into())),
             ("7000,,8000", SequenceError::EmptyItem),
             ("7000,", SequenceError::EmptyItem),
             ("7000:icmp", SequenceError::BadProto("icmp".into())),
@@ -238,7 +231,7 @@ mod tests {
             (":tcp", SequenceError::BadPort("".into())),
             ("7000:tcp:fin", SequenceError::BadProto("tcp:fin".into())),
         ];
-        for (input, want) in cases {
+        for (input, want) in bad_ports.iter().chain(cases) {
             assert_eq!(
                 input.parse::<Sequence>().unwrap_err(),
                 *want,

@@ -30,7 +30,7 @@ use knock_common::otp::{self, io_err, OtpError};
 use knock_common::rotate::Key;
 use knock_common::sequence::parse_port;
 use knock_common::{Knock, Proto, Sequence, SequenceError};
-use rand::rngs::{OsRng, StdRng};
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zeroize::Zeroize;
 
@@ -309,22 +309,28 @@ pub enum GenError {
     /// Also every I/O error on a named file (`OtpError::Io`).
     #[error(transparent)]
     Otp(#[from] OtpError),
+    /// `getrandom(2)` failed: while seeding [`os_rng`] or drawing a key.
     #[error("the operating system's random number generator failed: {0}")]
-    Rng(String),
+    Rng(#[from] getrandom::Error),
 }
 
 /// The random number generator of the program.
 ///
 /// Deliberate choice: a ChaCha12 CSPRNG ([`StdRng`]) whose 256-bit key is
-/// read once from the operating system's CSPRNG ([`OsRng`], i.e.
-/// `getrandom(2)`). Drawing everything straight from `OsRng` would work as
-/// well, but its `RngCore` adapter panics when the system call fails; seeding
-/// once through `TryRngCore` turns that single fallible call into an error
-/// message, and the ChaCha keystream that follows is cryptographically secure.
-/// The generator lives only for one run and is never reseeded from anything
-/// predictable.
+/// read once from the operating system's CSPRNG (`getrandom(2)`, the call
+/// behind `rand`'s `OsRng` and [`Key::generate`]). Drawing everything
+/// straight from `OsRng` would work as well, but its `RngCore` adapter panics
+/// when the system call fails; seeding once with [`getrandom::fill`] turns
+/// that single fallible call into an error message ([`GenError::Rng`], the
+/// same variant as a failed key), and the ChaCha keystream that follows is
+/// cryptographically secure. The generator lives only for one run and is
+/// never reseeded from anything predictable; the seed is wiped once used.
 pub fn os_rng() -> Result<StdRng, GenError> {
-    StdRng::try_from_rng(&mut OsRng).map_err(|e| GenError::Rng(e.to_string()))
+    let mut seed = <StdRng as SeedableRng>::Seed::default();
+    getrandom::fill(&mut seed)?;
+    let rng = StdRng::from_seed(seed);
+    seed.zeroize();
+    Ok(rng)
 }
 
 /// Generate `spec.count` new sequences. `existing` holds the sequences
@@ -543,7 +549,7 @@ pub fn render_secret(key: &Key) -> String {
 /// atomic, an existing file replaced only with `replace`.
 pub fn write_secret(path: &Path, replace: bool) -> Result<(), GenError> {
     check_new_target(path, replace)?;
-    let key = Key::generate().map_err(|e| GenError::Rng(e.to_string()))?;
+    let key = Key::generate()?;
     let mut text = render_secret(&key);
     let result = write_new_text(path, &text, replace);
     text.zeroize();
@@ -1007,5 +1013,25 @@ mod tests {
         let seqs: Vec<Sequence> = text.lines().map(|l| l.parse().unwrap()).collect();
         assert!(text.lines().all(|l| l.starts_with(' ')));
         assert_valid(&s, &seqs);
+    }
+
+    #[test]
+    fn os_rng_seeds_two_different_generators() {
+        let (mut a, mut b) = (os_rng().unwrap(), os_rng().unwrap());
+        assert_ne!(a.random::<[u8; 32]>(), b.random::<[u8; 32]>());
+    }
+
+    #[test]
+    fn rng_failure_keeps_the_system_error_as_its_source() {
+        use std::error::Error as _;
+        let e = GenError::from(getrandom::Error::UNSUPPORTED);
+        let text = e.to_string();
+        let cause = getrandom::Error::UNSUPPORTED.to_string();
+        assert_eq!(
+            text,
+            format!("the operating system's random number generator failed: {cause}")
+        );
+        let source = e.source().expect("the getrandom error is the source");
+        assert_eq!(source.to_string(), cause);
     }
 }

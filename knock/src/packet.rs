@@ -5,12 +5,14 @@
 //! the checksum covers a pseudo-header with the source address, so the
 //! caller passes the address the kernel will send from.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use knock_common::flags::{self, SYN};
 use knock_common::Proto;
-use pnet::packet::tcp::{self, MutableTcpPacket, TcpPacket};
-use pnet::packet::udp::{self, MutableUdpPacket, UdpPacket};
+use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
+use pnet::packet::tcp::MutableTcpPacket;
+use pnet::packet::udp::MutableUdpPacket;
+use pnet::packet::util::{ipv4_checksum, ipv6_checksum};
 
 /// Length of a TCP header without options.
 pub const TCP_HEADER_LEN: usize = 20;
@@ -57,17 +59,20 @@ pub struct FamilyMismatch {
     pub dst: IpAddr,
 }
 
-/// A checksum over the pseudo-header of `src` and `dst`: `v4` or `v6`
-/// computes it, by their family; mixed families are refused.
-fn by_family(
+/// The checksum of `segment` (a transport header and its payload, of
+/// protocol `proto`) with the pseudo-header of `src` and `dst`, its own
+/// checksum field (16-bit word `word`) counted as zero; mixed families are
+/// refused.
+fn transport_checksum(
+    segment: &[u8],
+    word: usize,
+    proto: IpNextHeaderProtocol,
     src: IpAddr,
     dst: IpAddr,
-    v4: impl FnOnce(Ipv4Addr, Ipv4Addr) -> u16,
-    v6: impl FnOnce(Ipv6Addr, Ipv6Addr) -> u16,
 ) -> Result<u16, FamilyMismatch> {
     match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => Ok(v4(s, d)),
-        (IpAddr::V6(s), IpAddr::V6(d)) => Ok(v6(s, d)),
+        (IpAddr::V4(s), IpAddr::V4(d)) => Ok(ipv4_checksum(segment, word, &[], &s, &d, proto)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Ok(ipv6_checksum(segment, word, &[], &s, &d, proto)),
         _ => Err(FamilyMismatch { src, dst }),
     }
 }
@@ -97,15 +102,8 @@ pub fn build_tcp(
         p.set_urgent_ptr(0);
         p.set_checksum(0);
     }
-    let sum = {
-        let p = TcpPacket::new(&buf).expect("buffer holds a TCP header");
-        by_family(
-            src,
-            dst,
-            |s, d| tcp::ipv4_checksum(&p, &s, &d),
-            |s, d| tcp::ipv6_checksum(&p, &s, &d),
-        )?
-    };
+    // The checksum is the ninth 16-bit word of a TCP header.
+    let sum = transport_checksum(&buf, 8, IpNextHeaderProtocols::Tcp, src, dst)?;
     MutableTcpPacket::new(&mut buf)
         .expect("buffer holds a TCP header")
         .set_checksum(sum);
@@ -132,15 +130,8 @@ pub fn build_udp(
         p.set_checksum(0);
         p.set_payload(payload);
     }
-    let sum = {
-        let p = UdpPacket::new(&buf).expect("buffer holds a UDP header");
-        by_family(
-            src,
-            dst,
-            |s, d| udp::ipv4_checksum(&p, &s, &d),
-            |s, d| udp::ipv6_checksum(&p, &s, &d),
-        )?
-    };
+    // The checksum is the fourth 16-bit word of a UDP header.
+    let sum = transport_checksum(&buf, 3, IpNextHeaderProtocols::Udp, src, dst)?;
     let sum = if sum == 0 { 0xffff } else { sum };
     MutableUdpPacket::new(&mut buf)
         .expect("buffer holds a UDP header")

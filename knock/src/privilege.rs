@@ -69,9 +69,22 @@ pub enum PrivilegeError {
         source: nix::Error,
     },
     #[error("cannot clear the capabilities: {0}")]
-    Caps(String),
-    #[error("privileges are still held after dropping them ({0})")]
-    StillHeld(String),
+    Caps(#[source] caps::errors::CapsError),
+    /// The ids read back after the drop are not the ones asked for.
+    #[error(
+        "privileges are still held after dropping them (uids {}/{}/{}, gids {}/{}/{})",
+        uids[0], uids[1], uids[2], gids[0], gids[1], gids[2]
+    )]
+    StillHeldIds {
+        /// Real, effective and saved user ids.
+        uids: [u32; 3],
+        /// Real, effective and saved group ids.
+        gids: [u32; 3],
+    },
+    #[error(
+        "privileges are still held after dropping them (the permitted capability set is not empty)"
+    )]
+    StillHeldCaps,
 }
 
 /// Decide what to drop. Pure.
@@ -130,7 +143,7 @@ pub fn current() -> Ids {
 }
 
 fn clear_caps() -> Result<(), PrivilegeError> {
-    let e = |e: caps::errors::CapsError| PrivilegeError::Caps(e.to_string());
+    let e = PrivilegeError::Caps;
     // Ambient capabilities may be unsupported (old kernels); the other two
     // sets must clear.
     let _ = caps::clear(None, CapSet::Ambient);
@@ -170,10 +183,10 @@ pub fn apply(action: &Action) -> Result<(), PrivilegeError> {
             if [r.real, r.effective, r.saved] != [u, u, u]
                 || [rg.real, rg.effective, rg.saved] != [g, g, g]
             {
-                return Err(PrivilegeError::StillHeld(format!(
-                    "uids {}/{}/{}, gids {}/{}/{}",
-                    r.real, r.effective, r.saved, rg.real, rg.effective, rg.saved
-                )));
+                return Err(PrivilegeError::StillHeldIds {
+                    uids: [r.real, r.effective, r.saved].map(Uid::as_raw),
+                    gids: [rg.real, rg.effective, rg.saved].map(Gid::as_raw),
+                });
             }
         }
         Action::Caps => clear_caps()?,
@@ -181,9 +194,7 @@ pub fn apply(action: &Action) -> Result<(), PrivilegeError> {
     if !matches!(action, Action::ToUser { uid: 0, .. })
         && caps::read(None, CapSet::Permitted).is_ok_and(|s| !s.is_empty())
     {
-        return Err(PrivilegeError::StillHeld(
-            "the permitted capability set is not empty".into(),
-        ));
+        return Err(PrivilegeError::StillHeldCaps);
     }
     Ok(())
 }
@@ -250,5 +261,29 @@ mod tests {
     fn file_capabilities_are_cleared() {
         assert_eq!(decide(&ids(1000, 1000, None, true)).unwrap(), Action::Caps);
         assert_eq!(decide(&ids(1000, 1000, None, false)).unwrap(), Action::Keep);
+    }
+
+    #[test]
+    fn failed_drops_name_what_is_still_held() {
+        use std::error::Error as _;
+        let ids = PrivilegeError::StillHeldIds {
+            uids: [1000, 0, 0],
+            gids: [1000, 1000, 1000],
+        };
+        assert_eq!(
+            ids.to_string(),
+            "privileges are still held after dropping them (uids 1000/0/0, gids 1000/1000/1000)"
+        );
+        assert_eq!(
+            PrivilegeError::StillHeldCaps.to_string(),
+            "privileges are still held after dropping them (the permitted capability set is not empty)"
+        );
+        let caps = PrivilegeError::Caps("EPERM".into());
+        assert_eq!(
+            caps.to_string(),
+            "cannot clear the capabilities: caps error: EPERM"
+        );
+        let source = caps.source().expect("the caps error is the source");
+        assert_eq!(source.to_string(), "caps error: EPERM");
     }
 }

@@ -142,8 +142,9 @@ pub enum Problem {
     EmptyPath(&'static str),
     #[error("door is empty")]
     EmptyDoor,
-    #[error("{0} are all set; a profile has one kind of knock (sequence, otp or secret)")]
-    TwoKinds(String),
+    /// The keys of the kinds that are set, in the file's order.
+    #[error("{} are all set; a profile has one kind of knock (sequence, otp or secret)", .0.join(" and "))]
+    TwoKinds(Vec<&'static str>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -370,7 +371,7 @@ impl Profiles {
             }
         }
         if kinds.len() > 1 {
-            let names: Vec<&str> = kinds
+            let names = kinds
                 .iter()
                 .map(|(_, k)| match k {
                     KindSpec::Sequence(_) => "sequence",
@@ -378,10 +379,7 @@ impl Profiles {
                     KindSpec::Secret(_) => "secret",
                 })
                 .collect();
-            return Err(invalid(
-                kinds[1].0.clone(),
-                Problem::TwoKinds(names.join(" and ")),
-            ));
+            return Err(invalid(kinds[1].0.clone(), Problem::TwoKinds(names)));
         }
         s.kind = kinds.pop().map(|(_, k)| k);
         s.udp = pr.udp.unwrap_or(false);

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pnet::datalink::{self, Channel, DataLinkSender};
@@ -319,6 +319,40 @@ pub fn median(sorted: &[f64]) -> Option<f64> {
     }
 }
 
+/// The hard caps of one tool's run: every flood, probe and connection run
+/// stops after a bounded count (packets, knocks, connections) and a bounded
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// Most packets (knocks, connections) of one run.
+    pub count: u64,
+    /// Most seconds of one run.
+    pub seconds: f64,
+}
+
+impl Bounds {
+    /// `n`, given as `option`, must be in 1..=count.
+    pub fn check_count(&self, option: &str, n: u64) -> Result<()> {
+        if n == 0 || n > self.count {
+            bail!("{option} {n} is outside 1..={}", self.count);
+        }
+        Ok(())
+    }
+
+    /// [`check_seconds`] against these bounds.
+    pub fn check_seconds(&self, seconds: f64) -> Result<Duration> {
+        check_seconds(seconds, self.seconds)
+    }
+}
+
+/// `--seconds` must be in (0, max]; returns the run's time limit.
+pub fn check_seconds(seconds: f64, max: f64) -> Result<Duration> {
+    if !(seconds > 0.0 && seconds <= max) {
+        bail!("--seconds {seconds} is outside (0, {max}]");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
 /// The exit of a tool named `name`: success, or failure after the error
 /// and its causes on stderr ("NAME: error: cause").
 pub fn exit_code(name: &str, result: Result<()>) -> std::process::ExitCode {
@@ -335,19 +369,24 @@ pub fn exit_code(name: &str, result: Result<()>) -> std::process::ExitCode {
 mod tests {
     use super::*;
 
+    /// Each `(input, fragment)`: `input` does not parse as a `T`, and the
+    /// message contains `fragment`.
+    fn assert_refused<T: FromStr<Err = String> + fmt::Debug>(cases: &[(&str, &str)]) {
+        for (input, fragment) in cases {
+            let e = input.parse::<T>().unwrap_err();
+            assert!(e.contains(fragment), "{input:?}: {e:?} lacks {fragment:?}");
+        }
+    }
+
     #[test]
     fn mac_round_trip_and_errors() {
         let m: Mac = "02:0a:ff:00:01:9c".parse().unwrap();
         assert_eq!(m.0, [2, 10, 255, 0, 1, 0x9c]);
         assert_eq!(m.to_string(), "02:0a:ff:00:01:9c");
-        assert!("02:0a:ff:00:01"
-            .parse::<Mac>()
-            .unwrap_err()
-            .contains("02:0a:ff:00:01"));
-        assert!("02:0a:ff:00:01:zz"
-            .parse::<Mac>()
-            .unwrap_err()
-            .contains("zz"));
+        assert_refused::<Mac>(&[
+            ("02:0a:ff:00:01", "02:0a:ff:00:01"),
+            ("02:0a:ff:00:01:zz", "zz"),
+        ]);
     }
 
     #[test]
@@ -364,13 +403,30 @@ mod tests {
         assert!(!"8.8.0.0/16".parse::<Ipv4Net>().unwrap().is_reserved());
         // A /7 around 10/8 is bigger than the private range.
         assert!(!"10.0.0.0/7".parse::<Ipv4Net>().unwrap().is_reserved());
-        let e = "10.0.0.1/8".parse::<Ipv4Net>().unwrap_err();
-        assert!(e.contains("10.0.0.0/8"), "{e}");
-        assert!("10.0.0.0/33".parse::<Ipv4Net>().unwrap_err().contains("33"));
-        assert!("10.0.0.0"
-            .parse::<Ipv4Net>()
-            .unwrap_err()
-            .contains("ADDR/LEN"));
+        assert_refused::<Ipv4Net>(&[
+            ("10.0.0.1/8", "10.0.0.0/8"),
+            ("10.0.0.0/33", "33"),
+            ("10.0.0.0", "ADDR/LEN"),
+        ]);
+    }
+
+    #[test]
+    fn bounds_refuse_zero_and_too_much() {
+        let b = Bounds {
+            count: 10,
+            seconds: 2.5,
+        };
+        b.check_count("--count", 1).unwrap();
+        b.check_count("--count", 10).unwrap();
+        for n in [0, 11] {
+            let e = b.check_count("--knocks", n).unwrap_err().to_string();
+            assert_eq!(e, format!("--knocks {n} is outside 1..=10"));
+        }
+        assert_eq!(b.check_seconds(2.5).unwrap(), Duration::from_millis(2500));
+        for s in [0.0, -1.0, 2.6, f64::NAN] {
+            let e = b.check_seconds(s).unwrap_err().to_string();
+            assert_eq!(e, format!("--seconds {s} is outside (0, 2.5]"));
+        }
     }
 
     #[test]

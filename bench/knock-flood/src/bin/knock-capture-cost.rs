@@ -8,15 +8,18 @@
 use std::collections::BTreeSet;
 use std::os::fd::AsFd;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use clap::Parser;
-use knock_flood::ensure_private_netns;
+use knock_flood::{check_seconds, ensure_private_netns};
 use knockd::bpf::{self, FilterSpec};
 use knockd::capture::{interface_addresses, Capture};
 use knockd::packet;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+/// Hard cap on --seconds.
+const MAX_SECONDS: f64 = 120.0;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,9 +47,7 @@ struct Args {
 }
 
 fn run(a: &Args) -> Result<()> {
-    if !(a.seconds > 0.0 && a.seconds <= 120.0) {
-        bail!("--seconds {}: give a value in (0, 120]", a.seconds);
-    }
+    let limit = check_seconds(a.seconds, MAX_SECONDS)?;
     ensure_private_netns("knock-capture-cost")?;
     let mut cap = Capture::open(&a.interface).map_err(|e| anyhow!(e))?;
     let spec = FilterSpec {
@@ -58,7 +59,7 @@ fn run(a: &Args) -> Result<()> {
     let program = bpf::build(cap.link(), &spec);
     cap.set_filter(&program).map_err(|e| anyhow!(e))?;
     let kernel = cap.kernel_filter_len().unwrap_or(0);
-    let end = Instant::now() + Duration::from_secs_f64(a.seconds);
+    let end = Instant::now() + limit;
     let (mut frames, mut decoded) = (0u64, 0u64);
     while let Some(left) = end.checked_duration_since(Instant::now()) {
         let ms = left.as_millis().clamp(1, 100) as u16;

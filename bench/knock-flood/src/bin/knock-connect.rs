@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use knock_flood::ensure_private_netns;
+use knock_flood::{ensure_private_netns, Bounds};
 
-/// Hard cap on --count.
-const MAX_COUNT: u64 = 10_000_000;
-/// Hard cap on --seconds.
-const MAX_SECONDS: f64 = 120.0;
+/// Hard caps on --count and --seconds.
+const BOUNDS: Bounds = Bounds {
+    count: 10_000_000,
+    seconds: 120.0,
+};
 /// Threads that open connections.
 const CONNECT_THREADS: u64 = 4;
 
@@ -66,15 +67,8 @@ enum Cmd {
     },
 }
 
-fn bounded(seconds: f64) -> Result<Duration> {
-    if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
-        bail!("--seconds {seconds}: give a value in (0, {MAX_SECONDS}]");
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 fn serve(port: u16, seconds: f64) -> Result<()> {
-    let limit = bounded(seconds)?;
+    let limit = BOUNDS.check_seconds(seconds)?;
     let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
         .with_context(|| format!("bind port {port}"))?;
     let accepted = Arc::new(AtomicU64::new(0));
@@ -105,9 +99,10 @@ fn abort(s: TcpStream) -> Result<()> {
 }
 
 fn connect(dst: Ipv4Addr, port: u16, rate: u64, count: u64, seconds: f64) -> Result<()> {
-    let limit = bounded(seconds)?;
-    if rate == 0 || count == 0 || count > MAX_COUNT {
-        bail!("--rate must be positive and --count in 1..={MAX_COUNT}");
+    let limit = BOUNDS.check_seconds(seconds)?;
+    BOUNDS.check_count("--count", count)?;
+    if rate == 0 {
+        bail!("--rate 0: give a positive rate");
     }
     let to = SocketAddr::from((dst, port));
     let start = Instant::now();

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use knock_flood::{ensure_private_netns, open_sender, send, Ipv4Net, Mac, SynFrame};
+use knock_flood::{ensure_private_netns, open_sender, send, Bounds, Ipv4Net, Mac, SynFrame};
 
-/// Hard cap on --count.
-const MAX_COUNT: u64 = 100_000_000;
-/// Hard cap on --seconds.
-const MAX_SECONDS: f64 = 120.0;
+/// Hard caps on --count and --seconds.
+const BOUNDS: Bounds = Bounds {
+    count: 100_000_000,
+    seconds: 120.0,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,12 +65,8 @@ struct Args {
 }
 
 fn check(a: &Args) -> Result<()> {
-    if a.count == 0 || a.count > MAX_COUNT {
-        bail!("--count {} is outside 1..={MAX_COUNT}", a.count);
-    }
-    if !(a.seconds > 0.0 && a.seconds <= MAX_SECONDS) {
-        bail!("--seconds {} is outside (0, {MAX_SECONDS}]", a.seconds);
-    }
+    BOUNDS.check_count("--count", a.count)?;
+    BOUNDS.check_seconds(a.seconds)?;
     if !a.src_net.is_reserved() {
         bail!(
             "--src-net {} is not inside private, shared or benchmarking address space ({})",

@@ -12,15 +12,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use knock_flood::{
-    ensure_private_netns, median, open_sender, percentile, read_stamps, realtime_ns, send, Mac,
-    SynFrame,
+    ensure_private_netns, median, open_sender, percentile, read_stamps, realtime_ns, send, Bounds,
+    Mac, SynFrame,
 };
 use pnet::datalink::DataLinkSender;
 
-/// Hard cap on --knocks.
-const MAX_KNOCKS: usize = 100_000;
-/// Hard cap on --seconds.
-const MAX_SECONDS: f64 = 600.0;
+/// Hard caps on --knocks and --seconds.
+const BOUNDS: Bounds = Bounds {
+    count: 100_000,
+    seconds: 600.0,
+};
 
 #[derive(Debug, Clone)]
 struct DoorArg {
@@ -150,12 +151,8 @@ fn knock(
 }
 
 fn run(a: &Args) -> Result<()> {
-    if a.knocks == 0 || a.knocks > MAX_KNOCKS {
-        bail!("--knocks {} is outside 1..={MAX_KNOCKS}", a.knocks);
-    }
-    if !(a.seconds > 0.0 && a.seconds <= MAX_SECONDS) {
-        bail!("--seconds {} is outside (0, {MAX_SECONDS}]", a.seconds);
-    }
+    BOUNDS.check_count("--knocks", u64::try_from(a.knocks).unwrap_or(u64::MAX))?;
+    BOUNDS.check_seconds(a.seconds)?;
     if let Some(d) = a.doors.iter().find(|d| d.ports.is_empty()) {
         bail!("door \"{}\" has no ports", d.name);
     }
