@@ -10,13 +10,48 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use knock_common::otp;
+use knock_common::otp::{self, OtpError};
 
 use crate::cli::Cli;
-use crate::config::{self, Config, Door, SequenceSpec};
+use crate::config::{self, Config, ConfigWarning, Door, Located, SequenceSpec};
+use crate::rotating::RotatingError;
 use crate::settings::{self, InterfaceList, Origin, RouteError};
+
+/// A warning of `--check`: the parser's, or what only a look at the
+/// system shows. None quotes a sequence or a one-time line.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckWarning {
+    #[error(transparent)]
+    Config(#[from] Located<ConfigWarning>),
+    #[error("interface \"{0}\" does not exist on this system right now")]
+    NoSuchInterface(String),
+    #[error(transparent)]
+    NoInterface(#[from] RouteError),
+    #[error("door \"{door}\": {source}; every window accepted at start-up will count as used")]
+    RotatingState {
+        door: String,
+        #[source]
+        source: RotatingError,
+    },
+    #[error("door \"{door}\": cannot read its one-time sequence file: {source}; the door stays closed until the file exists")]
+    OneTimeUnreadable {
+        door: String,
+        #[source]
+        source: OtpError,
+    },
+    /// A line of a one-time file that does not parse, by number and kind
+    /// of fault (`reason` never quotes the line).
+    #[error("{}:{line_no}: line is skipped: {reason}", .path.display())]
+    OneTimeLineSkipped {
+        path: PathBuf,
+        line_no: usize,
+        reason: &'static str,
+    },
+    #[error("door \"{door}\": its one-time sequence file {} has no unused sequence left; the door is disabled until sequences are appended", .path.display())]
+    OneTimeUsedUp { door: String, path: PathBuf },
+}
 
 /// Run the check: print the summary to stdout and warnings/errors to
 /// stderr. Returns the exit status: 0 when the configuration is valid, 1
@@ -63,7 +98,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 /// The readable summary of a valid configuration, and every warning: the
 /// parser's plus what only a look at the system shows (missing one-time
 /// files, an interface that does not exist right now).
-pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<String>) {
+pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<CheckWarning>) {
     summary_with(cli, cfg, settings::default_route_interfaces)
 }
 
@@ -72,9 +107,9 @@ pub fn summary_with(
     cli: &Cli,
     cfg: &Config,
     default_routes: impl FnOnce() -> Result<InterfaceList, RouteError>,
-) -> (String, Vec<String>) {
+) -> (String, Vec<CheckWarning>) {
     let resolved = settings::resolve(&cli.overrides(), cfg, default_routes);
-    let mut warnings = cfg.warnings.clone();
+    let mut warnings: Vec<CheckWarning> = cfg.warnings.iter().cloned().map(Into::into).collect();
     let mut s = String::new();
     let n = cfg.doors.len();
     let _ = writeln!(
@@ -110,15 +145,13 @@ pub fn summary_with(
             );
             for name in list.value.names() {
                 if name != "any" && !interface_exists(name) {
-                    warnings.push(format!(
-                        "interface \"{name}\" does not exist on this system right now"
-                    ));
+                    warnings.push(CheckWarning::NoSuchInterface(name.to_string()));
                 }
             }
         }
         Err(e) => {
             field(&mut s, "Interface", "(none: no default route)");
-            warnings.push(e.to_string());
+            warnings.push(e.clone().into());
         }
     }
 
@@ -140,7 +173,7 @@ fn field(s: &mut String, name: &str, value: &str) {
 /// What stands in for a hidden secret.
 const HIDDEN: &str = "hidden; --show-secrets shows it";
 
-fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door, secrets: bool) {
+fn describe_door(s: &mut String, warnings: &mut Vec<CheckWarning>, door: &Door, secrets: bool) {
     match &door.sequence {
         SequenceSpec::Fixed(seq) if secrets => field(s, "Sequence", &seq.to_string()),
         SequenceSpec::Fixed(seq) => {
@@ -224,7 +257,7 @@ fn command_fields(
 /// key file that is missing, malformed or readable by others).
 fn rotating_fields(
     s: &mut String,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<CheckWarning>,
     door: &Door,
     spec: &config::RotatingSpec,
 ) {
@@ -256,11 +289,11 @@ fn rotating_fields(
     let state = match crate::rotating::read_state(&spec.state) {
         Ok(None) => "no window used yet".to_string(),
         Ok(Some(until)) => format!("windows starting before Unix time {until} are used"),
-        Err(e) => {
-            warnings.push(format!(
-                "door \"{}\": {e}; every window accepted at start-up will count as used",
-                door.name
-            ));
+        Err(source) => {
+            warnings.push(CheckWarning::RotatingState {
+                door: door.name.clone(),
+                source,
+            });
             "(not readable now)".to_string()
         }
     };
@@ -272,30 +305,35 @@ fn rotating_fields(
 }
 
 /// The state of a one-time file, for the summary; problems become warnings.
-fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path, secrets: bool) -> String {
+fn one_time_state(
+    warnings: &mut Vec<CheckWarning>,
+    door: &str,
+    path: &Path,
+    secrets: bool,
+) -> String {
     match otp::scan(path) {
-        Err(e) => {
-            warnings.push(format!(
-                "door \"{door}\": cannot read its one-time sequence file: {e}; the door stays closed until the file exists"
-            ));
+        Err(source) => {
+            warnings.push(CheckWarning::OneTimeUnreadable {
+                door: door.to_string(),
+                source,
+            });
             "(file not readable now)".to_string()
         }
         Ok(scan) => {
             for w in &scan.warnings {
-                warnings.push(format!(
-                    "{}:{}: line is skipped: {}",
-                    path.display(),
-                    w.line_no,
-                    w.reason()
-                ));
+                warnings.push(CheckWarning::OneTimeLineSkipped {
+                    path: path.to_path_buf(),
+                    line_no: w.line_no,
+                    reason: w.reason(),
+                });
             }
             let left = scan.usable.len();
             match scan.current() {
                 None => {
-                    warnings.push(format!(
-                        "door \"{door}\": its one-time sequence file {} has no unused sequence left; the door is disabled until sequences are appended",
-                        path.display()
-                    ));
+                    warnings.push(CheckWarning::OneTimeUsedUp {
+                        door: door.to_string(),
+                        path: path.to_path_buf(),
+                    });
                     format!("no unused sequence left ({} used)", scan.used)
                 }
                 Some(cur) => {
@@ -424,6 +462,7 @@ mod tests {
         assert!(
             warnings
                 .iter()
+                .map(ToString::to_string)
                 .any(|w| w.contains("-i") && w.contains("Interface")),
             "{warnings:?}"
         );

@@ -11,6 +11,11 @@ fn parse(text: &str) -> Config {
     }
 }
 
+/// How each of `items` is shown (`file:line: text`).
+fn texts<T: fmt::Display>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
 fn errors(text: &str) -> Vec<ConfigError> {
     match parse_str(text, F) {
         Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
@@ -488,7 +493,7 @@ fn comments_blank_lines_crlf_bom() {
     // Errors in a CRLF file get the right line number and no stray \r.
     let errs = errors("[d]\r\nsequence = 1\r\nsequence = 80x\r\n");
     assert_eq!(errs[0].line, Some(3));
-    assert!(!errs[0].message.contains('\r'), "{}", errs[0]);
+    assert!(!errs[0].what.to_string().contains('\r'), "{}", errs[0]);
 }
 
 #[test]
@@ -879,17 +884,17 @@ fn warnings() {
     let cfg = parse("[d]\nsequence = 1\ncommand = x\n[d]\nsequence = 2\ncommand = y\n");
     assert_eq!(cfg.doors.len(), 2, "both doors are kept");
     assert_eq!(
-        cfg.warnings,
+        texts(&cfg.warnings),
         ["knockd.conf:4: door \"d\" is defined twice (first at line 1); both are used"]
     );
 
     let cfg = parse("[d]\nsequence = 1\n");
     assert_eq!(cfg.warnings.len(), 1);
-    assert!(cfg.warnings[0].starts_with("knockd.conf:1: door \"d\" has no Start_Command"));
+    assert!(texts(&cfg.warnings)[0].starts_with("knockd.conf:1: door \"d\" has no Start_Command"));
     // An empty IPv6 command is not a command.
     let cfg = parse("[d]\nsequence = 1\ncommand_6 =\n");
     assert!(
-        cfg.warnings[0].contains("no Start_Command"),
+        texts(&cfg.warnings)[0].contains("no Start_Command"),
         "{:?}",
         cfg.warnings
     );
@@ -900,13 +905,13 @@ fn warnings() {
 
     let cfg = parse("[d]\nsequence = 1\ncommand = x\ncmd_timeout = 5\n");
     assert_eq!(
-        cfg.warnings,
+        texts(&cfg.warnings),
         ["knockd.conf:4: door \"d\": Cmd_Timeout has no effect without Stop_Command"]
     );
 
     let cfg = parse("[a]\nsequence = 1,2\ncommand = x\n[b]\nsequence = 1:tcp, 2\ncommand = y\n");
     assert_eq!(cfg.warnings.len(), 1);
-    assert!(cfg.warnings[0].starts_with("knockd.conf:4: door \"b\" has the same sequence"));
+    assert!(texts(&cfg.warnings)[0].starts_with("knockd.conf:4: door \"b\" has the same sequence"));
     // Different targets: no clash.
     let cfg = parse(
         "[a]\nsequence = 1\ncommand = x\n[b]\nsequence = 1\ntarget = 192.0.2.1\ncommand = y\n",
@@ -916,8 +921,9 @@ fn warnings() {
     let cfg =
         parse("[options]\nlogfile = knockd.log\n[d]\none_time_sequences = otp.txt\ncommand = x\n");
     assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
-    assert!(cfg.warnings[0].starts_with("knockd.conf:2: LogFile \"knockd.log\" is a relative path"));
-    assert!(cfg.warnings[1]
+    assert!(texts(&cfg.warnings)[0]
+        .starts_with("knockd.conf:2: LogFile \"knockd.log\" is a relative path"));
+    assert!(texts(&cfg.warnings)[1]
         .starts_with("knockd.conf:4: One_Time_Sequences \"otp.txt\" is a relative path"));
 }
 
@@ -944,7 +950,14 @@ fn load_reads_files_and_reports_io_errors() {
     std::fs::write(&bad, b"[d]\nsequence = 1\ncommand = caf\xe9\n").unwrap();
     let ConfigErrors(errs) = load(&bad).unwrap_err();
     assert_eq!(errs[0].line, Some(3));
-    assert!(errs[0].message.contains("UTF-8"));
+    assert!(
+        matches!(errs[0].what, ConfigProblem::NotUtf8),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[0]
+        .to_string()
+        .ends_with("the line is not valid UTF-8 text"));
 
     let located = dir.path().join("located.conf");
     std::fs::write(&located, "[d]\nsequence = 80x\n").unwrap();
@@ -1094,7 +1107,9 @@ fn rotating_door_every_directive() {
         (16, 86400, 10, "7000-7015".to_string(), Proto::Udp, true)
     );
     assert_eq!(r.state, PathBuf::from("/run/d.window"));
-    assert!(c.warnings.iter().any(|w| w.contains("relative path")));
+    assert!(texts(&c.warnings)
+        .iter()
+        .any(|w| w.contains("relative path")));
 }
 
 #[test]
@@ -1131,13 +1146,14 @@ fn rotating_door_errors() {
         let e = errors(&format!("{SECRET}{extra}"));
         assert_eq!(e.len(), 1, "{extra}: {e:?}");
         assert_eq!(e[0].line, Some(*line), "{extra}: {e:?}");
-        assert!(e[0].message.contains(what), "{extra}: {}", e[0].message);
+        assert!(e[0].what.to_string().contains(what), "{extra}: {}", e[0]);
     }
     // Companions without Sequence_Secret.
     let e = errors("[d]\nSequence = 1\nSequence_Skew = 2\nSequence_Ports = 1-9\n");
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(e[0]
-        .message
+        .what
+        .to_string()
         .contains("Sequence_Skew in door \"d\" needs Sequence_Secret"));
     assert_eq!(e[1].line, Some(4));
 }
