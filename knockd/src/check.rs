@@ -136,7 +136,7 @@ pub fn summary_with(
         "PidFile",
         &with_origin(&pid.value.display().to_string(), pid.origin),
     );
-    match &resolved.interfaces {
+    match resolved.interfaces {
         Ok(list) => {
             field(
                 &mut s,
@@ -151,7 +151,7 @@ pub fn summary_with(
         }
         Err(e) => {
             field(&mut s, "Interface", "(none: no default route)");
-            warnings.push(e.clone().into());
+            warnings.push(e.into());
         }
     }
 
