@@ -363,8 +363,34 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn run_on(text: &str, extra: &[&str]) -> (i32, String, String, tempfile::TempDir) {
+    type Run = (i32, String, String, tempfile::TempDir);
+
+    fn run_on(text: &str, extra: &[&str]) -> Run {
+        run_in(tempfile::tempdir().unwrap(), text, extra)
+    }
+
+    /// [`run_on`] a configuration of one door per `(name, text)`: door
+    /// `name` uses the one-time file `name` of the returned directory,
+    /// which holds `text` (`None`: there is no such file).
+    fn run_one_time(doors: &[(&str, Option<&str>)], extra: &[&str]) -> Run {
         let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for (name, content) in doors {
+            let path = dir.path().join(name);
+            if let Some(content) = content {
+                std::fs::write(&path, content).unwrap();
+            }
+            let _ = writeln!(
+                text,
+                "[{name}]\none_time_sequences = {}\ncommand = x",
+                path.display()
+            );
+        }
+        run_in(dir, &text, extra)
+    }
+
+    /// `knockd -t` on `text`, written to `knockd.conf` in `dir`.
+    fn run_in(dir: tempfile::TempDir, text: &str, extra: &[&str]) -> Run {
         let conf = dir.path().join("knockd.conf");
         std::fs::write(&conf, text).unwrap();
         let mut args = vec!["knockd", "-t", "-c", conf.to_str().unwrap()];
@@ -520,19 +546,13 @@ mod tests {
 
     #[test]
     fn one_time_file_states() {
-        let dir = tempfile::tempdir().unwrap();
-        let otp_path = dir.path().join("otp");
-        std::fs::write(&otp_path, "# 1,2\n 3,4:udp\n bogus\n 5,6\n").unwrap();
-        let missing = dir.path().join("missing");
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, "#1,2\n").unwrap();
-        let text = format!(
-            "[a]\none_time_sequences = {}\ncommand = x\n[b]\none_time_sequences = {}\ncommand = x\n[c]\none_time_sequences = {}\ncommand = x\n",
-            otp_path.display(),
-            missing.display(),
-            empty.display()
-        );
-        let (code, out, err, _d) = run_on(&text, &["-i", "lo", "--show-secrets"]);
+        let doors = [
+            ("a", Some("# 1,2\n 3,4:udp\n bogus\n 5,6\n")),
+            ("b", None),
+            ("c", Some("#1,2\n")),
+        ];
+        let (code, out, err, d) = run_one_time(&doors, &["-i", "lo", "--show-secrets"]);
+        let otp_path = d.path().join("a");
         assert_eq!(code, 0, "{err}");
         assert!(
             out.contains("2 unused sequences left (1 used); current: line 2: 3:tcp,4:udp"),
@@ -563,14 +583,9 @@ mod tests {
 
     #[test]
     fn one_time_lines_are_hidden_without_show_secrets() {
-        let dir = tempfile::tempdir().unwrap();
-        let otp_path = dir.path().join("otp");
-        std::fs::write(&otp_path, "# 1,2\n 23456,34567:udp\n 45678x\n").unwrap();
-        let text = format!(
-            "[a]\none_time_sequences = {}\ncommand = x\n",
-            otp_path.display()
-        );
-        let (code, out, err, _d) = run_on(&text, &["-i", "lo"]);
+        let doors = [("a", Some("# 1,2\n 23456,34567:udp\n 45678x\n"))];
+        let (code, out, err, d) = run_one_time(&doors, &["-i", "lo"]);
+        let otp_path = d.path().join("a");
         assert_eq!(code, 0, "{err}");
         assert!(
             out.contains(

@@ -150,6 +150,19 @@ pub struct Resolved {
     pub pid_file: Valued<PathBuf>,
 }
 
+/// The command line's value if given, else the configuration file's.
+fn given<T: Clone>(cli: &Option<T>, file: &Option<T>) -> Option<Valued<T>> {
+    let (value, origin) = match (cli, file) {
+        (Some(v), _) => (v, Origin::CommandLine),
+        (None, Some(v)) => (v, Origin::ConfigFile),
+        (None, None) => return None,
+    };
+    Some(Valued {
+        value: value.clone(),
+        origin,
+    })
+}
+
 /// Apply command line > configuration file > default. `default_routes` is
 /// asked only when neither names an interface (the daemon passes
 /// [`default_route_interfaces`]).
@@ -158,31 +171,14 @@ pub fn resolve(
     cfg: &Config,
     default_routes: impl FnOnce() -> Result<InterfaceList, RouteError>,
 ) -> Resolved {
-    let interfaces = match (&cli.interfaces, &cfg.options.interface) {
-        (Some(l), _) => Ok(Valued {
-            value: l.clone(),
-            origin: Origin::CommandLine,
-        }),
-        (None, Some(l)) => Ok(Valued {
-            value: l.clone(),
-            origin: Origin::ConfigFile,
-        }),
-        (None, None) => default_routes().map(|value| Valued {
+    let interfaces = match given(&cli.interfaces, &cfg.options.interface) {
+        Some(l) => Ok(l),
+        None => default_routes().map(|value| Valued {
             value,
             origin: Origin::DefaultRoutes,
         }),
     };
-    let log_file = match (&cli.log_file, &cfg.options.log_file) {
-        (Some(p), _) => Some(Valued {
-            value: p.clone(),
-            origin: Origin::CommandLine,
-        }),
-        (None, Some(p)) => Some(Valued {
-            value: p.clone(),
-            origin: Origin::ConfigFile,
-        }),
-        (None, None) => None,
-    };
+    let log_file = given(&cli.log_file, &cfg.options.log_file);
     let pid_file = match &cli.pid_file {
         Some(p) => Valued {
             value: p.clone(),
