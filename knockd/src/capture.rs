@@ -171,7 +171,7 @@ pub fn interface_addresses(iface: &str, ipv4_only: bool) -> BTreeSet<IpAddr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bpf::{self, FilterSpec};
     use crate::packet;
@@ -182,18 +182,24 @@ mod tests {
         v.into_iter().collect()
     }
 
+    /// Say that `test` is skipped for want of the privilege to capture
+    /// (`why`); under CI, where tests run as root, a skip is a failure.
+    pub(crate) fn skip_unprivileged(test: &str, why: &dyn std::fmt::Display) {
+        eprintln!("SKIPPED {test}: {why}");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "needs root in CI"
+        );
+    }
+
     /// Open `iface`, or `None` (a skip, refused under CI) without the
     /// privilege to capture.
     fn open_or_skip(iface: &str, test: &str) -> Option<Capture> {
         match Capture::open(iface) {
             Ok(c) => Some(c),
             Err(e) if e.not_permitted() => {
-                eprintln!("SKIPPED {test}: {e}");
-                assert_ne!(
-                    std::env::var("CI").as_deref(),
-                    Ok("true"),
-                    "needs root in CI"
-                );
+                skip_unprivileged(test, &e);
                 None
             }
             Err(e) => panic!("{e}"),

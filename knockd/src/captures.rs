@@ -358,14 +358,9 @@ mod tests {
 
     /// A logger that keeps debug lines, and the time now; `None` (a skip,
     /// refused under CI) without the root needed to open captures.
-    fn as_root() -> Option<(Logger, Instant)> {
+    fn as_root(test: &str) -> Option<(Logger, Instant)> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: opening a capture needs root");
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "needs root in CI"
-            );
+            crate::capture::tests::skip_unprivileged(test, &"opening a capture needs root");
             return None;
         }
         Some((Logger::memory(true, false), Instant::now()))
@@ -373,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_missing_interface_is_retried_when_another_opened() {
-        let Some((log, now)) = as_root() else {
+        let Some((log, now)) = as_root("a_missing_interface_is_retried_when_another_opened") else {
             return;
         };
         let mut set = Captures::open(&list("lo, nosuchif0"), false, now, &log).unwrap();
@@ -405,7 +400,7 @@ mod tests {
 
     #[test]
     fn none_opened_is_an_error_naming_each_interface() {
-        let Some((log, now)) = as_root() else {
+        let Some((log, now)) = as_root("none_opened_is_an_error_naming_each_interface") else {
             return;
         };
         let e = Captures::open(&list("nosuchif0,nosuchif1"), false, now, &log)
@@ -421,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_new_list_keeps_open_captures_and_logs_the_change() {
-        let Some((log, now)) = as_root() else {
+        let Some((log, now)) = as_root("a_new_list_keeps_open_captures_and_logs_the_change") else {
             return;
         };
         let mut set = Captures::open(&list("lo"), false, now, &log).unwrap();

@@ -388,6 +388,15 @@ mod tests {
         Logger::new(Some(path.to_path_buf()), false, false, false)
     }
 
+    /// A new directory, the path of `name` in it and a logger writing there
+    /// ([`to_file`]); the file is not created yet.
+    fn temp_logger(name: &str) -> (tempfile::TempDir, PathBuf, Logger) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let log = to_file(&path);
+        (dir, path, log)
+    }
+
     /// Strip and check the `[YYYY-MM-DD HH:MM] ` prefix.
     fn body(line: &str) -> &str {
         let b = line.as_bytes();
@@ -424,28 +433,44 @@ mod tests {
         assert_eq!(bodies(&fresh), ["hello"]);
     }
 
+    /// Where lines go when the file changes between them: the logger of
+    /// file `a` logs "one", acts, logs "two", acts, logs "three"; then `a`
+    /// and `b` (another path in the same directory) hold `want`.
     #[test]
-    fn reopen_follows_rotation() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("knockd.log");
-        let rotated = dir.path().join("knockd.log.1");
-        let log = to_file(&path);
-        log.log("before");
-        std::fs::rename(&path, &rotated).unwrap();
-        log.log("still old file");
-        log.reopen();
-        log.log("after");
-        assert_eq!(bodies(&rotated), ["before", "still old file"]);
-        assert_eq!(bodies(&path), ["after"]);
+    fn lines_follow_the_log_file() {
+        type Act = fn(&Logger, &Path, &Path);
+        let cases: &[(&str, Act, Act, [&[&str]; 2])] = &[
+            (
+                "rotation (a renamed to b): the old file until reopen",
+                |_, a, b| std::fs::rename(a, b).unwrap(),
+                |log, _, _| log.reopen(),
+                [&["three"], &["one", "two"]],
+            ),
+            (
+                "set_sinks switches to b, then to no file",
+                |log, _, b| log.set_sinks(Some(b.to_path_buf()), false),
+                |log, _, _| log.set_sinks(None, false),
+                [&["one"], &["two"]],
+            ),
+        ];
+        for (case, first, second, [want_a, want_b]) in cases {
+            let (dir, a, log) = temp_logger("a.log");
+            let b = dir.path().join("b.log");
+            log.log("one");
+            first(&log, &a, &b);
+            log.log("two");
+            second(&log, &a, &b);
+            log.log("three");
+            assert_eq!(bodies(&a), *want_a, "{case}: a");
+            assert_eq!(bodies(&b), *want_b, "{case}: b");
+        }
     }
 
     #[test]
     fn unusable_log_file_does_not_stop_logging_and_recovers() {
-        let dir = tempfile::tempdir().unwrap();
-        let sub = dir.path().join("gone");
-        let path = sub.join("knockd.log");
         // The directory does not exist: open fails, logging goes on.
-        let log = to_file(&path);
+        let (dir, path, log) = temp_logger("gone/knockd.log");
+        let sub = dir.path().join("gone");
         log.log("lost to stderr");
         log.error("also stderr");
         assert!(!path.exists());
@@ -456,21 +481,6 @@ mod tests {
         log.reopen();
         log.log("back in the file");
         assert_eq!(bodies(&path), ["back in the file"]);
-    }
-
-    #[test]
-    fn set_sinks_switches_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.log");
-        let b = dir.path().join("b.log");
-        let log = to_file(&a);
-        log.log("to a");
-        log.set_sinks(Some(b.clone()), false);
-        log.log("to b");
-        log.set_sinks(None, false);
-        log.log("nowhere");
-        assert_eq!(bodies(&a), ["to a"]);
-        assert_eq!(bodies(&b), ["to b"]);
     }
 
     #[test]

@@ -16,6 +16,20 @@ fn texts<T: fmt::Display>(items: &[T]) -> Vec<String> {
     items.iter().map(ToString::to_string).collect()
 }
 
+/// Give `path` the permission bits `mode`.
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Write `text` to the file `name` of `dir`, with permission bits `mode`.
+fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    chmod(&path, mode);
+    path
+}
+
 fn errors(text: &str) -> Vec<ConfigError> {
     match parse_str(text, F) {
         Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
@@ -1009,10 +1023,8 @@ fn load_stops_reading_an_endless_file() {
 #[test]
 fn load_refuses_a_file_others_may_write_naming_file_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("knockd.conf");
-    std::fs::write(&p, "[d]\nsequence = 1\ncommand = true\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let text = "[d]\nsequence = 1\ncommand = true\n";
+    let p = write_file(dir.path(), "knockd.conf", text, 0o664);
     let ConfigErrors(errs) = load(&p).unwrap_err();
     assert_eq!(
         errs[0].to_string(),
@@ -1021,7 +1033,7 @@ fn load_refuses_a_file_others_may_write_naming_file_and_reason() {
             p.display()
         )
     );
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    chmod(&p, 0o644);
     assert_eq!(load(&p).unwrap().doors.len(), 1);
 }
 
@@ -1171,23 +1183,17 @@ fn default_state_paths_are_distinct_plain_file_names() {
 
 #[test]
 fn load_reads_the_key_and_refuses_a_readable_one() {
-    use std::os::unix::fs::PermissionsExt;
     let d = tempfile::tempdir().unwrap();
-    let key = d.path().join("k");
-    std::fs::write(&key, "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let conf = d.path().join("c");
-    std::fs::write(
-        &conf,
-        format!("[d]\n\nSequence_Secret = {}\n", key.display()),
-    )
-    .unwrap();
+    let key_text = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\n";
+    let key = write_file(d.path(), "k", key_text, 0o600);
+    let text = format!("[d]\n\nSequence_Secret = {}\n", key.display());
+    let conf = write_file(d.path(), "c", &text, 0o644);
     let c = load(&conf).unwrap();
     let SequenceSpec::Rotating(r) = &c.doors[0].sequence else {
         panic!()
     };
     assert_eq!(r.key.as_ref().map(|k| k.len()), Some(30));
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    chmod(&key, 0o640);
     let e = load(&conf).unwrap_err();
     assert_eq!(e.0[0].line, Some(3));
     assert!(e.0[0].to_string().contains("group or others"), "{e}");
