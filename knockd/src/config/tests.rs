@@ -23,11 +23,18 @@ fn chmod(path: &Path, mode: u32) {
 }
 
 /// Write `text` to the file `name` of `dir`, with permission bits `mode`.
-fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+fn write_file(dir: &Path, name: &str, text: impl AsRef<[u8]>, mode: u32) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     chmod(&path, mode);
     path
+}
+
+/// The only error [`load`] gives for `path`.
+fn load_error(path: &Path) -> ConfigError {
+    let errors = load(path).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    errors.0.into_iter().next().unwrap()
 }
 
 fn errors(text: &str) -> Vec<ConfigError> {
@@ -886,40 +893,28 @@ fn warnings() {
 #[test]
 fn load_reads_files_and_reports_io_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.conf");
-    std::fs::write(&good, DEBIAN_CONF).unwrap();
+    let good = write_file(dir.path(), "good.conf", DEBIAN_CONF, 0o644);
     assert_eq!(load(&good).unwrap().doors.len(), 3);
 
     let missing = dir.path().join("missing.conf");
-    let ConfigErrors(errs) = load(&missing).unwrap_err();
-    assert_eq!(errs.len(), 1);
-    let shown = errs[0].to_string();
+    let shown = load_error(&missing).to_string();
     assert!(
         shown.starts_with(&format!("{}: cannot read", missing.display())),
         "{shown}"
     );
 
-    let ConfigErrors(errs) = load(dir.path()).unwrap_err();
-    assert!(errs[0].to_string().contains("directory"), "{}", errs[0]);
+    let e = load_error(dir.path());
+    assert!(e.to_string().contains("directory"), "{e}");
 
-    let bad = dir.path().join("bad.conf");
-    std::fs::write(&bad, b"[d]\nsequence = 1\ncommand = caf\xe9\n").unwrap();
-    let ConfigErrors(errs) = load(&bad).unwrap_err();
-    assert_eq!(errs[0].line, Some(3));
-    assert!(
-        matches!(errs[0].what, ConfigProblem::NotUtf8),
-        "{}",
-        errs[0]
-    );
-    assert!(errs[0]
-        .to_string()
-        .ends_with("the line is not valid UTF-8 text"));
+    let text = b"[d]\nsequence = 1\ncommand = caf\xe9\n";
+    let e = load_error(&write_file(dir.path(), "bad.conf", text, 0o644));
+    assert_eq!(e.line, Some(3));
+    assert!(matches!(e.what, ConfigProblem::NotUtf8), "{e}");
+    assert!(e.to_string().ends_with("the line is not valid UTF-8 text"));
 
-    let located = dir.path().join("located.conf");
-    std::fs::write(&located, "[d]\nsequence = 80x\n").unwrap();
-    let ConfigErrors(errs) = load(&located).unwrap_err();
+    let located = write_file(dir.path(), "located.conf", "[d]\nsequence = 80x\n", 0o644);
     assert_eq!(
-        errs[0].to_string(),
+        load_error(&located).to_string(),
         format!(
             "{}:2: port \"80x\" is not a number between 1 and 65535",
             located.display()
@@ -930,10 +925,8 @@ fn load_reads_files_and_reports_io_errors() {
 #[test]
 fn load_stops_reading_an_endless_file() {
     // /dev/zero is writable by everybody: refused before any read.
-    let ConfigErrors(errs) = load(Path::new("/dev/zero")).unwrap_err();
-    assert_eq!(errs.len(), 1);
     assert_eq!(
-        errs[0].to_string(),
+        load_error(Path::new("/dev/zero")).to_string(),
         "/dev/zero: refusing a file writable by group or others (mode 0666; chmod go-w fixes it)"
     );
     // A private FIFO fed without end is read only up to the bound.
@@ -951,10 +944,10 @@ fn load_stops_reading_an_endless_file() {
         // Ends when the reader closes the pipe (EPIPE).
         while w.write_all(&chunk).is_ok() {}
     });
-    let ConfigErrors(errs) = load(&fifo).unwrap_err();
+    let e = load_error(&fifo);
     writer.join().unwrap();
     assert_eq!(
-        errs[0].to_string(),
+        e.to_string(),
         format!(
             "{}: cannot read: larger than {MAX_CONFIG_BYTES} bytes",
             fifo.display()
@@ -967,9 +960,8 @@ fn load_refuses_a_file_others_may_write_naming_file_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let text = "[d]\nsequence = 1\ncommand = true\n";
     let p = write_file(dir.path(), "knockd.conf", text, 0o664);
-    let ConfigErrors(errs) = load(&p).unwrap_err();
     assert_eq!(
-        errs[0].to_string(),
+        load_error(&p).to_string(),
         format!(
             "{}: refusing a file writable by group or others (mode 0664; chmod go-w fixes it)",
             p.display()
@@ -1136,8 +1128,8 @@ fn load_reads_the_key_and_refuses_a_readable_one() {
     };
     assert_eq!(r.key.as_ref().map(|k| k.len()), Some(30));
     chmod(&key, 0o640);
-    let e = load(&conf).unwrap_err();
-    assert_eq!(e.0[0].line, Some(3));
-    assert!(e.0[0].to_string().contains("group or others"), "{e}");
+    let e = load_error(&conf);
+    assert_eq!(e.line, Some(3));
+    assert!(e.to_string().contains("group or others"), "{e}");
     assert!(!e.to_string().contains("JBSW"));
 }
