@@ -4,6 +4,8 @@
 //! [`parse_str`] / [`load`] read the classic format (see the manual page and
 //! `docs/DECISIONS.md`, "Configuration") and validate it completely: every
 //! error is reported with `file:line:` and the offending text quoted.
+//! Errors are typed ([`ConfigProblem`]), and so are warnings
+//! ([`ConfigWarning`]); [`Located`] adds the file and line to either.
 //!
 //! Decisions where the classic format is silent:
 //! * `[options]` may appear more than once (and after doors); its directives
