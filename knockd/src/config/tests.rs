@@ -923,6 +923,28 @@ fn load_reads_files_and_reports_io_errors() {
 }
 
 #[test]
+fn errors_are_typed_and_keep_their_cause() {
+    let e = &errors("[d]\nsequence = 1\ncommand = x\ntimeout\n")[0];
+    assert!(
+        matches!(&e.what, ConfigProblem::NoValue { what }
+            if what.directive == Directive::SeqTimeout && what.key == "timeout"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "knockd.conf:4: \"timeout\" (alias of Seq_Timeout) needs a value: Seq_Timeout = ..."
+    );
+    // A file that cannot be read keeps the io::Error as the cause.
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_error(&dir.path().join("missing.conf"));
+    let cause = std::error::Error::source(&e).expect("a cause");
+    let io = cause
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[test]
 fn load_stops_reading_an_endless_file() {
     // /dev/zero is writable by everybody: refused before any read.
     assert_eq!(
