@@ -71,7 +71,7 @@ pub fn check_config(bytes: &[u8]) {
             assert!(!errors.0.is_empty(), "an error result without errors");
             for e in &errors.0 {
                 assert_eq!(e.file, "fuzz.conf");
-                assert!(!e.message.is_empty());
+                assert!(!e.what.to_string().is_empty());
                 if let Some(l) = e.line {
                     assert!(l >= 1 && l <= lines, "error on line {l} of {lines}: {e}");
                 }

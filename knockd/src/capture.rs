@@ -53,8 +53,12 @@ pub enum CaptureError {
         dlt: i32,
         name: String,
     },
-    #[error("cannot install the capture filter ({len} instructions): {reason}")]
-    Filter { len: usize, reason: String },
+    #[error("cannot install the capture filter ({len} instructions): {source}")]
+    Filter {
+        len: usize,
+        #[source]
+        source: pcap_ffi::FilterRefused,
+    },
     #[error("{0}")]
     Read(#[source] pcap::Error),
 }
@@ -113,10 +117,10 @@ impl Capture {
         if self.filter.as_ref() == Some(filter) {
             return Ok(false);
         }
-        pcap_ffi::set_filter(&mut self.cap, filter.instructions()).map_err(|reason| {
+        pcap_ffi::set_filter(&mut self.cap, filter.instructions()).map_err(|source| {
             CaptureError::Filter {
                 len: filter.len(),
-                reason,
+                source,
             }
         })?;
         self.filter = Some(filter.clone());
@@ -167,7 +171,7 @@ pub fn interface_addresses(iface: &str, ipv4_only: bool) -> BTreeSet<IpAddr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bpf::{self, FilterSpec};
     use crate::packet;
@@ -178,18 +182,24 @@ mod tests {
         v.into_iter().collect()
     }
 
+    /// Say that `test` is skipped for want of the privilege to capture
+    /// (`why`); under CI, where tests run as root, a skip is a failure.
+    pub(crate) fn skip_unprivileged(test: &str, why: &dyn std::fmt::Display) {
+        eprintln!("SKIPPED {test}: {why}");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "needs root in CI"
+        );
+    }
+
     /// Open `iface`, or `None` (a skip, refused under CI) without the
     /// privilege to capture.
     fn open_or_skip(iface: &str, test: &str) -> Option<Capture> {
         match Capture::open(iface) {
             Ok(c) => Some(c),
             Err(e) if e.not_permitted() => {
-                eprintln!("SKIPPED {test}: {e}");
-                assert_ne!(
-                    std::env::var("CI").as_deref(),
-                    Ok("true"),
-                    "needs root in CI"
-                );
+                skip_unprivileged(test, &e);
                 None
             }
             Err(e) => panic!("{e}"),
@@ -273,6 +283,37 @@ mod tests {
             assert!(seen.contains(&door), "{iface}: {seen:?}");
             assert!(seen.iter().all(|&p| p == door), "{iface}: {seen:?}");
         }
+    }
+
+    /// libpcap refuses a program that does not end with a return; the
+    /// error carries libpcap's own message.
+    #[test]
+    fn a_program_libpcap_refuses_is_an_error_with_its_message() {
+        let test = "a_program_libpcap_refuses_is_an_error_with_its_message";
+        let Some(mut cap) = open_or_skip("lo", test) else {
+            return;
+        };
+        // `ldh [12]` and no return.
+        let no_return = [bpf::Insn {
+            code: 0x28,
+            jt: 0,
+            jf: 0,
+            k: 12,
+        }];
+        let refused = pcap_ffi::set_filter(&mut cap.cap, &no_return).unwrap_err();
+        assert!(!refused.message.is_empty());
+        let e = CaptureError::Filter {
+            len: no_return.len(),
+            source: refused.clone(),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot install the capture filter (1 instructions): {}",
+                refused.message
+            )
+        );
+        assert_eq!(cap.kernel_filter_len(), Some(0), "nothing installed");
     }
 
     #[test]

@@ -356,26 +356,21 @@ mod tests {
         InterfaceList::parse(s).unwrap()
     }
 
-    fn root() -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
+    /// A logger that keeps debug lines, and the time now; `None` (a skip,
+    /// refused under CI) without the root needed to open captures.
+    fn as_root(test: &str) -> Option<(Logger, Instant)> {
+        if !nix::unistd::geteuid().is_root() {
+            crate::capture::tests::skip_unprivileged(test, &"opening a capture needs root");
+            return None;
         }
-        eprintln!("SKIPPED: opening a capture needs root");
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "needs root in CI"
-        );
-        false
+        Some((Logger::memory(true, false), Instant::now()))
     }
 
     #[test]
     fn a_missing_interface_is_retried_when_another_opened() {
-        if !root() {
+        let Some((log, now)) = as_root("a_missing_interface_is_retried_when_another_opened") else {
             return;
-        }
-        let log = Logger::memory(true, false);
-        let now = Instant::now();
+        };
         let mut set = Captures::open(&list("lo, nosuchif0"), false, now, &log).unwrap();
         assert_eq!(set.open_names(), "lo");
         assert_eq!(set.listed_names(), "lo, nosuchif0");
@@ -405,11 +400,10 @@ mod tests {
 
     #[test]
     fn none_opened_is_an_error_naming_each_interface() {
-        if !root() {
+        let Some((log, now)) = as_root("none_opened_is_an_error_naming_each_interface") else {
             return;
-        }
-        let log = Logger::memory(true, false);
-        let e = Captures::open(&list("nosuchif0,nosuchif1"), false, Instant::now(), &log)
+        };
+        let e = Captures::open(&list("nosuchif0,nosuchif1"), false, now, &log)
             .err()
             .unwrap();
         let text = e.to_string();
@@ -422,11 +416,9 @@ mod tests {
 
     #[test]
     fn a_new_list_keeps_open_captures_and_logs_the_change() {
-        if !root() {
+        let Some((log, now)) = as_root("a_new_list_keeps_open_captures_and_logs_the_change") else {
             return;
-        }
-        let log = Logger::memory(true, false);
-        let now = Instant::now();
+        };
         let mut set = Captures::open(&list("lo"), false, now, &log).unwrap();
         assert!(!set.set_list(&list("lo"), now, &log));
         assert!(set.set_list(&list("lo, any"), now, &log));

@@ -10,13 +10,48 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use knock_common::otp;
+use knock_common::otp::{self, OtpError};
 
 use crate::cli::Cli;
-use crate::config::{self, Config, Door, SequenceSpec};
+use crate::config::{self, Config, ConfigWarning, Door, Located, SequenceSpec};
+use crate::rotating::RotatingError;
 use crate::settings::{self, InterfaceList, Origin, RouteError};
+
+/// A warning of `--check`: the parser's, or what only a look at the
+/// system shows. None quotes a sequence or a one-time line.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckWarning {
+    #[error(transparent)]
+    Config(#[from] Located<ConfigWarning>),
+    #[error("interface \"{0}\" does not exist on this system right now")]
+    NoSuchInterface(String),
+    #[error(transparent)]
+    NoInterface(#[from] RouteError),
+    #[error("door \"{door}\": {source}; every window accepted at start-up will count as used")]
+    RotatingState {
+        door: String,
+        #[source]
+        source: RotatingError,
+    },
+    #[error("door \"{door}\": cannot read its one-time sequence file: {source}; the door stays closed until the file exists")]
+    OneTimeUnreadable {
+        door: String,
+        #[source]
+        source: OtpError,
+    },
+    /// A line of a one-time file that does not parse, by number and kind
+    /// of fault (`reason` never quotes the line).
+    #[error("{}:{line_no}: line is skipped: {reason}", .path.display())]
+    OneTimeLineSkipped {
+        path: PathBuf,
+        line_no: usize,
+        reason: &'static str,
+    },
+    #[error("door \"{door}\": its one-time sequence file {} has no unused sequence left; the door is disabled until sequences are appended", .path.display())]
+    OneTimeUsedUp { door: String, path: PathBuf },
+}
 
 /// Run the check: print the summary to stdout and warnings/errors to
 /// stderr. Returns the exit status: 0 when the configuration is valid, 1
@@ -63,7 +98,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 /// The readable summary of a valid configuration, and every warning: the
 /// parser's plus what only a look at the system shows (missing one-time
 /// files, an interface that does not exist right now).
-pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<String>) {
+pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<CheckWarning>) {
     summary_with(cli, cfg, settings::default_route_interfaces)
 }
 
@@ -72,9 +107,9 @@ pub fn summary_with(
     cli: &Cli,
     cfg: &Config,
     default_routes: impl FnOnce() -> Result<InterfaceList, RouteError>,
-) -> (String, Vec<String>) {
+) -> (String, Vec<CheckWarning>) {
     let resolved = settings::resolve(&cli.overrides(), cfg, default_routes);
-    let mut warnings = cfg.warnings.clone();
+    let mut warnings: Vec<CheckWarning> = cfg.warnings.iter().cloned().map(Into::into).collect();
     let mut s = String::new();
     let n = cfg.doors.len();
     let _ = writeln!(
@@ -101,7 +136,7 @@ pub fn summary_with(
         "PidFile",
         &with_origin(&pid.value.display().to_string(), pid.origin),
     );
-    match &resolved.interfaces {
+    match resolved.interfaces {
         Ok(list) => {
             field(
                 &mut s,
@@ -110,15 +145,13 @@ pub fn summary_with(
             );
             for name in list.value.names() {
                 if name != "any" && !interface_exists(name) {
-                    warnings.push(format!(
-                        "interface \"{name}\" does not exist on this system right now"
-                    ));
+                    warnings.push(CheckWarning::NoSuchInterface(name.to_string()));
                 }
             }
         }
         Err(e) => {
             field(&mut s, "Interface", "(none: no default route)");
-            warnings.push(e.to_string());
+            warnings.push(e.into());
         }
     }
 
@@ -140,7 +173,7 @@ fn field(s: &mut String, name: &str, value: &str) {
 /// What stands in for a hidden secret.
 const HIDDEN: &str = "hidden; --show-secrets shows it";
 
-fn describe_door(s: &mut String, warnings: &mut Vec<String>, door: &Door, secrets: bool) {
+fn describe_door(s: &mut String, warnings: &mut Vec<CheckWarning>, door: &Door, secrets: bool) {
     match &door.sequence {
         SequenceSpec::Fixed(seq) if secrets => field(s, "Sequence", &seq.to_string()),
         SequenceSpec::Fixed(seq) => {
@@ -224,7 +257,7 @@ fn command_fields(
 /// key file that is missing, malformed or readable by others).
 fn rotating_fields(
     s: &mut String,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<CheckWarning>,
     door: &Door,
     spec: &config::RotatingSpec,
 ) {
@@ -256,11 +289,11 @@ fn rotating_fields(
     let state = match crate::rotating::read_state(&spec.state) {
         Ok(None) => "no window used yet".to_string(),
         Ok(Some(until)) => format!("windows starting before Unix time {until} are used"),
-        Err(e) => {
-            warnings.push(format!(
-                "door \"{}\": {e}; every window accepted at start-up will count as used",
-                door.name
-            ));
+        Err(source) => {
+            warnings.push(CheckWarning::RotatingState {
+                door: door.name.clone(),
+                source,
+            });
             "(not readable now)".to_string()
         }
     };
@@ -272,30 +305,35 @@ fn rotating_fields(
 }
 
 /// The state of a one-time file, for the summary; problems become warnings.
-fn one_time_state(warnings: &mut Vec<String>, door: &str, path: &Path, secrets: bool) -> String {
+fn one_time_state(
+    warnings: &mut Vec<CheckWarning>,
+    door: &str,
+    path: &Path,
+    secrets: bool,
+) -> String {
     match otp::scan(path) {
-        Err(e) => {
-            warnings.push(format!(
-                "door \"{door}\": cannot read its one-time sequence file: {e}; the door stays closed until the file exists"
-            ));
+        Err(source) => {
+            warnings.push(CheckWarning::OneTimeUnreadable {
+                door: door.to_string(),
+                source,
+            });
             "(file not readable now)".to_string()
         }
         Ok(scan) => {
             for w in &scan.warnings {
-                warnings.push(format!(
-                    "{}:{}: line is skipped: {}",
-                    path.display(),
-                    w.line_no,
-                    w.reason()
-                ));
+                warnings.push(CheckWarning::OneTimeLineSkipped {
+                    path: path.to_path_buf(),
+                    line_no: w.line_no,
+                    reason: w.reason(),
+                });
             }
             let left = scan.usable.len();
             match scan.current() {
                 None => {
-                    warnings.push(format!(
-                        "door \"{door}\": its one-time sequence file {} has no unused sequence left; the door is disabled until sequences are appended",
-                        path.display()
-                    ));
+                    warnings.push(CheckWarning::OneTimeUsedUp {
+                        door: door.to_string(),
+                        path: path.to_path_buf(),
+                    });
                     format!("no unused sequence left ({} used)", scan.used)
                 }
                 Some(cur) => {
@@ -325,8 +363,34 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn run_on(text: &str, extra: &[&str]) -> (i32, String, String, tempfile::TempDir) {
+    type Run = (i32, String, String, tempfile::TempDir);
+
+    fn run_on(text: &str, extra: &[&str]) -> Run {
+        run_in(tempfile::tempdir().unwrap(), text, extra)
+    }
+
+    /// [`run_on`] a configuration of one door per `(name, text)`: door
+    /// `name` uses the one-time file `name` of the returned directory,
+    /// which holds `text` (`None`: there is no such file).
+    fn run_one_time(doors: &[(&str, Option<&str>)], extra: &[&str]) -> Run {
         let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for (name, content) in doors {
+            let path = dir.path().join(name);
+            if let Some(content) = content {
+                std::fs::write(&path, content).unwrap();
+            }
+            let _ = writeln!(
+                text,
+                "[{name}]\none_time_sequences = {}\ncommand = x",
+                path.display()
+            );
+        }
+        run_in(dir, &text, extra)
+    }
+
+    /// `knockd -t` on `text`, written to `knockd.conf` in `dir`.
+    fn run_in(dir: tempfile::TempDir, text: &str, extra: &[&str]) -> Run {
         let conf = dir.path().join("knockd.conf");
         std::fs::write(&conf, text).unwrap();
         let mut args = vec!["knockd", "-t", "-c", conf.to_str().unwrap()];
@@ -424,6 +488,7 @@ mod tests {
         assert!(
             warnings
                 .iter()
+                .map(ToString::to_string)
                 .any(|w| w.contains("-i") && w.contains("Interface")),
             "{warnings:?}"
         );
@@ -481,19 +546,13 @@ mod tests {
 
     #[test]
     fn one_time_file_states() {
-        let dir = tempfile::tempdir().unwrap();
-        let otp_path = dir.path().join("otp");
-        std::fs::write(&otp_path, "# 1,2\n 3,4:udp\n bogus\n 5,6\n").unwrap();
-        let missing = dir.path().join("missing");
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, "#1,2\n").unwrap();
-        let text = format!(
-            "[a]\none_time_sequences = {}\ncommand = x\n[b]\none_time_sequences = {}\ncommand = x\n[c]\none_time_sequences = {}\ncommand = x\n",
-            otp_path.display(),
-            missing.display(),
-            empty.display()
-        );
-        let (code, out, err, _d) = run_on(&text, &["-i", "lo", "--show-secrets"]);
+        let doors = [
+            ("a", Some("# 1,2\n 3,4:udp\n bogus\n 5,6\n")),
+            ("b", None),
+            ("c", Some("#1,2\n")),
+        ];
+        let (code, out, err, d) = run_one_time(&doors, &["-i", "lo", "--show-secrets"]);
+        let otp_path = d.path().join("a");
         assert_eq!(code, 0, "{err}");
         assert!(
             out.contains("2 unused sequences left (1 used); current: line 2: 3:tcp,4:udp"),
@@ -524,14 +583,9 @@ mod tests {
 
     #[test]
     fn one_time_lines_are_hidden_without_show_secrets() {
-        let dir = tempfile::tempdir().unwrap();
-        let otp_path = dir.path().join("otp");
-        std::fs::write(&otp_path, "# 1,2\n 23456,34567:udp\n 45678x\n").unwrap();
-        let text = format!(
-            "[a]\none_time_sequences = {}\ncommand = x\n",
-            otp_path.display()
-        );
-        let (code, out, err, _d) = run_on(&text, &["-i", "lo"]);
+        let doors = [("a", Some("# 1,2\n 23456,34567:udp\n 45678x\n"))];
+        let (code, out, err, d) = run_one_time(&doors, &["-i", "lo"]);
+        let otp_path = d.path().join("a");
         assert_eq!(code, 0, "{err}");
         assert!(
             out.contains(

@@ -90,22 +90,12 @@ pub struct Cli {
     #[arg(short = 'v', long)]
     pub verbose: bool,
 
-    /// Pid file.
-    #[arg(
-        short = 'p',
-        long,
-        value_name = "FILE",
-        help = "Pid file (overrides `PidFile` in [options]; default /var/run/knockd.pid)"
-    )]
+    /// Pid file (overrides `PidFile` in [options]; default /var/run/knockd.pid)
+    #[arg(short = 'p', long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
 
-    /// Log file.
-    #[arg(
-        short = 'g',
-        long,
-        value_name = "FILE",
-        help = "Log file (overrides `LogFile` in [options])"
-    )]
+    /// Log file (overrides `LogFile` in [options])
+    #[arg(short = 'g', long, value_name = "FILE")]
     pub logfile: Option<PathBuf>,
 
     /// Check the configuration, print what it defines and exit (0: valid, 1: errors); captures nothing.

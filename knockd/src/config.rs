@@ -4,6 +4,8 @@
 //! [`parse_str`] / [`load`] read the classic format (see the manual page and
 //! `docs/DECISIONS.md`, "Configuration") and validate it completely: every
 //! error is reported with `file:line:` and the offending text quoted.
+//! Errors are typed ([`ConfigProblem`]), and so are warnings
+//! ([`ConfigWarning`]); [`Located`] adds the file and line to either.
 //!
 //! Decisions where the classic format is silent:
 //! * `[options]` may appear more than once (and after doors); its directives
@@ -48,8 +50,9 @@ pub const MAX_SCAN_THRESHOLD: usize = crate::matcher::MAX_SCAN_THRESHOLD;
 pub struct Config {
     pub options: Options,
     pub doors: Vec<Door>,
-    /// Non-fatal findings (duplicate door names, ...), each `file:line: text`.
-    pub warnings: Vec<String>,
+    /// Non-fatal findings (duplicate door names, ...), each shown as
+    /// `file:line: text`.
+    pub warnings: Vec<Located<ConfigWarning>>,
 }
 
 /// The `[options]` section.
@@ -161,25 +164,165 @@ impl Door {
     }
 }
 
-/// One error, located in the file.
+/// A finding located in a file: `file:line: what` (`file: what` for the
+/// whole file). Configuration errors are [`ConfigError`], warnings
+/// `Located<ConfigWarning>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct Located<T> {
     pub file: String,
     pub line: Option<usize>,
-    pub message: String,
+    pub what: T,
 }
 
-impl fmt::Display for ConfigError {
+impl<T: fmt::Display> fmt::Display for Located<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
-            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.what),
+            None => write!(f, "{}: {}", self.file, self.what),
+        }
+    }
+}
+
+impl<T: std::error::Error + 'static> std::error::Error for Located<T> {
+    /// The text of `what` is part of this error's own message: its source
+    /// is what `what` itself was caused by.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.what.source()
+    }
+}
+
+/// One error, located in the file.
+pub type ConfigError = Located<ConfigProblem>;
+
+/// Why a configuration file is refused. Messages name the directive as
+/// written, the door and the lines involved, and quote a value only when
+/// it is the one at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("section header \"{header}\" does not end with \"]\"")]
+    UnclosedHeader { header: String },
+    #[error("empty section name \"{header}\": write [options] or [door name]")]
+    EmptySectionName { header: String },
+    #[error("line \"{text}\" has no directive name before \"=\"")]
+    NoDirectiveName { text: String },
+    #[error("line \"{text}\" is neither a [section] header, a # comment nor a \"directive = value\" line")]
+    NotADirective { text: String },
+    #[error("unknown directive \"{key}\" outside any section (global directives, under [options]: {GLOBAL_LIST}; door directives, under [door name]: {DOOR_LIST})")]
+    UnknownOutsideSections { key: String },
+    #[error("unknown directive \"{key}\" in [options] (global directives: {GLOBAL_LIST})")]
+    UnknownInOptions { key: String },
+    #[error("unknown directive \"{key}\" in door \"{door}\" (door directives: {DOOR_LIST})")]
+    UnknownInDoor { key: String, door: String },
+    #[error("directive {what} is outside any section; put it under {}", .what.directive.home())]
+    OutsideSections { what: Written },
+    #[error("{what} is a door directive and does not belong in [options]; put it under a [door name] section")]
+    DoorDirectiveInOptions { what: Written },
+    #[error("{what} is a global directive and does not belong in door \"{door}\"; put it under [options]")]
+    GlobalDirectiveInDoor { what: Written, door: String },
+    #[error("{} given twice in this section (first at line {first}): {what} = \"{value}\"", .what.directive)]
+    Twice {
+        what: Written,
+        first: usize,
+        value: String,
+    },
+    #[error("{what} is a bare word and takes no value (found \"{value}\"); write just UseSyslog")]
+    BareWordWithValue { what: Written, value: String },
+    #[error("{what} needs a value: {} = ...", .what.directive)]
+    NoValue { what: Written },
+    #[error("{what} has an empty value")]
+    EmptyValue { what: Written },
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    #[error(
+        "{directive} in door \"{door}\" needs Sequence_Secret (it describes a rotating sequence)"
+    )]
+    NeedsSecret { directive: Directive, door: String },
+    #[error("door \"{door}\" has both {first} (line {first_line}) and {second} (line {second_line}); use one of them")]
+    TwoSequenceKinds {
+        door: String,
+        first: Directive,
+        first_line: usize,
+        second: Directive,
+        second_line: usize,
+    },
+    #[error("door \"{door}\": Sequence_Length {length} needs {length} different ports, but Sequence_Ports {range} holds only {}", .range.size())]
+    RangeTooSmall {
+        door: String,
+        length: usize,
+        range: PortRange,
+    },
+    #[error("door \"{door}\" has no Sequence, One_Time_Sequences or Sequence_Secret: it could never be knocked open")]
+    NoSequence { door: String },
+    #[error("the file is empty: nothing to do (define a door: a [name] section with a Sequence)")]
+    EmptyFile,
+    #[error("no door is defined: nothing to do (define a door: a [name] section with a Sequence)")]
+    NoDoor,
+    #[error("cannot read: it is a directory")]
+    IsDirectory,
+    #[error("cannot read: {0}")]
+    Unreadable(#[source] std::io::Error),
+    /// Someone other than root (or us) could have written the file.
+    #[error("{0}")]
+    Refused(#[source] knock_common::fsafe::Refusal),
+    #[error("cannot read: larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge,
+    #[error("the line is not valid UTF-8 text")]
+    NotUtf8,
+    /// The key file of a rotating door (the error never holds the key).
+    #[error("door \"{door}\": Sequence_Secret: {source}")]
+    Key {
+        door: String,
+        #[source]
+        source: rotate::KeyError,
+    },
+}
+
+/// What a valid configuration may still get wrong; each is reported as
+/// `file:line: warning` and the configuration is used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigWarning {
+    #[error("door \"{door}\" is defined twice (first at line {first}); both are used")]
+    DoorTwice { door: String, first: usize },
+    /// `One_Time_Sequences` or `Sequence_Secret`, opened when needed.
+    #[error("{directive} \"{}\" is a relative path; it is looked up from the daemon's working directory", .path.display())]
+    RelativeDoorFile { directive: Directive, path: PathBuf },
+    /// `LogFile` or `PidFile`.
+    #[error("{directive} \"{}\" is a relative path; it is resolved from the daemon's working directory", .path.display())]
+    RelativeOptionPath { directive: Directive, path: PathBuf },
+    #[error("door \"{door}\" has no Start_Command: a successful knock is only logged")]
+    NoStartCommand { door: String },
+    #[error("door \"{door}\": Cmd_Timeout has no effect without Stop_Command")]
+    CmdTimeoutWithoutStop { door: String },
+    #[error("door \"{door}\" has the same sequence {sequence} as door \"{other}\" (line {other_line}); one knock opens both")]
+    SameSequence {
+        door: String,
+        sequence: Sequence,
+        other: String,
+        other_line: usize,
+    },
+}
+
+/// A directive as written in the file: shown quoted, followed by its
+/// canonical name when `key` is an alias (`"timeout" (alias of Seq_Timeout)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub key: String,
+    pub directive: Directive,
+}
+
+impl fmt::Display for Written {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.directive.name();
+        if self.key.eq_ignore_ascii_case(name) {
+            write!(f, "\"{}\"", self.key)
+        } else {
+            write!(f, "\"{}\" (alias of {name})", self.key)
         }
     }
 }
 
 /// All errors found in a file (the parser reports every one it can).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl fmt::Display for ConfigErrors {
@@ -323,9 +466,9 @@ fn parse_as<T: std::str::FromStr>(
     value.parse::<T>().map_err(|e| problem(e).of(key, value))
 }
 
-/// Every directive of `knockd.conf`.
+/// Every directive of `knockd.conf` (shown by its canonical name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Directive {
+pub enum Directive {
     UseSyslog,
     LogFile,
     PidFile,
@@ -435,6 +578,15 @@ impl Directive {
         }
     }
 
+    /// Where the directive belongs, as the errors say it.
+    fn home(self) -> &'static str {
+        if self.is_global() {
+            "[options]"
+        } else {
+            "a [door name] section"
+        }
+    }
+
     fn is_global(self) -> bool {
         matches!(
             self,
@@ -448,12 +600,9 @@ impl Directive {
     }
 }
 
-/// Quote `key` as written, adding the canonical name when it is an alias.
-fn describe(key: &str, d: Directive) -> String {
-    if key.eq_ignore_ascii_case(d.name()) {
-        format!("\"{key}\"")
-    } else {
-        format!("\"{key}\" (alias of {})", d.name())
+impl fmt::Display for Directive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -572,8 +721,7 @@ enum Section {
 struct Parser<'a> {
     file: &'a str,
     errors: Vec<ConfigError>,
-    /// (line, text)
-    warnings: Vec<(usize, String)>,
+    warnings: Vec<(usize, ConfigWarning)>,
     options: Options,
     options_seen: Vec<(Directive, usize)>,
     doors: Vec<DoorDraft>,
@@ -601,16 +749,16 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn error(&mut self, line: usize, message: String) {
+    fn error(&mut self, line: usize, problem: impl Into<ConfigProblem>) {
         self.errors.push(ConfigError {
             file: self.file.to_string(),
             line: Some(line),
-            message,
+            what: problem.into(),
         });
     }
 
-    fn warn(&mut self, line: usize, message: String) {
-        self.warnings.push((line, message));
+    fn warn(&mut self, line: usize, warning: ConfigWarning) {
+        self.warnings.push((line, warning));
     }
 
     fn line(&mut self, n: usize, raw: &str) {
@@ -630,19 +778,15 @@ impl<'a> Parser<'a> {
         let inner = match line.strip_suffix(']') {
             Some(rest) if line.len() >= 2 => rest[1..].trim(),
             _ => {
-                self.error(
-                    n,
-                    format!("section header \"{line}\" does not end with \"]\""),
-                );
+                let header = line.to_string();
+                self.error(n, ConfigProblem::UnclosedHeader { header });
                 self.open_broken_door(n, line);
                 return;
             }
         };
         if inner.is_empty() {
-            self.error(
-                n,
-                format!("empty section name \"{line}\": write [options] or [door name]"),
-            );
+            let header = line.to_string();
+            self.error(n, ConfigProblem::EmptySectionName { header });
             self.open_broken_door(n, line);
             return;
         }
@@ -651,13 +795,11 @@ impl<'a> Parser<'a> {
             return;
         }
         if let Some(first) = self.doors.iter().find(|d| !d.broken && d.name == inner) {
-            let first_line = first.line;
-            self.warn(
-                n,
-                format!(
-                    "door \"{inner}\" is defined twice (first at line {first_line}); both are used"
-                ),
-            );
+            let warning = ConfigWarning::DoorTwice {
+                door: inner.to_string(),
+                first: first.line,
+            };
+            self.warn(n, warning);
         }
         self.doors.push(DoorDraft {
             name: inner.to_string(),
@@ -683,153 +825,94 @@ impl<'a> Parser<'a> {
             None => (line, None),
         };
         if key.is_empty() {
-            self.error(
-                n,
-                format!("line \"{line}\" has no directive name before \"=\""),
-            );
+            let text = line.to_string();
+            self.error(n, ConfigProblem::NoDirectiveName { text });
             return;
         }
         let Some(d) = Directive::lookup(key) else {
             self.unknown_directive(n, line, key, value.is_some());
             return;
         };
-        let what = describe(key, d);
-        if !self.first_in_section(n, d, &what, value) {
+        let what = Written {
+            key: key.to_string(),
+            directive: d,
+        };
+        if !self.first_in_section(n, &what, value) {
             return;
         }
-        let Some(value) = self.value_of(n, d, &what, value) else {
+        let Some(value) = self.value_of(n, what, value) else {
             return;
         };
         if let Err(e) = self.apply(d, key, value) {
-            self.error(n, e.to_string());
+            self.error(n, e);
         }
     }
 
     /// Report a line whose directive name is not known.
     fn unknown_directive(&mut self, n: usize, line: &str, key: &str, has_value: bool) {
-        match (&self.section, has_value) {
-            (_, false) => self.error(
-                n,
-                format!(
-                    "line \"{line}\" is neither a [section] header, a # comment nor a \"directive = value\" line"
-                ),
-            ),
-            (Section::None, true) => self.error(
-                n,
-                format!(
-                    "unknown directive \"{key}\" outside any section (global directives, under [options]: {GLOBAL_LIST}; door directives, under [door name]: {DOOR_LIST})"
-                ),
-            ),
-            (Section::Options, true) => self.error(
-                n,
-                format!(
-                    "unknown directive \"{key}\" in [options] (global directives: {GLOBAL_LIST})"
-                ),
-            ),
-            (Section::Door(i), true) => {
-                let name = self.doors[*i].name.clone();
-                self.error(
-                    n,
-                    format!(
-                        "unknown directive \"{key}\" in door \"{name}\" (door directives: {DOOR_LIST})"
-                    ),
-                )
-            }
-        }
+        let key = key.to_string();
+        let problem = match (&self.section, has_value) {
+            (_, false) => ConfigProblem::NotADirective {
+                text: line.to_string(),
+            },
+            (Section::None, true) => ConfigProblem::UnknownOutsideSections { key },
+            (Section::Options, true) => ConfigProblem::UnknownInOptions { key },
+            (Section::Door(i), true) => ConfigProblem::UnknownInDoor {
+                key,
+                door: self.doors[*i].name.clone(),
+            },
+        };
+        self.error(n, problem);
     }
 
-    /// Record directive `d` at line `n` in the current section; `false`
+    /// Record directive `what` at line `n` in the current section; `false`
     /// (after reporting why) when it does not belong there or was given
     /// before in it.
-    fn first_in_section(
-        &mut self,
-        n: usize,
-        d: Directive,
-        what: &str,
-        value: Option<&str>,
-    ) -> bool {
+    fn first_in_section(&mut self, n: usize, what: &Written, value: Option<&str>) -> bool {
+        let d = what.directive;
+        let what = what.clone();
         let seen = match &self.section {
             Section::None => {
-                let home = if d.is_global() {
-                    "[options]"
-                } else {
-                    "a [door name] section"
-                };
-                self.error(
-                    n,
-                    format!("directive {what} is outside any section; put it under {home}"),
-                );
+                self.error(n, ConfigProblem::OutsideSections { what });
                 return false;
             }
-            Section::Options => {
-                if !d.is_global() {
-                    self.error(
-                        n,
-                        format!(
-                            "{what} is a door directive and does not belong in [options]; put it under a [door name] section"
-                        ),
-                    );
-                    return false;
-                }
-                &mut self.options_seen
+            Section::Options if !d.is_global() => {
+                self.error(n, ConfigProblem::DoorDirectiveInOptions { what });
+                return false;
             }
-            Section::Door(i) => {
-                if d.is_global() {
-                    let name = self.doors[*i].name.clone();
-                    self.error(
-                        n,
-                        format!(
-                            "{what} is a global directive and does not belong in door \"{name}\"; put it under [options]"
-                        ),
-                    );
-                    return false;
-                }
-                &mut self.doors[*i].seen
+            Section::Options => &mut self.options_seen,
+            Section::Door(i) if d.is_global() => {
+                let door = self.doors[*i].name.clone();
+                self.error(n, ConfigProblem::GlobalDirectiveInDoor { what, door });
+                return false;
             }
+            Section::Door(i) => &mut self.doors[*i].seen,
         };
         if let Some(&(_, first)) = seen.iter().find(|(x, _)| *x == d) {
-            self.error(
-                n,
-                format!(
-                    "{} given twice in this section (first at line {first}): {what} = \"{}\"",
-                    d.name(),
-                    value.unwrap_or("")
-                ),
-            );
+            let value = value.unwrap_or("").to_string();
+            self.error(n, ConfigProblem::Twice { what, first, value });
             return false;
         }
         seen.push((d, n));
         true
     }
 
-    /// The value of directive `d`, or `None` after reporting that it is
+    /// The value of directive `what`, or `None` after reporting that it is
     /// missing, empty, or given to the bare word `UseSyslog`.
-    fn value_of<'v>(
-        &mut self,
-        n: usize,
-        d: Directive,
-        what: &str,
-        value: Option<&'v str>,
-    ) -> Option<&'v str> {
-        match (d, value) {
-            (Directive::UseSyslog, None) => Some(""),
-            (Directive::UseSyslog, Some(v)) => {
-                self.error(
-                    n,
-                    format!("{what} is a bare word and takes no value (found \"{v}\"); write just UseSyslog"),
-                );
-                None
-            }
-            (_, None) => {
-                self.error(n, format!("{what} needs a value: {} = ...", d.name()));
-                None
-            }
-            (_, Some("")) if !d.empty_allowed() => {
-                self.error(n, format!("{what} has an empty value"));
-                None
-            }
-            (_, Some(v)) => Some(v),
-        }
+    fn value_of<'v>(&mut self, n: usize, what: Written, value: Option<&'v str>) -> Option<&'v str> {
+        let d = what.directive;
+        let problem = match (d, value) {
+            (Directive::UseSyslog, None) => return Some(""),
+            (Directive::UseSyslog, Some(v)) => ConfigProblem::BareWordWithValue {
+                what,
+                value: v.to_string(),
+            },
+            (_, None) => ConfigProblem::NoValue { what },
+            (_, Some("")) if !d.empty_allowed() => ConfigProblem::EmptyValue { what },
+            (_, Some(v)) => return Some(v),
+        };
+        self.error(n, problem);
+        None
     }
 
     /// Store a directive's value, or say why it is wrong.
@@ -917,29 +1000,26 @@ impl<'a> Parser<'a> {
         let Some(secret_line) = secret_line else {
             for d in ROTATING_COMPANIONS {
                 if let Some(l) = draft.seen_at(d) {
-                    self.error(
-                        l,
-                        format!(
-                            "{} in door \"{name}\" needs Sequence_Secret (it describes a rotating sequence)",
-                            d.name()
-                        ),
-                    );
+                    let door = name.clone();
+                    self.error(l, ConfigProblem::NeedsSecret { directive: d, door });
                 }
             }
             return None;
         };
         if let Some(l) = listed_line {
             let other = if draft.seen_at(Directive::Sequence) == Some(l) {
-                "Sequence"
+                Directive::Sequence
             } else {
-                "One_Time_Sequences"
+                Directive::OneTimeSequences
             };
-            self.error(
-                l.max(secret_line),
-                format!(
-                    "door \"{name}\" has both Sequence_Secret (line {secret_line}) and {other} (line {l}); use one of them"
-                ),
-            );
+            let problem = ConfigProblem::TwoSequenceKinds {
+                door: name.clone(),
+                first: Directive::SequenceSecret,
+                first_line: secret_line,
+                second: other,
+                second_line: l,
+            };
+            self.error(l.max(secret_line), problem);
             return None;
         }
         let secret = draft.secret.clone()?;
@@ -952,23 +1032,23 @@ impl<'a> Parser<'a> {
                 .chain(draft.seen_at(Directive::SequencePorts))
                 .max()
                 .unwrap_or(secret_line);
+            let door = name.clone();
             self.error(
                 l,
-                format!(
-                    "door \"{name}\": Sequence_Length {length} needs {length} different ports, but Sequence_Ports {range} holds only {}",
-                    range.size()
-                ),
+                ConfigProblem::RangeTooSmall {
+                    door,
+                    length,
+                    range,
+                },
             );
             return None;
         }
         if secret.is_relative() {
-            self.warn(
-                secret_line,
-                format!(
-                    "Sequence_Secret \"{}\" is a relative path; it is looked up from the daemon's working directory",
-                    secret.display()
-                ),
-            );
+            let warning = ConfigWarning::RelativeDoorFile {
+                directive: Directive::SequenceSecret,
+                path: secret.clone(),
+            };
+            self.warn(secret_line, warning);
         }
         Some(RotatingSpec {
             secret,
@@ -1029,7 +1109,11 @@ impl<'a> Parser<'a> {
             warnings: self
                 .warnings
                 .into_iter()
-                .map(|(l, w)| format!("{file}:{l}: {w}"))
+                .map(|(l, what)| Located {
+                    file: file.to_string(),
+                    line: Some(l),
+                    what,
+                })
                 .collect(),
         })
     }
@@ -1065,33 +1149,29 @@ impl<'a> Parser<'a> {
         match (seq_line, otp_line) {
             _ if secret_line.is_some() => rotating.map(SequenceSpec::Rotating),
             (None, None) => {
-                self.error(
-                    draft.line,
-                    format!(
-                        "door \"{name}\" has no Sequence, One_Time_Sequences or Sequence_Secret: it could never be knocked open"
-                    ),
-                );
+                let door = name.clone();
+                self.error(draft.line, ConfigProblem::NoSequence { door });
                 None
             }
             (Some(a), Some(b)) => {
-                self.error(
-                    a.max(b),
-                    format!(
-                        "door \"{name}\" has both Sequence (line {a}) and One_Time_Sequences (line {b}); use one of them"
-                    ),
-                );
+                let problem = ConfigProblem::TwoSequenceKinds {
+                    door: name.clone(),
+                    first: Directive::Sequence,
+                    first_line: a,
+                    second: Directive::OneTimeSequences,
+                    second_line: b,
+                };
+                self.error(a.max(b), problem);
                 None
             }
             (Some(_), None) => draft.sequence.clone().map(SequenceSpec::Fixed),
             (None, Some(l)) => draft.one_time.clone().map(|p| {
                 if p.is_relative() {
-                    self.warn(
-                        l,
-                        format!(
-                            "One_Time_Sequences \"{}\" is a relative path; it is looked up from the daemon's working directory",
-                            p.display()
-                        ),
-                    );
+                    let warning = ConfigWarning::RelativeDoorFile {
+                        directive: Directive::OneTimeSequences,
+                        path: p.clone(),
+                    };
+                    self.warn(l, warning);
                 }
                 SequenceSpec::OneTime(p)
             }),
@@ -1104,19 +1184,15 @@ impl<'a> Parser<'a> {
         let no_start = draft.start_command.is_none()
             && draft.start_command_6.as_deref().unwrap_or("").is_empty();
         if no_start {
-            self.warn(
-                draft.line,
-                format!("door \"{name}\" has no Start_Command: a successful knock is only logged"),
-            );
+            let door = name.clone();
+            self.warn(draft.line, ConfigWarning::NoStartCommand { door });
         }
         if let Some(l) = draft.seen_at(Directive::CmdTimeout) {
             if draft.stop_command.is_none()
                 && draft.stop_command_6.as_deref().unwrap_or("").is_empty()
             {
-                self.warn(
-                    l,
-                    format!("door \"{name}\": Cmd_Timeout has no effect without Stop_Command"),
-                );
+                let door = name.clone();
+                self.warn(l, ConfigWarning::CmdTimeoutWithoutStop { door });
             }
         }
     }
@@ -1131,13 +1207,13 @@ impl<'a> Parser<'a> {
                 o.target == door.target && matches!(&o.sequence, SequenceSpec::Fixed(s) if s == seq)
             });
             if let Some(o) = earlier {
-                self.warnings.push((
-                    door.line,
-                    format!(
-                        "door \"{}\" has the same sequence {seq} as door \"{}\" (line {}); one knock opens both",
-                        door.name, o.name, o.line
-                    ),
-                ));
+                let warning = ConfigWarning::SameSequence {
+                    door: door.name.clone(),
+                    sequence: seq.clone(),
+                    other: o.name.clone(),
+                    other_line: o.line,
+                };
+                self.warn(door.line, warning);
             }
         }
     }
@@ -1150,32 +1226,26 @@ impl<'a> Parser<'a> {
                 Directive::PidFile => Some(self.options.pid_file.clone()),
                 _ => None,
             };
-            if let Some(p) = path.filter(|p| p.is_relative()) {
-                self.warn(
-                    l,
-                    format!(
-                        "{} \"{}\" is a relative path; it is resolved from the daemon's working directory",
-                        d.name(),
-                        p.display()
-                    ),
-                );
+            if let Some(path) = path.filter(|p| p.is_relative()) {
+                let warning = ConfigWarning::RelativeOptionPath { directive: d, path };
+                self.warn(l, warning);
             }
         }
     }
 
     /// An empty file, or one without a door, does nothing: an error.
     fn check_something_to_do(&mut self, declared_doors: usize) {
-        let message = if self.content_lines == 0 {
-            "the file is empty: nothing to do (define a door: a [name] section with a Sequence)"
+        let what = if self.content_lines == 0 {
+            ConfigProblem::EmptyFile
         } else if declared_doors == 0 {
-            "no door is defined: nothing to do (define a door: a [name] section with a Sequence)"
+            ConfigProblem::NoDoor
         } else {
             return;
         };
         self.errors.push(ConfigError {
             file: self.file.to_string(),
             line: None,
-            message: message.to_string(),
+            what,
         });
     }
 }
@@ -1197,38 +1267,35 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
 /// Read and parse a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
-    let one = |line: Option<usize>, message: String| {
+    let one = |line: Option<usize>, what: ConfigProblem| {
         ConfigErrors(vec![ConfigError {
             file: name.clone(),
             line,
-            message,
+            what,
         }])
     };
     if path.is_dir() {
-        return Err(one(None, "cannot read: it is a directory".to_string()));
+        return Err(one(None, ConfigProblem::IsDirectory));
     }
     use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| one(None, format!("cannot read: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| one(None, ConfigProblem::Unreadable(e)))?;
     // Commands run as root: refuse a file that someone else could have
     // written, such as a world-writable `/dev/zero` (see `knock_common::fsafe`).
     knock_common::fsafe::check_readable_config(&file, path)
-        .map_err(|e| one(None, e.reason.to_string()))?;
+        .map_err(|e| one(None, ConfigProblem::Refused(e.reason)))?;
     // Bounded, so that a runaway generator behind a pipe is an error
     // instead of a read until memory runs out.
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| one(None, format!("cannot read: {e}")))?;
+        .map_err(|e| one(None, ConfigProblem::Unreadable(e)))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(one(
-            None,
-            format!("cannot read: larger than {MAX_CONFIG_BYTES} bytes"),
-        ));
+        return Err(one(None, ConfigProblem::TooLarge));
     }
     let text = String::from_utf8(bytes).map_err(|e| {
         let bad = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..bad].iter().filter(|&&b| b == b'\n').count() + 1;
-        one(Some(line), "the line is not valid UTF-8 text".to_string())
+        one(Some(line), ConfigProblem::NotUtf8)
     })?;
     let mut cfg = parse_str(&text, &name)?;
     load_keys(&mut cfg, &name)?;
@@ -1246,10 +1313,13 @@ pub fn load_keys(cfg: &mut Config, file: &str) -> Result<(), ConfigErrors> {
         };
         match Key::load(&spec.secret) {
             Ok(key) => spec.key = Some(key),
-            Err(e) => errors.push(ConfigError {
+            Err(source) => errors.push(ConfigError {
                 file: file.to_string(),
                 line: Some(spec.secret_line),
-                message: format!("door \"{}\": Sequence_Secret: {e}", door.name),
+                what: ConfigProblem::Key {
+                    door: door.name.clone(),
+                    source,
+                },
             }),
         }
     }

@@ -378,6 +378,25 @@ mod tests {
             .collect()
     }
 
+    /// The lines of `path` without their time prefix (each checked).
+    fn bodies(path: &Path) -> Vec<String> {
+        lines(path).iter().map(|l| body(l).to_string()).collect()
+    }
+
+    /// A logger writing to `path` only: no syslog, no verbose or debug lines.
+    fn to_file(path: &Path) -> Logger {
+        Logger::new(Some(path.to_path_buf()), false, false, false)
+    }
+
+    /// A new directory, the path of `name` in it and a logger writing there
+    /// ([`to_file`]); the file is not created yet.
+    fn temp_logger(name: &str) -> (tempfile::TempDir, PathBuf, Logger) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let log = to_file(&path);
+        (dir, path, log)
+    }
+
     /// Strip and check the `[YYYY-MM-DD HH:MM] ` prefix.
     fn body(line: &str) -> &str {
         let b = line.as_bytes();
@@ -394,7 +413,7 @@ mod tests {
         let path = dir.path().join("knockd.log");
         std::fs::write(&path, "old line\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let log = Logger::new(Some(path.clone()), false, false, false);
+        let log = to_file(&path);
         log.log("first");
         log.error("second");
         log.verbose("not in the file");
@@ -406,48 +425,52 @@ mod tests {
         assert_eq!(body(&l[2]), "second");
 
         let fresh = dir.path().join("new.log");
-        let log = Logger::new(Some(fresh.clone()), false, false, false);
+        let log = to_file(&fresh);
         log.log("hello");
         let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
         // The umask can only remove bits.
         assert_eq!(mode & !LOG_FILE_MODE, 0, "mode {mode:o}");
-        assert_eq!(body(&lines(&fresh)[0]), "hello");
+        assert_eq!(bodies(&fresh), ["hello"]);
     }
 
+    /// Where lines go when the file changes between them: the logger of
+    /// file `a` logs "one", acts, logs "two", acts, logs "three"; then `a`
+    /// and `b` (another path in the same directory) hold `want`.
     #[test]
-    fn reopen_follows_rotation() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("knockd.log");
-        let rotated = dir.path().join("knockd.log.1");
-        let log = Logger::new(Some(path.clone()), false, false, false);
-        log.log("before");
-        std::fs::rename(&path, &rotated).unwrap();
-        log.log("still old file");
-        log.reopen();
-        log.log("after");
-        assert_eq!(
-            lines(&rotated)
-                .iter()
-                .map(|l| body(l).to_string())
-                .collect::<Vec<_>>(),
-            ["before", "still old file"]
-        );
-        assert_eq!(
-            lines(&path)
-                .iter()
-                .map(|l| body(l).to_string())
-                .collect::<Vec<_>>(),
-            ["after"]
-        );
+    fn lines_follow_the_log_file() {
+        type Act = fn(&Logger, &Path, &Path);
+        let cases: &[(&str, Act, Act, [&[&str]; 2])] = &[
+            (
+                "rotation (a renamed to b): the old file until reopen",
+                |_, a, b| std::fs::rename(a, b).unwrap(),
+                |log, _, _| log.reopen(),
+                [&["three"], &["one", "two"]],
+            ),
+            (
+                "set_sinks switches to b, then to no file",
+                |log, _, b| log.set_sinks(Some(b.to_path_buf()), false),
+                |log, _, _| log.set_sinks(None, false),
+                [&["one"], &["two"]],
+            ),
+        ];
+        for (case, first, second, [want_a, want_b]) in cases {
+            let (dir, a, log) = temp_logger("a.log");
+            let b = dir.path().join("b.log");
+            log.log("one");
+            first(&log, &a, &b);
+            log.log("two");
+            second(&log, &a, &b);
+            log.log("three");
+            assert_eq!(bodies(&a), *want_a, "{case}: a");
+            assert_eq!(bodies(&b), *want_b, "{case}: b");
+        }
     }
 
     #[test]
     fn unusable_log_file_does_not_stop_logging_and_recovers() {
-        let dir = tempfile::tempdir().unwrap();
-        let sub = dir.path().join("gone");
-        let path = sub.join("knockd.log");
         // The directory does not exist: open fails, logging goes on.
-        let log = Logger::new(Some(path.clone()), false, false, false);
+        let (dir, path, log) = temp_logger("gone/knockd.log");
+        let sub = dir.path().join("gone");
         log.log("lost to stderr");
         log.error("also stderr");
         assert!(!path.exists());
@@ -457,26 +480,7 @@ mod tests {
         assert!(!path.exists());
         log.reopen();
         log.log("back in the file");
-        let l = lines(&path);
-        assert_eq!(l.len(), 1);
-        assert_eq!(body(&l[0]), "back in the file");
-    }
-
-    #[test]
-    fn set_sinks_switches_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.log");
-        let b = dir.path().join("b.log");
-        let log = Logger::new(Some(a.clone()), false, false, false);
-        log.log("to a");
-        log.set_sinks(Some(b.clone()), false);
-        log.log("to b");
-        log.set_sinks(None, false);
-        log.log("nowhere");
-        assert_eq!(lines(&a).len(), 1);
-        assert_eq!(body(&lines(&a)[0]), "to a");
-        assert_eq!(lines(&b).len(), 1);
-        assert_eq!(body(&lines(&b)[0]), "to b");
+        assert_eq!(bodies(&path), ["back in the file"]);
     }
 
     #[test]

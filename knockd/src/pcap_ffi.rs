@@ -39,6 +39,17 @@ extern "C" {
     fn pcap_offline_filter(fp: *const BpfProgram, h: *const PktHdr, pkt: *const u8) -> c_int;
 }
 
+/// libpcap refused a filter program (`pcap_setfilter` failed): its own
+/// message, kept as data the way `io::Error` keeps the OS's. A program the
+/// kernel refuses (longer than it accepts, say) is not this: libpcap then
+/// filters in user space and reports success.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FilterRefused {
+    /// `pcap_geterr` after the failed call.
+    pub message: String,
+}
+
 fn program(insns: &[Insn]) -> BpfProgram {
     BpfProgram {
         bf_len: insns.len() as c_uint,
@@ -47,7 +58,10 @@ fn program(insns: &[Insn]) -> BpfProgram {
 }
 
 /// Install `insns` as the filter of `cap`. libpcap copies the program.
-pub fn set_filter(cap: &mut pcap::Capture<pcap::Active>, insns: &[Insn]) -> Result<(), String> {
+pub fn set_filter(
+    cap: &mut pcap::Capture<pcap::Active>,
+    insns: &[Insn],
+) -> Result<(), FilterRefused> {
     let prog = program(insns);
     let handle = cap.as_ptr() as *mut c_void;
     // SAFETY: `handle` is the live pcap_t owned by `cap`, borrowed mutably
@@ -62,7 +76,9 @@ pub fn set_filter(cap: &mut pcap::Capture<pcap::Active>, insns: &[Insn]) -> Resu
     // SAFETY: `handle` is live; pcap_geterr returns a NUL-terminated string
     // owned by the handle, copied here before the handle is used again.
     let msg = unsafe { CStr::from_ptr(pcap_geterr(handle)) };
-    Err(msg.to_string_lossy().into_owned())
+    Err(FilterRefused {
+        message: msg.to_string_lossy().into_owned(),
+    })
 }
 
 /// Whether `insns` passes `frame`, run by libpcap's own BPF interpreter

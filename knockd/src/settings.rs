@@ -123,7 +123,7 @@ pub struct Overrides {
 }
 
 /// Why no interface could be chosen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error(
         "no interface given and no default route to take one from; \
@@ -131,18 +131,36 @@ pub enum RouteError {
     )]
     NoDefaultRoute,
     #[error(
-        "no interface given and the routing table cannot be read ({0}); \
+        "no interface given and the routing table cannot be read ({table}: {source}); \
          name the interface(s) with -i or Interface = ... in [options]"
     )]
-    Unreadable(String),
+    Unreadable {
+        /// The kernel's table, e.g. `/proc/net/route`.
+        table: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The settings in effect for one configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Resolved {
     pub interfaces: Result<Valued<InterfaceList>, RouteError>,
     pub log_file: Option<Valued<PathBuf>>,
     pub pid_file: Valued<PathBuf>,
+}
+
+/// The command line's value if given, else the configuration file's.
+fn given<T: Clone>(cli: &Option<T>, file: &Option<T>) -> Option<Valued<T>> {
+    let (value, origin) = match (cli, file) {
+        (Some(v), _) => (v, Origin::CommandLine),
+        (None, Some(v)) => (v, Origin::ConfigFile),
+        (None, None) => return None,
+    };
+    Some(Valued {
+        value: value.clone(),
+        origin,
+    })
 }
 
 /// Apply command line > configuration file > default. `default_routes` is
@@ -153,31 +171,14 @@ pub fn resolve(
     cfg: &Config,
     default_routes: impl FnOnce() -> Result<InterfaceList, RouteError>,
 ) -> Resolved {
-    let interfaces = match (&cli.interfaces, &cfg.options.interface) {
-        (Some(l), _) => Ok(Valued {
-            value: l.clone(),
-            origin: Origin::CommandLine,
-        }),
-        (None, Some(l)) => Ok(Valued {
-            value: l.clone(),
-            origin: Origin::ConfigFile,
-        }),
-        (None, None) => default_routes().map(|value| Valued {
+    let interfaces = match given(&cli.interfaces, &cfg.options.interface) {
+        Some(l) => Ok(l),
+        None => default_routes().map(|value| Valued {
             value,
             origin: Origin::DefaultRoutes,
         }),
     };
-    let log_file = match (&cli.log_file, &cfg.options.log_file) {
-        (Some(p), _) => Some(Valued {
-            value: p.clone(),
-            origin: Origin::CommandLine,
-        }),
-        (None, Some(p)) => Some(Valued {
-            value: p.clone(),
-            origin: Origin::ConfigFile,
-        }),
-        (None, None) => None,
-    };
+    let log_file = given(&cli.log_file, &cfg.options.log_file);
     let pid_file = match &cli.pid_file {
         Some(p) => Valued {
             value: p.clone(),
@@ -234,8 +235,11 @@ const RTF_REJECT: u32 = 0x0200;
 /// The interfaces of the default routes of the daemon's network namespace,
 /// IPv4 first, each once.
 pub fn default_route_interfaces() -> Result<InterfaceList, RouteError> {
-    let v4 = std::fs::read_to_string("/proc/net/route")
-        .map_err(|e| RouteError::Unreadable(format!("/proc/net/route: {e}")))?;
+    const TABLE: &str = "/proc/net/route";
+    let v4 = std::fs::read_to_string(TABLE).map_err(|source| RouteError::Unreadable {
+        table: TABLE,
+        source,
+    })?;
     // A kernel without IPv6 has no such file: no IPv6 default route.
     let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
     let mut names = default_ipv4_interfaces(&v4);
@@ -375,11 +379,11 @@ mod tests {
 
         let r = resolve(&over, &with, must_not_ask);
         assert_eq!(
-            r.interfaces,
-            Ok(Valued {
+            r.interfaces.unwrap(),
+            Valued {
                 value: list(&["eth1"]),
                 origin: Origin::CommandLine
-            })
+            }
         );
         assert_eq!(r.log_file.unwrap().value, PathBuf::from("/tmp/b.log"));
         assert_eq!(r.pid_file.origin, Origin::CommandLine);
