@@ -170,9 +170,8 @@ fn otp_ports(n: u32) -> [String; 2] {
 }
 
 fn knock_otp_line(lab: &Lab, n: u32) {
-    let h = lab.s4();
     let [a, b] = otp_ports(n);
-    lab.knock(&lab.client_ns, &[&h, &a, &b]);
+    lab.knock_server(&[&a, &b]);
 }
 
 /// An OTP door on `otp_path` appending to `opens`, and a fixed door
@@ -204,9 +203,8 @@ fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
 
 /// The fixed door of [`otp_and_fixed`] still opens (n-th time).
 fn fixed_door_works(lab: &Lab, d: &Daemon, n: usize) {
-    let h = lab.s4();
     knock_until_lines(&lab.path("fixed"), n, d, || {
-        lab.knock(&lab.client_ns, &[&h, "5000", "5001"])
+        lab.knock_server(&["5000", "5001"])
     });
 }
 
@@ -225,7 +223,6 @@ fn fault_interface_deleted_and_recreated_twice() {
         ],
     );
     let mut d = lab.our_daemon(&conf);
-    let h = lab.s4();
     for round in 1..=2 {
         lab.delete_server_link();
         d.expect_log_count("capture lost", round);
@@ -239,7 +236,7 @@ fn fault_interface_deleted_and_recreated_twice() {
         assert_eq!(d.log_count("; retrying"), round, "{}", d.dump());
         let _ = fs::remove_file(&opened);
         let ok = knock_until(&opened, Duration::from_secs(10), || {
-            lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+            lab.knock_server(&["7000", "8000"]);
         });
         assert!(ok, "no knock works after re-creation {round}\n{}", d.dump());
     }
@@ -265,7 +262,6 @@ fn fault_log_file_unwritable_or_directory_removed() {
     );
     let logarg = log.display().to_string();
     let mut d = spawn_custom(&lab, &[], conf.text(), &[], &log);
-    let h = lab.s4();
 
     // The log directory disappears; SIGHUP (log rotation) reopens the file.
     fs::remove_dir_all(&logs).unwrap();
@@ -273,7 +269,7 @@ fn fault_log_file_unwritable_or_directory_removed() {
     expect_output(&d, "a complaint naming the log file", |all| {
         all.contains(&logarg)
     });
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 1, &d);
     // Lines meant for the file went to stderr instead.
     expect_output(&d, "OPEN SESAME on stderr", |_| {
@@ -286,7 +282,7 @@ fn fault_log_file_unwritable_or_directory_removed() {
     d.signal(Signal::SIGHUP);
     let back = poll_until(DEFAULT_TIMEOUT, || log.exists().then_some(()));
     assert!(back.is_some(), "log file not reopened\n{}", d.dump());
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 2, &d);
     d.expect_log("OPEN SESAME");
 
@@ -294,7 +290,7 @@ fn fault_log_file_unwritable_or_directory_removed() {
     // starts anyway, says so, and logs to stderr.
     let mut d2 = spawn_custom(&lab, &[], conf.text(), &[], lab.dir());
     d.proc.kill();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 3, &d2);
     expect_output(&d2, "OPEN SESAME on stderr", |_| {
         d2.proc.output_text().contains("door: OPEN SESAME")
@@ -330,16 +326,13 @@ fn fault_hanging_start_command_blocks_nothing() {
             ],
         );
     let mut d = lab.our_daemon(&conf);
-    let h = lab.s4();
     for n in 1..=3 {
-        knock_until_lines(&lab.path("hung"), n, &d, || {
-            lab.knock(&lab.client_ns, &[&h, "7000"])
-        });
+        knock_until_lines(&lab.path("hung"), n, &d, || lab.knock_server(&["7000"]));
     }
     // Three commands hang; the other door and the capture loop do not care.
     for n in 1..=2 {
         knock_until_lines(&lab.path("ok"), n, &d, || {
-            lab.knock(&lab.client_ns, &[&h, "8000", "9000"])
+            lab.knock_server(&["8000", "9000"])
         });
     }
 
@@ -395,10 +388,9 @@ fn fault_thousand_doors_open_at_once() {
     }
     let d = lab.our_daemon(&conf);
     let pid = d.proc.pid().unwrap().as_raw();
-    let h = lab.s4();
     let t0 = Instant::now();
     // One datagram opens all thousand doors.
-    lab.knock(&lab.client_ns, &[&h, "7000:udp"]);
+    lab.knock_server(&["7000:udp"]);
     let all = poll_until(Duration::from_secs(90), || {
         (lines(&lab.path("done")).len() >= 1000).then_some(())
     });
@@ -450,7 +442,6 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
         ],
     );
     let mut d = lab.our_daemon(&conf);
-    let h = lab.s4();
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
     type Breaker = Box<dyn Fn(&Path)>;
     let breakers: Vec<(&str, Breaker)> = vec![
@@ -477,7 +468,7 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
         let _ = what;
         d.assert_running();
         knock_until_lines(&lab.path("opens"), n + 1, &d, || {
-            lab.knock(&lab.client_ns, &[&h, "7000", "8000"])
+            lab.knock_server(&["7000", "8000"])
         });
     }
     assert!(
@@ -791,8 +782,7 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
         "effective capabilities"
     );
     // A file only root could write stays out of reach.
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000:udp"]);
+    lab.knock_server(&["7000", "8000:udp"]);
     let text = expect_file(&opened, &d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
     assert_eq!(fs::read_to_string(own.join("uid")).unwrap().trim(), "65534");

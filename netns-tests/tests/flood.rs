@@ -131,7 +131,7 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
 
     // A legitimate knock during the flood opens the door.
     let opened = knock_until(&opens, Duration::from_secs(6), || {
-        lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+        lab.knock_server(&["7000", "8000", "9000"]);
     });
     assert!(opened, "no knock opened during the flood\n{}", d.dump());
     let knocker = lab.client_v4().to_string();
@@ -235,7 +235,6 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
             ],
         );
     let d = lab.our_daemon(&conf);
-    let h = lab.server_v4().to_string();
 
     // An address added to the interface while idle: the daemon hears of it
     // (rtnetlink) and logs the new set within a second, and it is matched.
@@ -278,7 +277,7 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
 
     // The one-time file: use its only line up.
     let otp_opens = lab.path("otp-opens");
-    lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
+    lab.knock_server(&["7100", "8100", "9100"]);
     wait_lines(&otp_opens, 1, &d);
 
     // Appended to while idle: the new line works.
@@ -286,7 +285,7 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     std::io::Write::write_all(&mut f, b" 7200,8200,9200\n").unwrap();
     drop(f);
     let appended = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock(&lab.client_ns, &[&h, "7200", "8200", "9200"]);
+        lab.knock_server(&["7200", "8200", "9200"]);
         netns_tests::wait::wait_for_log_count(&otp_opens, "\n", 2, Duration::from_millis(400)).ok()
     });
     assert!(
@@ -299,7 +298,7 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     fs::remove_file(&otp).unwrap();
     fs::write(&otp, " 7300,8300,9300\n").unwrap();
     let recreated = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock(&lab.client_ns, &[&h, "7300", "8300", "9300"]);
+        lab.knock_server(&["7300", "8300", "9300"]);
         netns_tests::wait::wait_for_log_count(&otp_opens, "\n", 3, Duration::from_millis(400)).ok()
     });
     assert!(
@@ -329,7 +328,6 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
     let first = lab.path("first.otp");
     fs::write(&first, " 7100,8100,9100\n").unwrap();
     let mut d = lab.our_daemon(&door(&first));
-    let h = lab.server_v4().to_string();
 
     // The new configuration's file lives in another directory and is empty.
     let other_dir = lab.path("other");
@@ -343,7 +341,7 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
     // Filled while idle: noticed through the new watch.
     fs::write(&second, " 7200,8200,9200\n").unwrap();
     let opened = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock(&lab.client_ns, &[&h, "7200", "8200", "9200"]);
+        lab.knock_server(&["7200", "8200", "9200"]);
         netns_tests::wait::wait_for_log_count(&opens, "\n", 1, Duration::from_millis(400)).ok()
     });
     assert!(
@@ -388,7 +386,7 @@ fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
     );
     // A completing knock proves the daemon kept listening; OPEN SESAME is
     // written although Stage lines are being left out.
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    lab.knock_server(&["7000", "8000", "9000"]);
     netns_tests::expect_file(&lab.path("opens"), &d);
     stop(&mut d);
     let log = d.log_text();

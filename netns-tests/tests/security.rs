@@ -98,7 +98,7 @@ fn fd_probe_door(lab: &Lab) -> (Conf, PathBuf) {
 /// Knock the probe door open and return the descriptors of its command
 /// once it has become `sleep`; the command is ended afterwards.
 fn command_fds(lab: &Lab, d: &Daemon, cmdpid: &Path) -> (BTreeSet<i32>, String) {
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     let pid: i32 = poll_until(DEFAULT_TIMEOUT, || {
         let text = fs::read_to_string(cmdpid).ok()?;
         let pid: i32 = text.trim().parse().ok()?;
@@ -260,7 +260,7 @@ fn storm_of_completed_knocks_keeps_queue_memory_and_log_bounded() {
     );
     // The daemon still listens: a real knock completes (and is dropped too,
     // the queue being full).
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000"]);
+    lab.knock_server(&["7000"]);
     d.expect_log(&format!("{}: storm: OPEN SESAME", lab.client_v4()));
     // One summary line counts the rest when the interval is over.
     let dropped = STORM as usize + 1 - 64 - 1024;
@@ -314,12 +314,11 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
         ],
     );
     let d = lab.start_daemon(&bins::knockd(), conf.text(), &["-l"]);
-    let h = lab.s4();
     // Two hits: no lookup may be asked for, the log shows the address.
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     d.expect_log(&format!("{c}: door: Stage 2"));
     // Completing the door asks for the name; later lines show it.
-    lab.knock(&lab.client_ns, &[&h, "9000"]);
+    lab.knock_server(&["9000"]);
     wait_lines(&opens, 1, &d);
     let named = format!("{c} (knocker.test): door: OPEN SESAME");
     let mut n = 1;
@@ -329,7 +328,7 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
         }
         n += 1;
         knock_until_lines(&opens, n, &d, || {
-            lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"])
+            lab.knock_server(&["7000", "8000", "9000"])
         });
         None
     });
@@ -369,7 +368,7 @@ fn refuses_log_file_and_runs_on(lab: &Lab, log: &Path, reason: &str) -> Daemon {
         &format!("cannot open log file {}: {reason}", log.display()),
     );
     expect_output(&d, "listening on");
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 1, &d);
     expect_output(&d, "door: OPEN SESAME");
     d
@@ -496,7 +495,7 @@ fn group_writable_config_is_refused_at_start_up_and_on_reload() {
         d.conf.display()
     ));
     d.expect_log("keeping the running configuration");
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 1, &d);
     d.assert_running();
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use netns_tests::scenario::{knock_until, lines, wait_lines, QUIET};
+use netns_tests::scenario::{knock_until, lines, wait_lines};
 use netns_tests::wait::{self, poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, expect_file, expect_no_file, frames, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
@@ -39,9 +39,8 @@ fn tcp_syn_sequence_opens_with_client_address() {
     require_root!("tcp_syn_sequence_opens_with_client_address");
     let lab = Lab::new("s-tcp");
     let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("TCPFlags", "syn")]));
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    let text = expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    let text = lab.expect_opened(&d);
     assert_eq!(text, format!("{}\n", lab.client_v4()), "{}", d.dump());
     let c = lab.client_v4();
     for stage in 1..=3 {
@@ -56,9 +55,8 @@ fn udp_sequence_opens() {
     require_root!("udp_sequence_opens");
     let lab = Lab::new("s-udp");
     let d = lab.our_daemon(&lab.one_door("7001:udp,7002:udp,7003:udp", &[]));
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &["-u", &h, "7001", "7002", "7003"]);
-    let text = expect_file(&lab.path("opened"), &d);
+    lab.knock_server_with(&["-u"], &["7001", "7002", "7003"]);
+    let text = lab.expect_opened(&d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
 }
 
@@ -67,12 +65,11 @@ fn mixed_sequence_opens() {
     require_root!("mixed_sequence_opens");
     let lab = Lab::new("s-mixed");
     let d = lab.our_daemon(&lab.one_door("7000,8000:udp,9000:tcp", &[]));
-    let h = lab.s4();
     // The same ports with the wrong protocols do nothing.
-    lab.knock(&lab.client_ns, &[&h, "7000:udp", "8000:tcp", "9000:udp"]);
-    expect_no_file(&lab.path("opened"), QUIET, &d);
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000:udp", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000:udp", "8000:tcp", "9000:udp"]);
+    lab.expect_not_opened(&d);
+    lab.knock_server(&["7000", "8000:udp", "9000"]);
+    lab.expect_opened(&d);
 }
 
 #[test]
@@ -80,25 +77,18 @@ fn tcpflags_fin_not_ack_door_opens_with_fin_knock_only() {
     require_root!("tcpflags_fin_not_ack_door_opens_with_fin_knock_only");
     let lab = Lab::new("s-fin");
     let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("TCPFlags", "fin,!ack")]));
-    let h = lab.s4();
     // SYN hits (the default) and FIN+ACK hits are invisible to this door.
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    lab.knock(
-        &lab.client_ns,
-        &["--flags", "fin,ack", &h, "7000", "8000", "9000"],
-    );
-    expect_no_file(&lab.path("opened"), QUIET, &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    lab.knock_server_with(&["--flags", "fin,ack"], &["7000", "8000", "9000"]);
+    lab.expect_not_opened(&d);
     assert_eq!(
         d.log_count("Stage 1"),
         0,
         "non-matching hits were counted\n{}",
         d.dump()
     );
-    lab.knock(
-        &lab.client_ns,
-        &["--flags", "fin", &h, "7000", "8000", "9000"],
-    );
-    let text = expect_file(&lab.path("opened"), &d);
+    lab.knock_server_with(&["--flags", "fin"], &["7000", "8000", "9000"]);
+    let text = lab.expect_opened(&d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
 }
 
@@ -107,17 +97,15 @@ fn hits_with_non_matching_flags_neither_advance_nor_reset() {
     require_root!("hits_with_non_matching_flags_neither_advance_nor_reset");
     let lab = Lab::new("s-flagmix");
     let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("TCPFlags", "fin,!ack")]));
-    let h = lab.s4();
-    let c = &lab.client_ns;
-    lab.knock(c, &["--flags", "fin", &h, "7000"]);
+    lab.knock_server_with(&["--flags", "fin"], &["7000"]);
     // SYN on the right port, SYN on a wrong port of the sequence, and a
     // FIN+ACK: none of them may reset the attempt.
-    lab.knock(c, &[&h, "9000"]);
-    lab.knock(c, &[&h, "8000"]);
-    lab.knock(c, &["--flags", "fin,ack", &h, "7000"]);
+    lab.knock_server(&["9000"]);
+    lab.knock_server(&["8000"]);
+    lab.knock_server_with(&["--flags", "fin,ack"], &["7000"]);
     expect_no_file(&lab.path("opened"), Duration::from_millis(300), &d);
-    lab.knock(c, &["--flags", "fin", &h, "8000", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server_with(&["--flags", "fin"], &["8000", "9000"]);
+    lab.expect_opened(&d);
     assert_eq!(d.log_count("Stage 1"), 1, "{}", d.dump());
 }
 
@@ -126,19 +114,17 @@ fn wrong_order_and_wrong_port_do_not_open() {
     require_root!("wrong_order_and_wrong_port_do_not_open");
     let lab = Lab::new("s-wrong");
     let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    let h = lab.s4();
-    let c = &lab.client_ns;
-    lab.knock(c, &[&h, "8000", "7000", "9000"]);
-    lab.knock(c, &[&h, "7000", "9000", "8000"]);
-    lab.knock(c, &[&h, "7001", "8000", "9000"]);
+    lab.knock_server(&["8000", "7000", "9000"]);
+    lab.knock_server(&["7000", "9000", "8000"]);
+    lab.knock_server(&["7001", "8000", "9000"]);
     // Last: 9001 is no port of the sequence, so this attempt stays at
     // stage 2 (a later 8000 would be a duplicate and 9000 would open).
-    lab.knock(c, &[&h, "7000", "8000", "9001"]);
-    expect_no_file(&lab.path("opened"), QUIET, &d);
+    lab.knock_server(&["7000", "8000", "9001"]);
+    lab.expect_not_opened(&d);
     assert_eq!(d.log_count("OPEN SESAME"), 0, "{}", d.dump());
     // The daemon is fine and the right sequence opens.
-    lab.knock(c, &[&h, "7000", "8000", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    lab.expect_opened(&d);
 }
 
 #[test]
@@ -146,20 +132,18 @@ fn seq_timeout_expires_the_attempt() {
     require_root!("seq_timeout_expires_the_attempt");
     let lab = Lab::new("s-seqto");
     let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("Seq_Timeout", "1")]));
-    let h = lab.s4();
-    let c = &lab.client_ns;
     // 2.4 s from first to last hit with a 1 s timeout.
-    lab.knock(c, &["-d", "1200", &h, "7000", "8000", "9000"]);
-    expect_no_file(&lab.path("opened"), QUIET, &d);
+    lab.knock_server_with(&["-d", "1200"], &["7000", "8000", "9000"]);
+    lab.expect_not_opened(&d);
     // Expiry happens without a further packet: hit two ports, wait, finish.
     let timeouts = d.log_count("door: sequence timeout");
-    lab.knock(c, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     d.expect_log_count("door: sequence timeout", timeouts + 1);
-    lab.knock(c, &[&h, "9000"]);
-    expect_no_file(&lab.path("opened"), QUIET, &d);
+    lab.knock_server(&["9000"]);
+    lab.expect_not_opened(&d);
     // Fast enough: opens.
-    lab.knock(c, &["-d", "100", &h, "7000", "8000", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server_with(&["-d", "100"], &["7000", "8000", "9000"]);
+    lab.expect_opened(&d);
 }
 
 #[test]
@@ -177,11 +161,10 @@ fn timeout_and_command_aliases_work() {
         ],
     );
     let d = lab.our_daemon(&conf);
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &["-d", "1500", &h, "7000", "8000"]);
-    expect_no_file(&lab.path("opened"), QUIET, &d);
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server_with(&["-d", "1500"], &["7000", "8000"]);
+    lab.expect_not_opened(&d);
+    lab.knock_server(&["7000", "8000"]);
+    lab.expect_opened(&d);
 }
 
 #[test]
@@ -198,16 +181,15 @@ fn single_port_door_opens_on_every_knock() {
         ],
     );
     let d = lab.our_daemon(&conf);
-    let h = lab.s4();
     // Before the first knock: its opening, and the end of its stragglers'
     // Seq_Timeout, come after this.
     let t0 = Instant::now();
-    lab.knock(&lab.client_ns, &[&h, "7000"]);
+    lab.knock_server(&["7000"]);
     wait_lines(&lab.path("opened"), 1, &d);
     // Without a stop command the command runs on every successful knock
     // (once Seq_Timeout has passed: before, a repeat is a straggler).
     let again = poll_until(Duration::from_secs(5), || {
-        lab.knock(&lab.client_ns, &[&h, "7000"]);
+        lab.knock_server(&["7000"]);
         wait::poll_until(Duration::from_millis(300), || {
             (lines(&lab.path("opened")).len() >= 2).then_some(())
         })
@@ -231,8 +213,7 @@ fn stop_command_runs_after_cmd_timeout() {
     let stop_cmd = stamp_ip(&lab, "stop");
     let conf = start_stop("7000,8000,9000", &start_cmd, "2", &stop_cmd);
     let d = lab.our_daemon(&conf);
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    lab.knock_server(&["7000", "8000", "9000"]);
     let started = wait_stamps(&lab.path("start"), 1, &d).remove(0);
     expect_no_file(&lab.path("stop"), Duration::from_millis(1500), &d);
     let stopped = wait_stamps(&lab.path("stop"), 1, &d).remove(0);
@@ -264,8 +245,7 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
         ],
     );
     let d = lab.our_daemon(&conf);
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     let started = wait_stamps(&lab.path("start"), 1, &d)[0].0;
     // Knock again once the opening is more than Seq_Timeout old (and the
     // first stop less than a second away).
@@ -274,7 +254,7 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     })
     .expect("the clock moves");
     let second_knock = unix_now();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     d.expect_log_count("OPEN SESAME", 2);
     let stopped = wait_stamps(&lab.path("stop"), 1, &d)[0].0;
     // Had the stop kept its first schedule it would have run about
@@ -294,7 +274,7 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     // A knock after the stop opens the door again: the daemon is listening,
     // and every stop of the first opening has run before this one's stop
     // (`Cmd_Timeout` after its start) can.
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     let reopened = wait_stamps(&lab.path("start"), 2, &d)[1].0;
     let stops_of_first_opening = read_stamps(&lab.path("stop"))
         .iter()
@@ -350,9 +330,8 @@ fn ip_token_is_substituted_and_nothing_else() {
         &[("Sequence", "7000,8000"), ("Command", cmd.as_str())],
     );
     let d = lab.our_daemon(&conf);
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
-    let text = expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000"]);
+    let text = lab.expect_opened(&d);
     assert_eq!(
         text,
         format!("{} %HOST% 100%\n", lab.client_v4()),
@@ -376,8 +355,7 @@ fn ipv6_knock_runs_start_command_6() {
         ],
     );
     let d = lab.our_daemon(&conf);
-    let h = lab.s6();
-    lab.knock(&lab.client_ns, &["-6", &h, "7000", "8000:udp", "9000"]);
+    lab.knock_server6(&["7000", "8000:udp", "9000"]);
     let text = expect_file(&lab.path("v6"), &d);
     assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
     d.expect_log(&format!("{}: door: OPEN SESAME", lab.client_v6()));
@@ -394,9 +372,8 @@ fn ipv6_knock_falls_back_to_start_command() {
     require_root!("ipv6_knock_falls_back_to_start_command");
     let lab = Lab::new("s-v6fallback");
     let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    let h = lab.s6();
-    lab.knock(&lab.client_ns, &["-6", &h, "7000", "8000", "9000"]);
-    let text = expect_file(&lab.path("opened"), &d);
+    lab.knock_server6(&["7000", "8000", "9000"]);
+    let text = lab.expect_opened(&d);
     assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
 }
 
@@ -405,10 +382,9 @@ fn empty_start_command_6_does_nothing_for_ipv6() {
     require_root!("empty_start_command_6_does_nothing_for_ipv6");
     let lab = Lab::new("s-v6empty");
     let d = lab.our_daemon(&lab.one_door("7000,8000", &[("Start_Command_6", "")]));
-    let h = lab.s6();
-    lab.knock(&lab.client_ns, &["-6", &h, "7000", "8000"]);
+    lab.knock_server6(&["7000", "8000"]);
     d.expect_log(&format!("{}: door: OPEN SESAME", lab.client_v6()));
-    expect_no_file(&lab.path("opened"), QUIET, &d);
+    lab.expect_not_opened(&d);
 }
 
 #[test]
@@ -420,11 +396,10 @@ fn target_directive_matches_the_target_address_only() {
     lab.add_route(&lab.client_ns, target.into(), 32, lab.server_v4().into());
     let t = target.to_string();
     let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("Target", &t)]));
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    expect_no_file(&lab.path("opened"), QUIET, &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    lab.expect_not_opened(&d);
     lab.knock(&lab.client_ns, &[&t, "7000", "8000", "9000"]);
-    let text = expect_file(&lab.path("opened"), &d);
+    let text = lab.expect_opened(&d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
 }
 
@@ -441,7 +416,7 @@ fn two_knockers_interleaved_both_open() {
     let d = lab.our_daemon(&conf);
     let h = lab.s4();
     for port in ["7000", "8000", "9000"] {
-        lab.knock(&lab.client_ns, &[&h, port]);
+        lab.knock_server(&[port]);
         lab.knock(&other.ns, &[&h, port]);
     }
     let mut got = wait_lines(&lab.path("opened"), 2, &d);
@@ -457,11 +432,7 @@ fn two_doors_interleaved_both_open() {
     let lab = Lab::new("s-twodoors");
     let conf = two_doors(&lab, "7000,8000,9000", "7100,8100:udp,9100");
     let d = lab.our_daemon(&conf);
-    let h = lab.s4();
-    lab.knock(
-        &lab.client_ns,
-        &[&h, "7000", "7100", "8000", "8100:udp", "9000", "9100"],
-    );
+    lab.knock_server(&["7000", "7100", "8000", "8100:udp", "9000", "9100"]);
     expect_file(&lab.path("a"), &d);
     expect_file(&lab.path("b"), &d);
     d.expect_log(&format!("{}: alpha: OPEN SESAME", lab.client_v4()));
@@ -474,12 +445,11 @@ fn sequences_sharing_a_prefix_are_independent() {
     let lab = Lab::new("s-prefix");
     let conf = two_doors(&lab, "7000,8000,9000", "7000,8000,9100");
     let d = lab.our_daemon(&conf);
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9100"]);
+    lab.knock_server(&["7000", "8000", "9100"]);
     expect_file(&lab.path("b"), &d);
     expect_no_file(&lab.path("a"), Duration::from_millis(300), &d);
     fs::remove_file(lab.path("b")).unwrap();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    lab.knock_server(&["7000", "8000", "9000"]);
     expect_file(&lab.path("a"), &d);
     expect_no_file(&lab.path("b"), Duration::from_millis(300), &d);
 }
@@ -489,12 +459,8 @@ fn repeated_first_knock_does_not_lock_out() {
     require_root!("repeated_first_knock_does_not_lock_out");
     let lab = Lab::new("s-repeat");
     let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    let h = lab.s4();
-    lab.knock(
-        &lab.client_ns,
-        &[&h, "7000", "7000", "7000", "8000", "9000"],
-    );
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "7000", "7000", "8000", "9000"]);
+    lab.expect_opened(&d);
 }
 
 /// The sequences of a one-time file, as knock arguments.
@@ -601,7 +567,7 @@ fn one_time_sequences_end_to_end() {
         .chain(seqs[2].iter().map(String::as_str))
         .collect();
     lab.knock(&lab.client_ns, &replay);
-    lab.knock(&lab.client_ns, &[&h, "5000", "5001"]);
+    lab.knock_server(&["5000", "5001"]);
     expect_file(&lab.path("other"), &d);
     assert_eq!(lines(&opens).len(), 3, "{}", d.dump());
     let mut dd = d;
@@ -624,8 +590,7 @@ fn otp_file_appended_while_running_is_picked_up() {
         ],
     );
     let d = lab.our_daemon(&conf);
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    lab.knock_server(&["7000", "8000", "9000"]);
     wait_lines(&lab.path("opens"), 1, &d);
     let mut f = fs::OpenOptions::new()
         .append(true)
@@ -635,7 +600,7 @@ fn otp_file_appended_while_running_is_picked_up() {
     drop(f);
     // The daemon may need a moment to notice the new line.
     let again = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
+        lab.knock_server(&["7100", "8100", "9100"]);
         wait::wait_for_log_count(&lab.path("opens"), "\n", 2, Duration::from_millis(400)).ok()
     });
     assert!(
@@ -656,9 +621,8 @@ fn sighup_with_valid_config_swaps_it_in() {
     let new_conf = lab.one_door("7100,8100,9100", &[("Seq_Timeout", "1")]);
     fs::write(&d.conf, new_conf.text()).unwrap();
     d.signal(Signal::SIGHUP);
-    let h = lab.s4();
     let opened = knock_until(&lab.path("opened"), DEFAULT_TIMEOUT, || {
-        lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
+        lab.knock_server(&["7100", "8100", "9100"]);
     });
     assert!(
         opened,
@@ -666,11 +630,11 @@ fn sighup_with_valid_config_swaps_it_in() {
         d.dump()
     );
     fs::remove_file(lab.path("opened")).unwrap();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    expect_no_file(&lab.path("opened"), QUIET, &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    lab.expect_not_opened(&d);
     // The daemon was listening: the new sequence opens again.
     let again = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
-        lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
+        lab.knock_server(&["7100", "8100", "9100"]);
     });
     assert!(again, "the new sequence does not open again\n{}", d.dump());
     d.assert_running();
@@ -694,9 +658,8 @@ fn sighup_with_broken_config_keeps_the_old_one() {
         d.dump()
     );
     d.assert_running();
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    lab.expect_opened(&d);
 }
 
 #[test]
@@ -707,8 +670,7 @@ fn sigterm_runs_pending_stop_commands() {
     let stop_cmd = lab.echo_ip("stop");
     let conf = start_stop("7000,8000", &start_cmd, "60", &stop_cmd);
     let mut d = lab.our_daemon(&conf);
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     expect_file(&lab.path("start"), &d);
     expect_no_file(&lab.path("stop"), Duration::from_millis(300), &d);
     d.signal(Signal::SIGTERM);
@@ -728,9 +690,8 @@ fn interface_down_and_up_capture_recovers() {
     require_root!("interface_down_and_up_capture_recovers");
     let lab = Lab::new("s-downup");
     let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    lab.expect_opened(&d);
     fs::remove_file(lab.path("opened")).unwrap();
     lab.set_server_link(false);
     // The daemon loses the capture and fails to reopen it while the link
@@ -740,7 +701,7 @@ fn interface_down_and_up_capture_recovers() {
     d.assert_running();
     lab.set_server_link(true);
     let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
-        lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+        lab.knock_server(&["7000", "8000", "9000"]);
     });
     assert!(
         opened,
@@ -755,16 +716,15 @@ fn interface_deleted_and_recreated_capture_recovers() {
     require_root!("interface_deleted_and_recreated_capture_recovers");
     let lab = Lab::new("s-recreate");
     let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    lab.expect_opened(&d);
     fs::remove_file(lab.path("opened")).unwrap();
     lab.delete_server_link();
     d.expect_log("capture lost");
     d.assert_running();
     lab.create_server_link();
     let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
-        lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+        lab.knock_server(&["7000", "8000", "9000"]);
     });
     assert!(
         opened,
@@ -792,9 +752,8 @@ fn malformed_packets_do_not_kill_the_daemon() {
     assert_eq!(sent, 3 * n);
     // The knock after the frames is handled after them: when it has opened
     // the door, the daemon has survived all of them and none opened it.
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    lab.expect_opened(&d);
     d.assert_running();
     assert_eq!(d.log_count("OPEN SESAME"), 1, "{}", d.dump());
 }
@@ -813,7 +772,7 @@ fn ipv6_knock_behind_extension_headers_is_seen() {
         .collect();
     frames::send_frames(&lab.client_ns, &lab.client_if, hits, 1)
         .unwrap_or_else(|e| panic!("sending frames: {e:#}"));
-    let text = expect_file(&lab.path("opened"), &d);
+    let text = lab.expect_opened(&d);
     assert_eq!(text.trim(), lab.client_v6().to_string());
 }
 
@@ -841,9 +800,8 @@ fn log_file_has_classic_format_and_messages() {
     require_root!("log_file_has_classic_format_and_messages");
     let lab = Lab::new("s-logformat");
     let mut d = lab.our_daemon(&lab.one_door("7000,8000", &[]));
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000"]);
+    lab.expect_opened(&d);
     d.signal(Signal::SIGTERM);
     d.proc.wait_exit(DEFAULT_TIMEOUT);
     let text = d.log_text();
@@ -912,9 +870,8 @@ fn daemon_mode_writes_and_removes_the_pid_file() {
     );
     wait::wait_for_log(&d.log, "listening on", DEFAULT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}\n{}", d.dump()));
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server(&["7000", "8000"]);
+    lab.expect_opened(&d);
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
     let gone = poll_until(DEFAULT_TIMEOUT, || {
         (!pidfile.exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
@@ -935,10 +892,10 @@ fn only_ipv4_option_ignores_ipv6_knocks() {
         lab.one_door("7000,8000", &[]).text(),
         &["-4"],
     );
-    lab.knock(&lab.client_ns, &["-6", &lab.s6(), "7000", "8000"]);
-    expect_no_file(&lab.path("opened"), QUIET, &d);
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
-    expect_file(&lab.path("opened"), &d);
+    lab.knock_server6(&["7000", "8000"]);
+    lab.expect_not_opened(&d);
+    lab.knock_server(&["7000", "8000"]);
+    lab.expect_opened(&d);
 }
 
 #[test]
@@ -947,7 +904,7 @@ fn failing_command_status_is_logged() {
     let lab = Lab::new("s-cmdfail");
     let conf = Conf::new(&[]).door("door", &[("Sequence", "7000,8000"), ("Command", "exit 3")]);
     let d = lab.our_daemon(&conf);
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     d.expect_log("door: command returned non-zero status code (3)");
 }
 
