@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netns_tests::proc::{pids_in_ns, run_with_timeout};
-use netns_tests::scenario::{knock_until, knock_until_lines, lines, wait_lines, QUIET};
+use netns_tests::scenario::{knock_until_lines, lines, wait_lines, QUIET};
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, expect_file, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
@@ -177,28 +177,12 @@ fn knock_otp_line(lab: &Lab, n: u32) {
 /// An OTP door on `otp_path` appending to `opens`, and a fixed door
 /// 5000,5001 appending to `fixed`.
 fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
-    let opens = lab.append_ip("opens");
-    let fixed = lab.append_ip("fixed");
-    let p = otp_path.display().to_string();
+    let (opens, fixed) = (lab.append_ip("opens"), lab.append_ip("fixed"));
     Conf::new(&[])
-        .door(
-            "otp",
-            &[
-                ("One_Time_Sequences", p.as_str()),
-                ("Seq_Timeout", "5"),
-                ("Start_Command", opens.as_str()),
-            ],
-        )
-        .door(
-            "fixed",
-            &[
-                ("Sequence", "5000,5001"),
-                // Knocked again and again: past Seq_Timeout of its last
-                // opening, a knock is no straggler.
-                ("Seq_Timeout", "1"),
-                ("Start_Command", fixed.as_str()),
-            ],
-        )
+        .otp_door_cmd("otp", otp_path, &opens, &[("Seq_Timeout", "5")])
+        // Knocked again and again: past Seq_Timeout of its last opening, a
+        // knock is no straggler.
+        .door_cmd("fixed", "5000,5001", &fixed, &[("Seq_Timeout", "1")])
 }
 
 /// The fixed door of [`otp_and_fixed`] still opens (n-th time).
@@ -212,17 +196,7 @@ fn fixed_door_works(lab: &Lab, d: &Daemon, n: usize) {
 fn fault_interface_deleted_and_recreated_twice() {
     require_root!("fault_interface_deleted_and_recreated_twice");
     let lab = Lab::new("f-iface");
-    let opened = lab.path("opened");
-    let cmd = format!("echo %IP% > {}", opened.display());
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
-    let mut d = lab.our_daemon(&conf);
+    let mut d = lab.our_daemon(&lab.one_door("7000,8000", &[]));
     for round in 1..=2 {
         lab.delete_server_link();
         d.expect_log_count("capture lost", round);
@@ -234,11 +208,8 @@ fn fault_interface_deleted_and_recreated_twice() {
         d.expect_log_count("capture reopened", round);
         assert_eq!(d.log_count("capture lost"), round, "{}", d.dump());
         assert_eq!(d.log_count("; retrying"), round, "{}", d.dump());
-        let _ = fs::remove_file(&opened);
-        let ok = knock_until(&opened, Duration::from_secs(10), || {
-            lab.knock_server(&["7000", "8000"]);
-        });
-        assert!(ok, "no knock works after re-creation {round}\n{}", d.dump());
+        let what = format!("no knock works after re-creation {round}");
+        lab.expect_reopened(&d, &["7000", "8000"], &what);
     }
     d.assert_running();
 }
@@ -251,15 +222,7 @@ fn fault_log_file_unwritable_or_directory_removed() {
     fs::create_dir(&logs).unwrap();
     let log = logs.join("knockd.log");
     let opens = lab.path("opens");
-    let cmd = format!("echo %IP% >> {}", opens.display());
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let conf = lab.one_door_appending("opens", "7000,8000", &[]);
     let logarg = log.display().to_string();
     let mut d = spawn_custom(&lab, &[], conf.text(), &[], &log);
 
@@ -309,22 +272,8 @@ fn fault_hanging_start_command_blocks_nothing() {
     );
     let ok = lab.append_ip("ok");
     let conf = Conf::new(&[])
-        .door(
-            "hang",
-            &[
-                ("Sequence", "7000"),
-                ("Seq_Timeout", "1"),
-                ("Start_Command", hang.as_str()),
-            ],
-        )
-        .door(
-            "ok",
-            &[
-                ("Sequence", "8000,9000"),
-                ("Seq_Timeout", "1"),
-                ("Start_Command", ok.as_str()),
-            ],
-        );
+        .door_cmd("hang", "7000", &hang, &[("Seq_Timeout", "1")])
+        .door_cmd("ok", "8000,9000", &ok, &[("Seq_Timeout", "1")]);
     let mut d = lab.our_daemon(&conf);
     for n in 1..=3 {
         knock_until_lines(&lab.path("hung"), n, &d, || lab.knock_server(&["7000"]));
@@ -432,15 +381,7 @@ fn fault_thousand_doors_open_at_once() {
 fn fault_sighup_with_missing_garbage_or_endless_config() {
     require_root!("fault_sighup_with_missing_garbage_or_endless_config");
     let lab = Lab::new("f-hup");
-    let opens = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "1"),
-            ("Start_Command", opens.as_str()),
-        ],
-    );
+    let conf = lab.one_door_appending("opens", "7000,8000", &[("Seq_Timeout", "1")]);
     let mut d = lab.our_daemon(&conf);
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
     type Breaker = Box<dyn Fn(&Path)>;
@@ -487,15 +428,9 @@ fn fault_kill_9_right_after_one_time_knock() {
     // The start command itself kills the daemon the instant it runs: the
     // earliest moment after a knock is accepted.
     let cmd = format!("echo %IP% >> {}; kill -9 $PPID", opens.display());
-    let p = otp.display().to_string();
-    let conf = Conf::new(&[]).door(
-        "otp",
-        &[
-            ("One_Time_Sequences", p.as_str()),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let otp_door =
+        |cmd: &str| Conf::new(&[]).otp_door_cmd("otp", &otp, cmd, &[("Seq_Timeout", "5")]);
+    let conf = otp_door(&cmd);
     let mut d = lab.our_daemon(&conf);
     knock_otp_line(&lab, 1);
     wait_lines(&opens, 1, &d);
@@ -517,14 +452,7 @@ fn fault_kill_9_right_after_one_time_knock() {
 
     // The test kills it from outside right after the OPEN SESAME line.
     let fast = lab.append_ip("opens");
-    let conf2 = Conf::new(&[]).door(
-        "otp",
-        &[
-            ("One_Time_Sequences", p.as_str()),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", fast.as_str()),
-        ],
-    );
+    let conf2 = otp_door(&fast);
     let mut d = lab.our_daemon(&conf2);
     knock_otp_line(&lab, 3);
     d.expect_log("OPEN SESAME");
@@ -724,14 +652,7 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
         own.join("uid").display(),
         opened.display()
     );
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000:udp"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000:udp", &cmd, &[("Seq_Timeout", "5")]);
     let conf_path = own.join("knockd.conf");
     fs::write(&conf_path, conf.text()).unwrap();
     let log = own.join("knockd.log");

@@ -19,7 +19,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use knockd::ratelimit::{BURST, WINDOW};
-use netns_tests::scenario::{knock_until, lines, wait_lines};
+use netns_tests::scenario::{knock_until, knock_until_lines, lines, wait_lines};
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
@@ -75,15 +75,8 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
     let lab = Lab::new("f-flood");
     let opens = lab.path("opens");
     let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "flooded",
-        &[
-            ("Sequence", "7000,8000,9000"),
-            ("Seq_Timeout", "2"),
-            ("TCPFlags", "syn"),
-            ("Command", cmd.as_str()),
-        ],
-    );
+    let extra = [("Seq_Timeout", "2"), ("TCPFlags", "syn")];
+    let conf = Conf::new(&[]).door_cmd("flooded", "7000,8000,9000", &cmd, &extra);
     let began = Instant::now();
     let mut d = lab.our_daemon(&conf);
     let h = lab.server_v4().to_string();
@@ -216,24 +209,11 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     let lab = Lab::new("f-idle");
     let otp = lab.path("door.otp");
     fs::write(&otp, " 7100,8100,9100\n").unwrap();
-    let otp_s = otp.display().to_string();
     let addr_cmd = lab.append_ip("addr-opens");
     let otp_cmd = lab.append_ip("otp-opens");
     let conf = Conf::new(&[])
-        .door(
-            "addr",
-            &[
-                ("Sequence", "7000,8000,9000"),
-                ("Command", addr_cmd.as_str()),
-            ],
-        )
-        .door(
-            "otp",
-            &[
-                ("One_Time_Sequences", otp_s.as_str()),
-                ("Command", otp_cmd.as_str()),
-            ],
-        );
+        .door_cmd("addr", "7000,8000,9000", &addr_cmd, &[])
+        .otp_door_cmd("otp", &otp, &otp_cmd, &[]);
     let d = lab.our_daemon(&conf);
 
     // An address added to the interface while idle: the daemon hears of it
@@ -284,28 +264,16 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     let mut f = fs::OpenOptions::new().append(true).open(&otp).unwrap();
     std::io::Write::write_all(&mut f, b" 7200,8200,9200\n").unwrap();
     drop(f);
-    let appended = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock_server(&["7200", "8200", "9200"]);
-        netns_tests::wait::wait_for_log_count(&otp_opens, "\n", 2, Duration::from_millis(400)).ok()
+    knock_until_lines(&otp_opens, 2, &d, || {
+        lab.knock_server(&["7200", "8200", "9200"])
     });
-    assert!(
-        appended.is_some(),
-        "an appended line does not open\n{}",
-        d.dump()
-    );
 
     // Deleted and created again (a new inode in the watched directory).
     fs::remove_file(&otp).unwrap();
     fs::write(&otp, " 7300,8300,9300\n").unwrap();
-    let recreated = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock_server(&["7300", "8300", "9300"]);
-        netns_tests::wait::wait_for_log_count(&otp_opens, "\n", 3, Duration::from_millis(400)).ok()
+    knock_until_lines(&otp_opens, 3, &d, || {
+        lab.knock_server(&["7300", "8300", "9300"])
     });
-    assert!(
-        recreated.is_some(),
-        "a re-created one-time file is not noticed\n{}",
-        d.dump()
-    );
     assert!(lines(&otp)[0].starts_with('#'), "{}", d.dump());
 }
 
@@ -315,16 +283,7 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
     let lab = Lab::new("f-hupwatch");
     let cmd = lab.append_ip("opens");
     let opens = lab.path("opens");
-    let door = |file: &std::path::Path| {
-        let f = file.display().to_string();
-        Conf::new(&[]).door(
-            "otp",
-            &[
-                ("One_Time_Sequences", f.as_str()),
-                ("Command", cmd.as_str()),
-            ],
-        )
-    };
+    let door = |file: &std::path::Path| Conf::new(&[]).otp_door_cmd("otp", file, &cmd, &[]);
     let first = lab.path("first.otp");
     fs::write(&first, " 7100,8100,9100\n").unwrap();
     let mut d = lab.our_daemon(&door(&first));
@@ -340,15 +299,9 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
 
     // Filled while idle: noticed through the new watch.
     fs::write(&second, " 7200,8200,9200\n").unwrap();
-    let opened = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock_server(&["7200", "8200", "9200"]);
-        netns_tests::wait::wait_for_log_count(&opens, "\n", 1, Duration::from_millis(400)).ok()
+    knock_until_lines(&opens, 1, &d, || {
+        lab.knock_server(&["7200", "8200", "9200"])
     });
-    assert!(
-        opened.is_some(),
-        "the reloaded configuration's one-time file is not watched\n{}",
-        d.dump()
-    );
     // The old file no longer counts.
     assert!(lines(&first)[0].starts_with(' '), "{}", d.dump());
 }
@@ -358,10 +311,7 @@ fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
     require_root!("left_out_lines_are_counted_exactly_and_shown_with_debug");
     let lab = Lab::new("f-exact");
     let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000,9000"), ("Command", cmd.as_str())],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000,9000", &cmd, &[]);
     let mut d = lab.start_daemon(&bins::knockd(), conf.text(), &["-D"]);
     let h = lab.server_v4().to_string();
     let c = lab.client_v4().to_string();

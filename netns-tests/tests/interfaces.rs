@@ -19,14 +19,7 @@ const SEQ: [&str; 3] = ["7000", "8000", "9000"];
 /// `opened`, with `options` in `[options]`.
 fn conf(lab: &Lab, options: &[(&str, &str)]) -> Conf {
     let cmd = lab.append_ip("opened");
-    Conf::new(options).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000,9000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    )
+    Conf::new(options).door_cmd("door", "7000,8000,9000", &cmd, &[("Seq_Timeout", "5")])
 }
 
 /// Our daemon with `-i iface` (or none), once it listens.
@@ -282,23 +275,10 @@ fn a_packet_captured_twice_opens_once() {
     let lab = Lab::new("i-twice");
     let once = lab.append_ip("once");
     let proof = lab.append_ip("proof");
+    let timeout = [("Seq_Timeout", "5")];
     let c = Conf::new(&[])
-        .door(
-            "door",
-            &[
-                ("Sequence", "7000,8000,9000"),
-                ("Seq_Timeout", "5"),
-                ("Start_Command", once.as_str()),
-            ],
-        )
-        .door(
-            "proof",
-            &[
-                ("Sequence", "7100,8100,9100"),
-                ("Seq_Timeout", "5"),
-                ("Start_Command", proof.as_str()),
-            ],
-        );
+        .door_cmd("door", "7000,8000,9000", &once, &timeout)
+        .door_cmd("proof", "7100,8100,9100", &proof, &timeout);
     // `any` and the veth itself: every packet reaches the daemon twice.
     let iface = format!("any,{}", lab.server_if);
     let d = daemon(&lab, Some(&iface), &c, &["-D"]);

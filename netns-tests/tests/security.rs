@@ -84,14 +84,7 @@ fn describe_fds(pid: i32) -> String {
 fn fd_probe_door(lab: &Lab) -> (Conf, PathBuf) {
     let cmdpid = lab.path("cmdpid");
     let cmd = format!("echo $$ > {}; exec sleep 10", cmdpid.display());
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000", &cmd, &[("Seq_Timeout", "5")]);
     (conf, cmdpid)
 }
 
@@ -207,14 +200,7 @@ fn storm_of_completed_knocks_keeps_queue_memory_and_log_bounded() {
     let lab = Lab::new("sec-storm");
     // One hit completes the door; each command holds its slot for 20 s, so
     // the 64 slots fill, then the queue of 1024, then knocks are dropped.
-    let conf = Conf::new(&[]).door(
-        "storm",
-        &[
-            ("Sequence", "7000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", "sleep 20"),
-        ],
-    );
+    let conf = Conf::new(&[]).door_cmd("storm", "7000", "sleep 20", &[("Seq_Timeout", "5")]);
     let mut d = lab.start_daemon(&bins::knockd(), conf.text(), &[]);
     let pid = d.proc.pid().unwrap().as_raw();
     let before = rss_kib(pid);
@@ -302,17 +288,9 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
         &format!("127.0.0.1 localhost\n{c} knocker.test\n"),
     );
     let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
     // Seq_Timeout 1: the same knock again after a second opens again (before,
     // it would be a straggler of the last one).
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000,9000"),
-            ("Seq_Timeout", "1"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let conf = lab.one_door_appending("opens", "7000,8000,9000", &[("Seq_Timeout", "1")]);
     let d = lab.start_daemon(&bins::knockd(), conf.text(), &["-l"]);
     // Two hits: no lookup may be asked for, the log shows the address.
     lab.knock_server(&["7000", "8000"]);
@@ -349,11 +327,7 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
 /// the file `opens` of the lab; the path of that file.
 fn opens_door(lab: &Lab) -> (PathBuf, Conf) {
     let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000", &lab.append_ip("opens"), &[]);
     (opens, conf)
 }
 
@@ -391,7 +365,7 @@ fn pid_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
     let lab = Lab::new("sec-pidlink");
     let pid = lab.path("knockd.pid");
     let target = plant_link(&lab, &pid);
-    let conf = Conf::new(&[]).door("door", &[("Sequence", "7000"), ("Command", "true")]);
+    let conf = Conf::new(&[]).door_cmd("door", "7000", "true", &[]);
     let mut d = lab.spawn_daemon(
         &bins::knockd(),
         conf.text(),

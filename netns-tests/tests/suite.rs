@@ -6,23 +6,23 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use netns_tests::scenario::{knock_until, lines, wait_lines};
+use netns_tests::scenario::{lines, wait_lines};
 use netns_tests::wait::{self, poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, expect_file, expect_no_file, frames, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
 
 /// A door `door` with `sequence` whose start and stop commands are
-/// `start_cmd` and `stop_cmd`, `cmd_timeout` seconds apart.
-fn start_stop(sequence: &str, start_cmd: &str, cmd_timeout: &str, stop_cmd: &str) -> Conf {
-    Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", sequence),
-            ("Start_Command", start_cmd),
-            ("Cmd_Timeout", cmd_timeout),
-            ("Stop_Command", stop_cmd),
-        ],
-    )
+/// `start_cmd` and `stop_cmd`, `cmd_timeout` seconds apart, then `extra`.
+fn start_stop(
+    sequence: &str,
+    start_cmd: &str,
+    cmd_timeout: &str,
+    stop_cmd: &str,
+    extra: &[(&str, &str)],
+) -> Conf {
+    let mut dirs = vec![("Cmd_Timeout", cmd_timeout), ("Stop_Command", stop_cmd)];
+    dirs.extend_from_slice(extra);
+    Conf::new(&[]).door_cmd("door", sequence, start_cmd, &dirs)
 }
 
 /// Doors `alpha` and `beta` with sequences `seq_a` and `seq_b`, whose
@@ -30,8 +30,8 @@ fn start_stop(sequence: &str, start_cmd: &str, cmd_timeout: &str, stop_cmd: &str
 fn two_doors(lab: &Lab, seq_a: &str, seq_b: &str) -> Conf {
     let (a, b) = (lab.echo_ip("a"), lab.echo_ip("b"));
     Conf::new(&[])
-        .door("alpha", &[("Sequence", seq_a), ("Command", a.as_str())])
-        .door("beta", &[("Sequence", seq_b), ("Command", b.as_str())])
+        .door_cmd("alpha", seq_a, &a, &[])
+        .door_cmd("beta", seq_b, &b, &[])
 }
 
 #[test]
@@ -171,15 +171,7 @@ fn timeout_and_command_aliases_work() {
 fn single_port_door_opens_on_every_knock() {
     require_root!("single_port_door_opens_on_every_knock");
     let lab = Lab::new("s-single");
-    let cmd = lab.append_ip("opened");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000"),
-            ("Seq_Timeout", "1"),
-            ("Command", cmd.as_str()),
-        ],
-    );
+    let conf = lab.one_door_appending("opened", "7000", &[("Seq_Timeout", "1")]);
     let d = lab.our_daemon(&conf);
     // Before the first knock: its opening, and the end of its stragglers'
     // Seq_Timeout, come after this.
@@ -211,7 +203,7 @@ fn stop_command_runs_after_cmd_timeout() {
     // test's polling), and the address.
     let start_cmd = stamp_ip(&lab, "start");
     let stop_cmd = stamp_ip(&lab, "stop");
-    let conf = start_stop("7000,8000,9000", &start_cmd, "2", &stop_cmd);
+    let conf = start_stop("7000,8000,9000", &start_cmd, "2", &stop_cmd, &[]);
     let d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000", "9000"]);
     let started = wait_stamps(&lab.path("start"), 1, &d).remove(0);
@@ -234,15 +226,12 @@ fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     let stop_cmd = stamp_ip(&lab, "stop");
     // Seq_Timeout 1: a knock more than 1 s after the opening is a new
     // knock, not a straggler of the first.
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "1"),
-            ("Start_Command", start_cmd.as_str()),
-            ("Cmd_Timeout", "2"),
-            ("Stop_Command", stop_cmd.as_str()),
-        ],
+    let conf = start_stop(
+        "7000,8000",
+        &start_cmd,
+        "2",
+        &stop_cmd,
+        &[("Seq_Timeout", "1")],
     );
     let d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000"]);
@@ -325,10 +314,7 @@ fn ip_token_is_substituted_and_nothing_else() {
     require_root!("ip_token_is_substituted_and_nothing_else");
     let lab = Lab::new("s-ipsub");
     let cmd = format!("echo '%IP% %HOST% 100%' > {}", lab.path("opened").display());
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000"), ("Command", cmd.as_str())],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000", &cmd, &[]);
     let d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000"]);
     let text = lab.expect_opened(&d);
@@ -346,13 +332,11 @@ fn ipv6_knock_runs_start_command_6() {
     let lab = Lab::new("s-v6cmd6");
     let c4 = lab.echo_ip("v4");
     let c6 = lab.echo_ip("v6");
-    let conf = Conf::new(&[]).door(
+    let conf = Conf::new(&[]).door_cmd(
         "door",
-        &[
-            ("Sequence", "7000,8000:udp,9000"),
-            ("Start_Command", c4.as_str()),
-            ("Start_Command_6", c6.as_str()),
-        ],
+        "7000,8000:udp,9000",
+        &c4,
+        &[("Start_Command_6", &c6)],
     );
     let d = lab.our_daemon(&conf);
     lab.knock_server6(&["7000", "8000:udp", "9000"]);
@@ -408,11 +392,7 @@ fn two_knockers_interleaved_both_open() {
     require_root!("two_knockers_interleaved_both_open");
     let mut lab = Lab::new("s-twoknockers");
     let other = lab.add_client();
-    let cmd = lab.append_ip("opened");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000,9000"), ("Command", cmd.as_str())],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000,9000", &lab.append_ip("opened"), &[]);
     let d = lab.our_daemon(&conf);
     let h = lab.s4();
     for port in ["7000", "8000", "9000"] {
@@ -503,20 +483,9 @@ fn one_time_sequences_end_to_end() {
     let opens = lab.path("opens");
     let other = lab.echo_ip("other");
     let cmd = lab.append_ip("opens");
-    let sf = server_file.display().to_string();
     let conf = Conf::new(&[])
-        .door(
-            "otp",
-            &[
-                ("One_Time_Sequences", sf.as_str()),
-                ("Seq_Timeout", "5"),
-                ("Command", cmd.as_str()),
-            ],
-        )
-        .door(
-            "plain",
-            &[("Sequence", "5000,5001"), ("Command", other.as_str())],
-        );
+        .otp_door_cmd("otp", &server_file, &cmd, &[("Seq_Timeout", "5")])
+        .door_cmd("plain", "5000,5001", &other, &[]);
     let d = lab.our_daemon(&conf);
     let h = lab.s4();
     let cf = client_file.display().to_string();
@@ -581,14 +550,7 @@ fn otp_file_appended_while_running_is_picked_up() {
     let server_file = lab.path("server.otp");
     let cmd = lab.append_ip("opens");
     fs::write(&server_file, " 7000,8000,9000\n").unwrap();
-    let sf = server_file.display().to_string();
-    let conf = Conf::new(&[]).door(
-        "otp",
-        &[
-            ("One_Time_Sequences", sf.as_str()),
-            ("Command", cmd.as_str()),
-        ],
-    );
+    let conf = Conf::new(&[]).otp_door_cmd("otp", &server_file, &cmd, &[]);
     let d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000", "9000"]);
     wait_lines(&lab.path("opens"), 1, &d);
@@ -621,22 +583,13 @@ fn sighup_with_valid_config_swaps_it_in() {
     let new_conf = lab.one_door("7100,8100,9100", &[("Seq_Timeout", "1")]);
     fs::write(&d.conf, new_conf.text()).unwrap();
     d.signal(Signal::SIGHUP);
-    let opened = knock_until(&lab.path("opened"), DEFAULT_TIMEOUT, || {
-        lab.knock_server(&["7100", "8100", "9100"]);
-    });
-    assert!(
-        opened,
-        "the new sequence does not open after SIGHUP\n{}",
-        d.dump()
-    );
+    let new_seq = ["7100", "8100", "9100"];
+    lab.expect_reopened(&d, &new_seq, "the new sequence does not open after SIGHUP");
     fs::remove_file(lab.path("opened")).unwrap();
     lab.knock_server(&["7000", "8000", "9000"]);
     lab.expect_not_opened(&d);
     // The daemon was listening: the new sequence opens again.
-    let again = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
-        lab.knock_server(&["7100", "8100", "9100"]);
-    });
-    assert!(again, "the new sequence does not open again\n{}", d.dump());
+    lab.expect_reopened(&d, &new_seq, "the new sequence does not open again");
     d.assert_running();
 }
 
@@ -668,7 +621,7 @@ fn sigterm_runs_pending_stop_commands() {
     let lab = Lab::new("s-term");
     let start_cmd = lab.echo_ip("start");
     let stop_cmd = lab.echo_ip("stop");
-    let conf = start_stop("7000,8000", &start_cmd, "60", &stop_cmd);
+    let conf = start_stop("7000,8000", &start_cmd, "60", &stop_cmd, &[]);
     let mut d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000"]);
     expect_file(&lab.path("start"), &d);
@@ -685,53 +638,53 @@ fn sigterm_runs_pending_stop_commands() {
     d.expect_log("shutting down");
 }
 
-#[test]
-fn interface_down_and_up_capture_recovers() {
-    require_root!("interface_down_and_up_capture_recovers");
-    let lab = Lab::new("s-downup");
-    let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    lab.knock_server(&["7000", "8000", "9000"]);
-    lab.expect_opened(&d);
-    fs::remove_file(lab.path("opened")).unwrap();
-    lab.set_server_link(false);
-    // The daemon loses the capture and fails to reopen it while the link
-    // is down (said once).
-    d.expect_log("capture lost");
-    d.expect_log("; retrying");
-    d.assert_running();
-    lab.set_server_link(true);
-    let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
-        lab.knock_server(&["7000", "8000", "9000"]);
-    });
-    assert!(
-        opened,
-        "no knock works after the interface came back\n{}",
-        d.dump()
-    );
-    d.assert_running();
+/// An outage of the server's interface: how it starts and ends, and the
+/// log lines the daemon must write while it lasts.
+struct Outage {
+    lab_name: &'static str,
+    what: &'static str,
+    start: fn(&Lab),
+    end: fn(&Lab),
+    logged: &'static [&'static str],
 }
 
+const OUTAGES: &[Outage] = &[
+    Outage {
+        lab_name: "s-downup",
+        what: "the interface came back",
+        start: |lab| lab.set_server_link(false),
+        end: |lab| lab.set_server_link(true),
+        // The daemon loses the capture and fails to reopen it while the
+        // link is down (said once).
+        logged: &["capture lost", "; retrying"],
+    },
+    Outage {
+        lab_name: "s-recreate",
+        what: "the interface was re-created",
+        start: Lab::delete_server_link,
+        end: Lab::create_server_link,
+        logged: &["capture lost"],
+    },
+];
+
 #[test]
-fn interface_deleted_and_recreated_capture_recovers() {
-    require_root!("interface_deleted_and_recreated_capture_recovers");
-    let lab = Lab::new("s-recreate");
-    let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    lab.knock_server(&["7000", "8000", "9000"]);
-    lab.expect_opened(&d);
-    fs::remove_file(lab.path("opened")).unwrap();
-    lab.delete_server_link();
-    d.expect_log("capture lost");
-    d.assert_running();
-    lab.create_server_link();
-    let opened = knock_until(&lab.path("opened"), Duration::from_secs(10), || {
+fn capture_recovers_after_interface_down_and_up_or_deleted_and_recreated() {
+    require_root!("capture_recovers_after_interface_down_and_up_or_deleted_and_recreated");
+    for outage in OUTAGES {
+        let lab = Lab::new(outage.lab_name);
+        let mut d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
         lab.knock_server(&["7000", "8000", "9000"]);
-    });
-    assert!(
-        opened,
-        "no knock works after the interface was re-created\n{}",
-        d.dump()
-    );
-    d.assert_running();
+        lab.expect_opened(&d);
+        (outage.start)(&lab);
+        for line in outage.logged {
+            d.expect_log(line);
+        }
+        d.assert_running();
+        (outage.end)(&lab);
+        let what = format!("no knock works after {}", outage.what);
+        lab.expect_reopened(&d, &["7000", "8000", "9000"], &what);
+        d.assert_running();
+    }
 }
 
 #[test]
@@ -902,7 +855,7 @@ fn only_ipv4_option_ignores_ipv6_knocks() {
 fn failing_command_status_is_logged() {
     require_root!("failing_command_status_is_logged");
     let lab = Lab::new("s-cmdfail");
-    let conf = Conf::new(&[]).door("door", &[("Sequence", "7000,8000"), ("Command", "exit 3")]);
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000", "exit 3", &[]);
     let d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000"]);
     d.expect_log("door: command returned non-zero status code (3)");
