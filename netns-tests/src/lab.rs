@@ -209,6 +209,26 @@ impl Lab {
         p
     }
 
+    /// Create the directory `name` inside [`Lab::dir`]; returns its path.
+    pub fn create_dir(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
+        p
+    }
+
+    /// `-i IFACE -c CONF -g LOG`: what points a knock daemon at the
+    /// server's veth, the configuration file `conf` and the log file `log`.
+    pub fn daemon_args(&self, conf: &Path, log: &Path) -> Vec<String> {
+        vec![
+            "-i".to_owned(),
+            self.server_if.clone(),
+            "-c".to_owned(),
+            conf.display().to_string(),
+            "-g".to_owned(),
+            log.display().to_string(),
+        ]
+    }
+
     /// A fresh name `prefix-K` for files of this lab.
     pub fn unique(&self, prefix: &str) -> String {
         let k = self.counter.get() + 1;
@@ -562,6 +582,22 @@ impl Daemon {
                 self.dump()
             ),
         }
+    }
+
+    /// Wait (default timeout) for the daemon to exit with a failure (it
+    /// refused to start); panic with the logs if it runs on or succeeds.
+    pub fn expect_exit_failure(&mut self) {
+        let status = self.proc.wait_exit(DEFAULT_TIMEOUT);
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "the daemon did not fail: {status:?}\n{}",
+            self.dump()
+        );
+    }
+
+    /// Log file and stdout/stderr together, as text.
+    pub fn all_output(&self) -> String {
+        self.log_text() + &self.proc.output_text()
     }
 
     /// Wait (default timeout) for `needle` in the log; panic with the log.

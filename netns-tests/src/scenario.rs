@@ -4,7 +4,7 @@
 //! that record who was let in, and wait for the lines those commands write.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::bins::{self, CLASSIC_KNOCK, CLASSIC_KNOCKD};
@@ -36,6 +36,12 @@ impl Lab {
     /// `echo %IP% >> FILE`: one line per run of the command.
     pub fn append_ip(&self, file: &str) -> String {
         format!("echo %IP% >> {}", self.path(file).display())
+    }
+
+    /// The path of `file` inside the lab directory and the command
+    /// [`Lab::append_ip`] that appends the knocker's address to it.
+    pub fn appending(&self, file: &str) -> (PathBuf, String) {
+        (self.path(file), self.append_ip(file))
     }
 
     /// A configuration with one door `door`: `sequence`, a start command

@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 /// together; panic with both otherwise.
 fn expect_output(d: &Daemon, what: &str, cond: impl Fn(&str) -> bool) {
     let seen = poll_until(DEFAULT_TIMEOUT, || {
-        let all = d.log_text() + &d.proc.output_text();
+        let all = d.all_output();
         cond(&all).then_some(())
     });
     assert!(seen.is_some(), "{what} not seen\n{}", d.dump());
@@ -102,17 +102,7 @@ fn spawn_custom(lab: &Lab, wrapper: &[&str], conf: &str, args: &[&str], log: &Pa
     let conf_path = lab.write_file(&format!("{id}.conf"), conf);
     let mut full: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
     full.push(program.display().to_string());
-    full.extend(
-        [
-            "-i",
-            &lab.server_if,
-            "-c",
-            &conf_path.display().to_string(),
-            "-g",
-            &log.display().to_string(),
-        ]
-        .map(String::from),
-    );
+    full.extend(lab.daemon_args(&conf_path, log));
     full.extend(args.iter().map(|s| s.to_string()));
     let (first, rest) = full.split_first().unwrap();
     let proc = lab.spawn(&lab.server_ns, first, rest);
@@ -123,7 +113,7 @@ fn spawn_custom(lab: &Lab, wrapper: &[&str], conf: &str, args: &[&str], log: &Pa
         pidfile: lab.path(&format!("{id}.pid")),
     };
     let ready = poll_until(Duration::from_secs(10), || {
-        let all = d.log_text() + &d.proc.output_text();
+        let all = d.all_output();
         (all.contains("listening on") || !d.proc.is_running()).then_some(())
     });
     assert!(
@@ -163,6 +153,15 @@ fn children_of(parent: i32) -> Vec<(i32, char)> {
 /// A one-time file of three two-hit TCP sequences: 7101,7102 / 7201,7202 /
 /// 7301,7302.
 const OTP3: &str = " 7101,7102\n 7201,7202\n 7301,7302\n";
+
+/// [`OTP3`] in the file `seqs` of a new tmpfs of `size` in the lab
+/// directory; the tmpfs and the file's path.
+fn otp3_on_tmpfs(lab: &Lab, size: &str) -> (Tmpfs, PathBuf) {
+    let fs_ = Tmpfs::mount(lab.path("mnt"), size);
+    let otp = fs_.path("seqs");
+    fs::write(&otp, OTP3).unwrap();
+    (fs_, otp)
+}
 
 /// Ports of line `n` (1-based) of [`OTP3`].
 fn otp_ports(n: u32) -> [String; 2] {
@@ -218,8 +217,7 @@ fn fault_interface_deleted_and_recreated_twice() {
 fn fault_log_file_unwritable_or_directory_removed() {
     require_root!("fault_log_file_unwritable_or_directory_removed");
     let lab = Lab::new("f-logfile");
-    let logs = lab.path("logs");
-    fs::create_dir(&logs).unwrap();
+    let logs = lab.create_dir("logs");
     let log = logs.join("knockd.log");
     let opens = lab.path("opens");
     let conf = lab.one_door_appending("opens", "7000,8000", &[]);
@@ -313,8 +311,7 @@ fn fault_hanging_start_command_blocks_nothing() {
 fn fault_thousand_doors_open_at_once() {
     require_root!("fault_thousand_doors_open_at_once");
     let lab = Lab::new("f-thousand");
-    let running = lab.path("running");
-    fs::create_dir(&running).unwrap();
+    let running = lab.create_dir("running");
     // Each command records how many commands run at this moment.
     let script = lab.write_file(
         "cmd.sh",
@@ -513,9 +510,7 @@ fn fault_one_time_file_deleted_while_running() {
 fn fault_one_time_file_read_only_while_running() {
     require_root!("fault_one_time_file_read_only_while_running");
     let lab = Lab::new("f-otpro");
-    let fs_ = Tmpfs::mount(lab.path("mnt"), "1m");
-    let otp = fs_.path("seqs");
-    fs::write(&otp, OTP3).unwrap();
+    let (fs_, otp) = otp3_on_tmpfs(&lab, "1m");
     let d = lab.our_daemon(&otp_and_fixed(&lab, &otp));
     let opens = lab.path("opens");
     knock_otp_line(&lab, 1);
@@ -555,9 +550,7 @@ fn fault_disk_full_when_marking() {
 
     // 1. A really full file system: marking overwrites one byte in place,
     // which needs no new space, so the knock works and the line is marked.
-    let fs_ = Tmpfs::mount(lab.path("mnt"), "256k");
-    let otp = fs_.path("seqs");
-    fs::write(&otp, OTP3).unwrap();
+    let (fs_, otp) = otp3_on_tmpfs(&lab, "256k");
     let d = lab.our_daemon(&otp_and_fixed(&lab, &otp));
     let filled = fs_.fill();
     assert!(filled > 0);
@@ -624,6 +617,17 @@ fn fault_disk_full_when_marking() {
     d.assert_running();
 }
 
+/// `setpriv` arguments that run our daemon (`-i IF -c CONF -g LOG`) as
+/// `nobody` with the capability options `caps`.
+fn knockd_as_nobody(lab: &Lab, caps: &[&str], conf: &Path, log: &Path) -> Vec<String> {
+    let user = ["--reuid=nobody", "--regid=nogroup", "--init-groups"];
+    let mut full: Vec<String> = user.iter().chain(caps).map(|s| s.to_string()).collect();
+    full.push("--".to_owned());
+    full.push(bins::knockd().display().to_string());
+    full.extend(lab.daemon_args(conf, log));
+    full
+}
+
 /// Drop every privilege but CAP_NET_RAW and CAP_NET_ADMIN and become
 /// `nobody`: the daemon still captures and opens doors.
 #[test]
@@ -633,8 +637,7 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
     // The lab directory is root's (0700): let nobody through to its own
     // directory, which root's other files stay out of.
     fs::set_permissions(lab.dir(), fs::Permissions::from_mode(0o711)).unwrap();
-    let own = lab.path("nobody");
-    fs::create_dir(&own).unwrap();
+    let own = lab.create_dir("nobody");
     let chown = Command::new("chown")
         .args(["nobody:nogroup"])
         .arg(&own)
@@ -642,8 +645,7 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
         .unwrap();
     assert!(chown.success());
     fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).unwrap();
-    let root_only = lab.path("root-only");
-    fs::create_dir(&root_only).unwrap();
+    let root_only = lab.create_dir("root-only");
     fs::set_permissions(&root_only, fs::Permissions::from_mode(0o755)).unwrap();
     let opened = own.join("opened");
     let cmd = format!(
@@ -656,27 +658,12 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
     let conf_path = own.join("knockd.conf");
     fs::write(&conf_path, conf.text()).unwrap();
     let log = own.join("knockd.log");
-    let args = [
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--init-groups",
+    let caps = [
         "--inh-caps=-all,+net_raw,+net_admin",
         "--ambient-caps=-all,+net_raw,+net_admin",
         "--bounding-set=-all,+net_raw,+net_admin",
-        "--",
     ];
-    let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    full.push(bins::knockd().display().to_string());
-    for a in [
-        "-i",
-        &lab.server_if,
-        "-c",
-        &conf_path.display().to_string(),
-        "-g",
-        &log.display().to_string(),
-    ] {
-        full.push(a.to_string());
-    }
+    let full = knockd_as_nobody(&lab, &caps, &conf_path, &log);
     let proc = lab.spawn(&lab.server_ns, "setpriv", &full);
     let mut d = Daemon {
         proc,
@@ -714,25 +701,9 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
     d.assert_running();
 
     // Without the capabilities it fails clearly and exits non-zero.
-    let out = lab.run(
-        &lab.server_ns,
-        "setpriv",
-        &[
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--init-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            &bins::knockd().display().to_string(),
-            "-i",
-            &lab.server_if,
-            "-c",
-            &d.conf.display().to_string(),
-            "-g",
-            &own.join("nocaps.log").display().to_string(),
-        ],
-    );
+    let caps = ["--inh-caps=-all", "--bounding-set=-all"];
+    let full = knockd_as_nobody(&lab, &caps, &d.conf, &own.join("nocaps.log"));
+    let out = lab.run(&lab.server_ns, "setpriv", &full);
     assert!(!out.success(), "{out:?}");
     assert!(
         out.stderr.contains(&lab.server_if) && out.stderr.contains("not permitted"),

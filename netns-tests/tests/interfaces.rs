@@ -39,13 +39,20 @@ fn knock(lab: &Lab, dst: &str) {
 /// Knock through the lab's first link and through `link`; both open: the
 /// `opened` file gets the client's address on each link.
 fn knocks_through_both(lab: &Lab, link: &Link, d: &Daemon) {
-    let opened = lab.path("opened");
     knock(lab, &lab.s4());
-    wait_lines(&opened, 1, d);
-    knock(lab, &link.server_v4.to_string());
-    let got = wait_lines(&opened, 2, d);
+    wait_lines(&lab.path("opened"), 1, d);
+    second_link_opens(lab, link, d);
+}
+
+/// After one opening through the lab's first link, knock through `link`
+/// (again) until `opened` has a second line: the client's address on
+/// each link, in that order.
+fn second_link_opens(lab: &Lab, link: &Link, d: &Daemon) {
+    let opened = lab.path("opened");
+    let to = link.server_v4.to_string();
+    knock_until_lines(&opened, 2, d, || knock(lab, &to));
     assert_eq!(
-        got,
+        lines(&opened),
         [lab.client_v4().to_string(), link.client_v4.to_string()],
         "{}",
         d.dump()
@@ -56,38 +63,53 @@ fn two(lab: &Lab, link: &Link) -> String {
     format!("{},{}", lab.server_if, link.server_if)
 }
 
-#[test]
-fn two_interfaces_from_the_command_line() {
-    require_root!("two_interfaces_from_the_command_line");
-    let lab = Lab::new("i-cli");
-    let link = lab.add_server_link();
-    let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
-    d.expect_log(&format!(
-        "starting up, listening on {}, {}",
-        lab.server_if, link.server_if
-    ));
-    knocks_through_both(&lab, &link, &d);
+/// Both server interfaces, as the daemon lists them.
+fn listed(lab: &Lab, link: &Link) -> String {
+    format!("{}, {}", lab.server_if, link.server_if)
 }
 
-#[test]
-fn two_interfaces_from_the_configuration_file() {
-    require_root!("two_interfaces_from_the_configuration_file");
-    let lab = Lab::new("i-conf");
-    let link = lab.add_server_link();
-    let list = format!("{}, {}", lab.server_if, link.server_if);
-    let d = daemon(&lab, None, &conf(&lab, &[("Interface", &list)]), &[]);
-    d.expect_log(&format!("starting up, listening on {list}"));
-    knocks_through_both(&lab, &link, &d);
+/// A way to make the daemon listen on both server interfaces: its `-i`
+/// argument (if any), its configuration, and the list it then says it
+/// listens on.
+struct BothInterfaces {
+    lab_name: &'static str,
+    how: fn(&Lab, &Link) -> (Option<String>, Conf, String),
 }
 
+const BOTH_INTERFACES: &[BothInterfaces] = &[
+    BothInterfaces {
+        // From the command line.
+        lab_name: "i-cli",
+        how: |lab, link| (Some(two(lab, link)), conf(lab, &[]), listed(lab, link)),
+    },
+    BothInterfaces {
+        // From the configuration file.
+        lab_name: "i-conf",
+        how: |lab, link| {
+            let list = listed(lab, link);
+            (None, conf(lab, &[("Interface", &list)]), list)
+        },
+    },
+    BothInterfaces {
+        // `any`.
+        lab_name: "i-any",
+        how: |lab, _| (Some("any".to_owned()), conf(lab, &[]), "any".to_owned()),
+    },
+];
+
+/// Each case of [`BOTH_INTERFACES`] in its own lab (a failure's kept-files
+/// line names the case's lab).
 #[test]
-fn any_listens_on_both_interfaces() {
-    require_root!("any_listens_on_both_interfaces");
-    let lab = Lab::new("i-any");
-    let link = lab.add_server_link();
-    let d = daemon(&lab, Some("any"), &conf(&lab, &[]), &[]);
-    d.expect_log("starting up, listening on any");
-    knocks_through_both(&lab, &link, &d);
+fn both_interfaces_listened_on_from_the_command_line_the_configuration_or_any() {
+    require_root!("both_interfaces_listened_on_from_the_command_line_the_configuration_or_any");
+    for case in BOTH_INTERFACES {
+        let lab = Lab::new(case.lab_name);
+        let link = lab.add_server_link();
+        let (iface, conf, list) = (case.how)(&lab, &link);
+        let d = daemon(&lab, iface.as_deref(), &conf, &[]);
+        d.expect_log(&format!("starting up, listening on {list}"));
+        knocks_through_both(&lab, &link, &d);
+    }
 }
 
 #[test]
@@ -131,13 +153,8 @@ fn without_an_interface_or_a_default_route_start_up_fails_with_advice() {
     require_root!("without_an_interface_or_a_default_route_start_up_fails_with_advice");
     let lab = Lab::new("i-noroute");
     let mut d = lab.spawn_daemon_on(&bins::knockd(), None, conf(&lab, &[]).text(), &[]);
-    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "{status:?}\n{}",
-        d.dump()
-    );
-    let all = d.log_text() + &d.proc.output_text();
+    d.expect_exit_failure();
+    let all = d.all_output();
     assert!(
         all.contains("no default route") && all.contains("-i") && all.contains("Interface"),
         "{}",
@@ -173,14 +190,7 @@ fn losing_one_interface_leaves_the_other_working() {
         "{}",
         d.dump()
     );
-    let to = link.server_v4.to_string();
-    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
-    assert_eq!(
-        lines(&opened),
-        [lab.client_v4().to_string(), link.client_v4.to_string()],
-        "{}",
-        d.dump()
-    );
+    second_link_opens(&lab, &link, &d);
 }
 
 #[test]
@@ -197,14 +207,7 @@ fn a_listed_interface_missing_at_start_up_is_retried() {
     wait_lines(&opened, 1, &d);
     lab.create_server_link_again(&link);
     d.expect_log(&format!("{}: capture reopened", link.server_if));
-    let to = link.server_v4.to_string();
-    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
-    assert_eq!(
-        lines(&opened)[1],
-        link.client_v4.to_string(),
-        "{}",
-        d.dump()
-    );
+    second_link_opens(&lab, &link, &d);
 }
 
 #[test]
@@ -217,13 +220,8 @@ fn all_listed_interfaces_missing_is_fatal() {
         conf(&lab, &[]).text(),
         &[],
     );
-    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "{status:?}\n{}",
-        d.dump()
-    );
-    let all = d.log_text() + &d.proc.output_text();
+    d.expect_exit_failure();
+    let all = d.all_output();
     assert!(
         all.contains("cannot capture on nosuchif0") && all.contains("cannot capture on nosuchif1"),
         "{}",
@@ -258,14 +256,7 @@ fn sighup_goes_from_one_interface_to_two() {
         "interfaces changed from {} to {list}",
         lab.server_if
     ));
-    let to = link.server_v4.to_string();
-    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
-    assert_eq!(
-        lines(&opened)[1],
-        link.client_v4.to_string(),
-        "{}",
-        d.dump()
-    );
+    second_link_opens(&lab, &link, &d);
     d.assert_running();
 }
 

@@ -6,23 +6,26 @@ use std::fs;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use netns_tests::scenario::{lines, wait_lines};
+use netns_tests::scenario::{knock_until_lines, lines, wait_lines};
 use netns_tests::wait::{self, poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, expect_file, expect_no_file, frames, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
 
 /// A door `door` with `sequence` whose start and stop commands are
-/// `start_cmd` and `stop_cmd`, `cmd_timeout` seconds apart, then `extra`.
+/// `record(lab, "start")` and `record(lab, "stop")` (each records the
+/// knocker in the file of that name), `cmd_timeout` seconds apart, then
+/// `extra`.
 fn start_stop(
+    lab: &Lab,
+    record: fn(&Lab, &str) -> String,
     sequence: &str,
-    start_cmd: &str,
     cmd_timeout: &str,
-    stop_cmd: &str,
     extra: &[(&str, &str)],
 ) -> Conf {
-    let mut dirs = vec![("Cmd_Timeout", cmd_timeout), ("Stop_Command", stop_cmd)];
+    let stop_cmd = record(lab, "stop");
+    let mut dirs = vec![("Cmd_Timeout", cmd_timeout), ("Stop_Command", &stop_cmd)];
     dirs.extend_from_slice(extra);
-    Conf::new(&[]).door_cmd("door", sequence, start_cmd, &dirs)
+    Conf::new(&[]).door_cmd("door", sequence, &record(lab, "start"), &dirs)
 }
 
 /// Doors `alpha` and `beta` with sequences `seq_a` and `seq_b`, whose
@@ -50,46 +53,174 @@ fn tcp_syn_sequence_opens_with_client_address() {
     d.expect_log(&format!("door: running command: echo {c} > "));
 }
 
-#[test]
-fn udp_sequence_opens() {
-    require_root!("udp_sequence_opens");
-    let lab = Lab::new("s-udp");
-    let d = lab.our_daemon(&lab.one_door("7001:udp,7002:udp,7003:udp", &[]));
-    lab.knock_server_with(&["-u"], &["7001", "7002", "7003"]);
-    let text = lab.expect_opened(&d);
-    assert_eq!(text.trim(), lab.client_v4().to_string());
+/// A run of our `knock` from the client namespace: `knock OPTIONS...
+/// SERVER PORTS...` to the server's IPv4 address, or with `v6` `knock -6`
+/// to its IPv6 address.
+struct Knock {
+    options: &'static [&'static str],
+    ports: &'static [&'static str],
+    v6: bool,
 }
 
-#[test]
-fn mixed_sequence_opens() {
-    require_root!("mixed_sequence_opens");
-    let lab = Lab::new("s-mixed");
-    let d = lab.our_daemon(&lab.one_door("7000,8000:udp,9000:tcp", &[]));
-    // The same ports with the wrong protocols do nothing.
-    lab.knock_server(&["7000:udp", "8000:tcp", "9000:udp"]);
-    lab.expect_not_opened(&d);
-    lab.knock_server(&["7000", "8000:udp", "9000"]);
-    lab.expect_opened(&d);
+impl Knock {
+    const fn v4(ports: &'static [&'static str]) -> Knock {
+        Knock::v4_with(&[], ports)
+    }
+
+    const fn v4_with(options: &'static [&'static str], ports: &'static [&'static str]) -> Knock {
+        Knock {
+            options,
+            ports,
+            v6: false,
+        }
+    }
+
+    const fn v6(ports: &'static [&'static str]) -> Knock {
+        Knock {
+            options: &[],
+            ports,
+            v6: true,
+        }
+    }
+
+    fn send(&self, lab: &Lab) {
+        if self.v6 {
+            lab.knock_server6(self.ports);
+        } else {
+            lab.knock_server_with(self.options, self.ports);
+        }
+    }
 }
 
+/// A one-door scenario: the door (`sequence`, `extra` directives, daemon
+/// started with `daemon_args`), knocks that must not open it (after them
+/// the log has no `unseen` line), then the knock that opens it with the
+/// knocker's address.
+struct Opening {
+    lab_name: &'static str,
+    sequence: &'static str,
+    extra: &'static [(&'static str, &'static str)],
+    daemon_args: &'static [&'static str],
+    ignored: &'static [Knock],
+    unseen: &'static str,
+    opens: Knock,
+}
+
+const OPENINGS: &[Opening] = &[
+    Opening {
+        lab_name: "s-udp",
+        sequence: "7001:udp,7002:udp,7003:udp",
+        extra: &[],
+        daemon_args: &[],
+        ignored: &[],
+        unseen: "OPEN SESAME",
+        opens: Knock::v4_with(&["-u"], &["7001", "7002", "7003"]),
+    },
+    Opening {
+        // The same ports with the wrong protocols do nothing.
+        lab_name: "s-mixed",
+        sequence: "7000,8000:udp,9000:tcp",
+        extra: &[],
+        daemon_args: &[],
+        ignored: &[Knock::v4(&["7000:udp", "8000:tcp", "9000:udp"])],
+        unseen: "OPEN SESAME",
+        opens: Knock::v4(&["7000", "8000:udp", "9000"]),
+    },
+    Opening {
+        // SYN hits (the default) and FIN+ACK hits are invisible to this
+        // door: not even counted.
+        lab_name: "s-fin",
+        sequence: "7000,8000,9000",
+        extra: &[("TCPFlags", "fin,!ack")],
+        daemon_args: &[],
+        ignored: &[
+            Knock::v4(&["7000", "8000", "9000"]),
+            Knock::v4_with(&["--flags", "fin,ack"], &["7000", "8000", "9000"]),
+        ],
+        unseen: "Stage 1",
+        opens: Knock::v4_with(&["--flags", "fin"], &["7000", "8000", "9000"]),
+    },
+    Opening {
+        // Last: 9001 is no port of the sequence, so that attempt stays at
+        // stage 2 (a later 8000 would be a duplicate and 9000 would open).
+        lab_name: "s-wrong",
+        sequence: "7000,8000,9000",
+        extra: &[],
+        daemon_args: &[],
+        ignored: &[
+            Knock::v4(&["8000", "7000", "9000"]),
+            Knock::v4(&["7000", "9000", "8000"]),
+            Knock::v4(&["7001", "8000", "9000"]),
+            Knock::v4(&["7000", "8000", "9001"]),
+        ],
+        unseen: "OPEN SESAME",
+        opens: Knock::v4(&["7000", "8000", "9000"]),
+    },
+    Opening {
+        // Without Start_Command_6 an IPv6 knock runs Start_Command.
+        lab_name: "s-v6fallback",
+        sequence: "7000,8000,9000",
+        extra: &[],
+        daemon_args: &[],
+        ignored: &[],
+        unseen: "OPEN SESAME",
+        opens: Knock::v6(&["7000", "8000", "9000"]),
+    },
+    Opening {
+        // A repeated first knock does not lock the knocker out.
+        lab_name: "s-repeat",
+        sequence: "7000,8000,9000",
+        extra: &[],
+        daemon_args: &[],
+        ignored: &[],
+        unseen: "OPEN SESAME",
+        opens: Knock::v4(&["7000", "7000", "7000", "8000", "9000"]),
+    },
+    Opening {
+        // `-4` ignores IPv6 knocks.
+        lab_name: "s-only4",
+        sequence: "7000,8000",
+        extra: &[],
+        daemon_args: &["-4"],
+        ignored: &[Knock::v6(&["7000", "8000"])],
+        unseen: "OPEN SESAME",
+        opens: Knock::v4(&["7000", "8000"]),
+    },
+];
+
+/// Each case of [`OPENINGS`] in its own lab; a failure names the case's
+/// lab (`lab_name`) in its message and in the kept-files line.
 #[test]
-fn tcpflags_fin_not_ack_door_opens_with_fin_knock_only() {
-    require_root!("tcpflags_fin_not_ack_door_opens_with_fin_knock_only");
-    let lab = Lab::new("s-fin");
-    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[("TCPFlags", "fin,!ack")]));
-    // SYN hits (the default) and FIN+ACK hits are invisible to this door.
-    lab.knock_server(&["7000", "8000", "9000"]);
-    lab.knock_server_with(&["--flags", "fin,ack"], &["7000", "8000", "9000"]);
-    lab.expect_not_opened(&d);
-    assert_eq!(
-        d.log_count("Stage 1"),
-        0,
-        "non-matching hits were counted\n{}",
-        d.dump()
-    );
-    lab.knock_server_with(&["--flags", "fin"], &["7000", "8000", "9000"]);
-    let text = lab.expect_opened(&d);
-    assert_eq!(text.trim(), lab.client_v4().to_string());
+fn sequences_open_only_with_their_ports_protocols_flags_and_address_family() {
+    require_root!("sequences_open_only_with_their_ports_protocols_flags_and_address_family");
+    for case in OPENINGS {
+        let lab = Lab::new(case.lab_name);
+        let conf = lab.one_door(case.sequence, case.extra);
+        let d = lab.start_daemon(&bins::knockd(), conf.text(), case.daemon_args);
+        for knock in case.ignored {
+            knock.send(&lab);
+        }
+        if !case.ignored.is_empty() {
+            lab.expect_not_opened(&d);
+            let seen = d.log_count(case.unseen);
+            assert_eq!(
+                seen,
+                0,
+                "{}: {:?} logged\n{}",
+                case.lab_name,
+                case.unseen,
+                d.dump()
+            );
+        }
+        case.opens.send(&lab);
+        let knocker = if case.opens.v6 {
+            lab.client_v6().to_string()
+        } else {
+            lab.client_v4().to_string()
+        };
+        let text = lab.expect_opened(&d);
+        assert_eq!(text.trim(), knocker, "{}\n{}", case.lab_name, d.dump());
+    }
 }
 
 #[test]
@@ -107,24 +238,6 @@ fn hits_with_non_matching_flags_neither_advance_nor_reset() {
     lab.knock_server_with(&["--flags", "fin"], &["8000", "9000"]);
     lab.expect_opened(&d);
     assert_eq!(d.log_count("Stage 1"), 1, "{}", d.dump());
-}
-
-#[test]
-fn wrong_order_and_wrong_port_do_not_open() {
-    require_root!("wrong_order_and_wrong_port_do_not_open");
-    let lab = Lab::new("s-wrong");
-    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    lab.knock_server(&["8000", "7000", "9000"]);
-    lab.knock_server(&["7000", "9000", "8000"]);
-    lab.knock_server(&["7001", "8000", "9000"]);
-    // Last: 9001 is no port of the sequence, so this attempt stays at
-    // stage 2 (a later 8000 would be a duplicate and 9000 would open).
-    lab.knock_server(&["7000", "8000", "9001"]);
-    lab.expect_not_opened(&d);
-    assert_eq!(d.log_count("OPEN SESAME"), 0, "{}", d.dump());
-    // The daemon is fine and the right sequence opens.
-    lab.knock_server(&["7000", "8000", "9000"]);
-    lab.expect_opened(&d);
 }
 
 #[test]
@@ -201,9 +314,7 @@ fn stop_command_runs_after_cmd_timeout() {
     let lab = Lab::new("s-stop");
     // Each command records when it ran (by the daemon's clock, not the
     // test's polling), and the address.
-    let start_cmd = stamp_ip(&lab, "start");
-    let stop_cmd = stamp_ip(&lab, "stop");
-    let conf = start_stop("7000,8000,9000", &start_cmd, "2", &stop_cmd, &[]);
+    let conf = start_stop(&lab, stamp_ip, "7000,8000,9000", "2", &[]);
     let d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000", "9000"]);
     let started = wait_stamps(&lab.path("start"), 1, &d).remove(0);
@@ -222,17 +333,9 @@ fn stop_command_runs_after_cmd_timeout() {
 fn knocking_an_open_door_reschedules_the_stop_instead_of_restarting() {
     require_root!("knocking_an_open_door_reschedules_the_stop_instead_of_restarting");
     let lab = Lab::new("s-resched");
-    let start_cmd = stamp_ip(&lab, "start");
-    let stop_cmd = stamp_ip(&lab, "stop");
     // Seq_Timeout 1: a knock more than 1 s after the opening is a new
     // knock, not a straggler of the first.
-    let conf = start_stop(
-        "7000,8000",
-        &start_cmd,
-        "2",
-        &stop_cmd,
-        &[("Seq_Timeout", "1")],
-    );
+    let conf = start_stop(&lab, stamp_ip, "7000,8000", "2", &[("Seq_Timeout", "1")]);
     let d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000"]);
     let started = wait_stamps(&lab.path("start"), 1, &d)[0].0;
@@ -352,16 +455,6 @@ fn ipv6_knock_runs_start_command_6() {
 }
 
 #[test]
-fn ipv6_knock_falls_back_to_start_command() {
-    require_root!("ipv6_knock_falls_back_to_start_command");
-    let lab = Lab::new("s-v6fallback");
-    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    lab.knock_server6(&["7000", "8000", "9000"]);
-    let text = lab.expect_opened(&d);
-    assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
-}
-
-#[test]
 fn empty_start_command_6_does_nothing_for_ipv6() {
     require_root!("empty_start_command_6_does_nothing_for_ipv6");
     let lab = Lab::new("s-v6empty");
@@ -432,15 +525,6 @@ fn sequences_sharing_a_prefix_are_independent() {
     lab.knock_server(&["7000", "8000", "9000"]);
     expect_file(&lab.path("a"), &d);
     expect_no_file(&lab.path("b"), Duration::from_millis(300), &d);
-}
-
-#[test]
-fn repeated_first_knock_does_not_lock_out() {
-    require_root!("repeated_first_knock_does_not_lock_out");
-    let lab = Lab::new("s-repeat");
-    let d = lab.our_daemon(&lab.one_door("7000,8000,9000", &[]));
-    lab.knock_server(&["7000", "7000", "7000", "8000", "9000"]);
-    lab.expect_opened(&d);
 }
 
 /// The sequences of a one-time file, as knock arguments.
@@ -547,13 +631,12 @@ fn one_time_sequences_end_to_end() {
 fn otp_file_appended_while_running_is_picked_up() {
     require_root!("otp_file_appended_while_running_is_picked_up");
     let lab = Lab::new("s-otpappend");
-    let server_file = lab.path("server.otp");
-    let cmd = lab.append_ip("opens");
-    fs::write(&server_file, " 7000,8000,9000\n").unwrap();
+    let server_file = lab.write_file("server.otp", " 7000,8000,9000\n");
+    let (opens, cmd) = lab.appending("opens");
     let conf = Conf::new(&[]).otp_door_cmd("otp", &server_file, &cmd, &[]);
     let d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000", "9000"]);
-    wait_lines(&lab.path("opens"), 1, &d);
+    wait_lines(&opens, 1, &d);
     let mut f = fs::OpenOptions::new()
         .append(true)
         .open(&server_file)
@@ -561,15 +644,9 @@ fn otp_file_appended_while_running_is_picked_up() {
     std::io::Write::write_all(&mut f, b" 7100,8100,9100\n").unwrap();
     drop(f);
     // The daemon may need a moment to notice the new line.
-    let again = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock_server(&["7100", "8100", "9100"]);
-        wait::wait_for_log_count(&lab.path("opens"), "\n", 2, Duration::from_millis(400)).ok()
+    knock_until_lines(&opens, 2, &d, || {
+        lab.knock_server(&["7100", "8100", "9100"])
     });
-    assert!(
-        again.is_some(),
-        "an appended one-time sequence does not open\n{}",
-        d.dump()
-    );
     assert_eq!(lines(&server_file)[1].as_bytes()[0], b'#', "{}", d.dump());
 }
 
@@ -601,9 +678,7 @@ fn sighup_with_broken_config_keeps_the_old_one() {
     fs::write(&d.conf, "[options]\n[door]\n    Sequence = 7100,80x,9100\n").unwrap();
     d.signal(Signal::SIGHUP);
     let said = poll_until(DEFAULT_TIMEOUT, || {
-        (d.log_text() + &d.proc.output_text())
-            .contains("80x")
-            .then_some(())
+        (d.all_output()).contains("80x").then_some(())
     });
     assert!(
         said.is_some(),
@@ -619,9 +694,7 @@ fn sighup_with_broken_config_keeps_the_old_one() {
 fn sigterm_runs_pending_stop_commands() {
     require_root!("sigterm_runs_pending_stop_commands");
     let lab = Lab::new("s-term");
-    let start_cmd = lab.echo_ip("start");
-    let stop_cmd = lab.echo_ip("stop");
-    let conf = start_stop("7000,8000", &start_cmd, "60", &stop_cmd, &[]);
+    let conf = start_stop(&lab, Lab::echo_ip, "7000,8000", "60", &[]);
     let mut d = lab.our_daemon(&conf);
     lab.knock_server(&["7000", "8000"]);
     expect_file(&lab.path("start"), &d);
@@ -837,21 +910,6 @@ fn daemon_mode_writes_and_removes_the_pid_file() {
 }
 
 #[test]
-fn only_ipv4_option_ignores_ipv6_knocks() {
-    require_root!("only_ipv4_option_ignores_ipv6_knocks");
-    let lab = Lab::new("s-only4");
-    let d = lab.start_daemon(
-        &bins::knockd(),
-        lab.one_door("7000,8000", &[]).text(),
-        &["-4"],
-    );
-    lab.knock_server6(&["7000", "8000"]);
-    lab.expect_not_opened(&d);
-    lab.knock_server(&["7000", "8000"]);
-    lab.expect_opened(&d);
-}
-
-#[test]
 fn failing_command_status_is_logged() {
     require_root!("failing_command_status_is_logged");
     let lab = Lab::new("s-cmdfail");
@@ -870,12 +928,8 @@ fn invalid_config_fails_at_start_naming_the_line() {
         "[options]\n[door]\n    Sequence = 7000,70000\n",
         &[],
     );
-    let st = d.proc.wait_exit(DEFAULT_TIMEOUT);
-    assert!(
-        st.is_some_and(|s| !s.success()),
-        "knockd accepted a bad config: {st:?}\n{}",
-        d.dump()
-    );
+    // knockd does not accept the bad configuration.
+    d.expect_exit_failure();
     let out = d.proc.output_text();
     assert!(
         out.contains(":3") && out.contains("70000"),
