@@ -16,6 +16,7 @@
 //! bounded in packets and seconds and goes only to the lab's server.
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use knockd::ratelimit::{BURST, WINDOW};
@@ -73,8 +74,7 @@ fn left_out(text: &str, door: &str, kind: &str) -> Vec<u64> {
 fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
     require_root!("spoofed_flood_keeps_the_log_small_and_loses_no_knock");
     let lab = Lab::new("f-flood");
-    let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
+    let (opens, cmd) = lab.appending("opens");
     let extra = [("Seq_Timeout", "2"), ("TCPFlags", "syn")];
     let conf = Conf::new(&[]).door_cmd("flooded", "7000,8000,9000", &cmd, &extra);
     let began = Instant::now();
@@ -203,14 +203,29 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
     );
 }
 
+/// Put the one-time sequence `seq` (`P1,P2,P3`) into a watched file with
+/// `write` (given the file's line), then knock it until `opens` has `n`
+/// lines: the idle daemon noticed the change.
+fn written_sequence_opens(
+    lab: &Lab,
+    d: &Daemon,
+    opens: &Path,
+    n: usize,
+    seq: &str,
+    write: impl FnOnce(&str),
+) {
+    write(&format!(" {seq}\n"));
+    let ports: Vec<&str> = seq.split(',').collect();
+    knock_until_lines(opens, n, d, || lab.knock_server(&ports));
+}
+
 #[test]
 fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     require_root!("idle_daemon_notices_new_addresses_and_one_time_file_changes");
     let lab = Lab::new("f-idle");
-    let otp = lab.path("door.otp");
-    fs::write(&otp, " 7100,8100,9100\n").unwrap();
-    let addr_cmd = lab.append_ip("addr-opens");
-    let otp_cmd = lab.append_ip("otp-opens");
+    let otp = lab.write_file("door.otp", " 7100,8100,9100\n");
+    let (addr_opens, addr_cmd) = lab.appending("addr-opens");
+    let (otp_opens, otp_cmd) = lab.appending("otp-opens");
     let conf = Conf::new(&[])
         .door_cmd("addr", "7000,8000,9000", &addr_cmd, &[])
         .otp_door_cmd("otp", &otp, &otp_cmd, &[]);
@@ -245,7 +260,6 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
         "the new address was not picked up within 1 s\n{}",
         d.dump()
     );
-    let addr_opens = lab.path("addr-opens");
     let opened = knock_until(&addr_opens, DEFAULT_TIMEOUT, || {
         lab.knock(&lab.client_ns, &[&new_addr, "7000", "8000", "9000"]);
     });
@@ -256,23 +270,19 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     );
 
     // The one-time file: use its only line up.
-    let otp_opens = lab.path("otp-opens");
     lab.knock_server(&["7100", "8100", "9100"]);
     wait_lines(&otp_opens, 1, &d);
 
     // Appended to while idle: the new line works.
-    let mut f = fs::OpenOptions::new().append(true).open(&otp).unwrap();
-    std::io::Write::write_all(&mut f, b" 7200,8200,9200\n").unwrap();
-    drop(f);
-    knock_until_lines(&otp_opens, 2, &d, || {
-        lab.knock_server(&["7200", "8200", "9200"])
+    written_sequence_opens(&lab, &d, &otp_opens, 2, "7200,8200,9200", |line| {
+        let mut f = fs::OpenOptions::new().append(true).open(&otp).unwrap();
+        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
     });
 
     // Deleted and created again (a new inode in the watched directory).
-    fs::remove_file(&otp).unwrap();
-    fs::write(&otp, " 7300,8300,9300\n").unwrap();
-    knock_until_lines(&otp_opens, 3, &d, || {
-        lab.knock_server(&["7300", "8300", "9300"])
+    written_sequence_opens(&lab, &d, &otp_opens, 3, "7300,8300,9300", |line| {
+        fs::remove_file(&otp).unwrap();
+        fs::write(&otp, line).unwrap();
     });
     assert!(lines(&otp)[0].starts_with('#'), "{}", d.dump());
 }
@@ -281,16 +291,13 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
 fn sighup_watches_the_one_time_files_of_the_new_configuration() {
     require_root!("sighup_watches_the_one_time_files_of_the_new_configuration");
     let lab = Lab::new("f-hupwatch");
-    let cmd = lab.append_ip("opens");
-    let opens = lab.path("opens");
+    let (opens, cmd) = lab.appending("opens");
     let door = |file: &std::path::Path| Conf::new(&[]).otp_door_cmd("otp", file, &cmd, &[]);
-    let first = lab.path("first.otp");
-    fs::write(&first, " 7100,8100,9100\n").unwrap();
+    let first = lab.write_file("first.otp", " 7100,8100,9100\n");
     let mut d = lab.our_daemon(&door(&first));
 
     // The new configuration's file lives in another directory and is empty.
-    let other_dir = lab.path("other");
-    fs::create_dir(&other_dir).unwrap();
+    let other_dir = lab.create_dir("other");
     let second = other_dir.join("second.otp");
     fs::write(&second, "").unwrap();
     fs::write(&d.conf, door(&second).text()).unwrap();
@@ -298,9 +305,8 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
     d.expect_log("configuration reloaded");
 
     // Filled while idle: noticed through the new watch.
-    fs::write(&second, " 7200,8200,9200\n").unwrap();
-    knock_until_lines(&opens, 1, &d, || {
-        lab.knock_server(&["7200", "8200", "9200"])
+    written_sequence_opens(&lab, &d, &opens, 1, "7200,8200,9200", |line| {
+        fs::write(&second, line).unwrap()
     });
     // The old file no longer counts.
     assert!(lines(&first)[0].starts_with(' '), "{}", d.dump());
@@ -310,7 +316,7 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
 fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
     require_root!("left_out_lines_are_counted_exactly_and_shown_with_debug");
     let lab = Lab::new("f-exact");
-    let cmd = lab.append_ip("opens");
+    let (opens, cmd) = lab.appending("opens");
     let conf = Conf::new(&[]).door_cmd("door", "7000,8000,9000", &cmd, &[]);
     let mut d = lab.start_daemon(&bins::knockd(), conf.text(), &["-D"]);
     let h = lab.server_v4().to_string();
@@ -337,7 +343,7 @@ fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
     // A completing knock proves the daemon kept listening; OPEN SESAME is
     // written although Stage lines are being left out.
     lab.knock_server(&["7000", "8000", "9000"]);
-    netns_tests::expect_file(&lab.path("opens"), &d);
+    netns_tests::expect_file(&opens, &d);
     stop(&mut d);
     let log = d.log_text();
     assert_eq!(

@@ -88,9 +88,9 @@ fn fd_probe_door(lab: &Lab) -> (Conf, PathBuf) {
     (conf, cmdpid)
 }
 
-/// Knock the probe door open and return the descriptors of its command
-/// once it has become `sleep`; the command is ended afterwards.
-fn command_fds(lab: &Lab, d: &Daemon, cmdpid: &Path) -> (BTreeSet<i32>, String) {
+/// Knock the probe door open and check the descriptors of its command once
+/// it has become `sleep`: only 0, 1 and 2. The command is ended afterwards.
+fn expect_command_has_only_std_fds(lab: &Lab, d: &Daemon, cmdpid: &Path) {
     lab.knock_server(&["7000", "8000"]);
     let pid: i32 = poll_until(DEFAULT_TIMEOUT, || {
         let text = fs::read_to_string(cmdpid).ok()?;
@@ -103,7 +103,12 @@ fn command_fds(lab: &Lab, d: &Daemon, cmdpid: &Path) -> (BTreeSet<i32>, String) 
     let described = describe_fds(pid);
     // The test's own command (a child of the daemon it started).
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    (fds, described)
+    assert_eq!(
+        fds,
+        BTreeSet::from([0, 1, 2]),
+        "the command inherited more: {described}\n{}",
+        d.dump()
+    );
 }
 
 #[test]
@@ -114,13 +119,7 @@ fn command_inherits_only_stdin_stdout_and_stderr() {
     // The daemon holds a capture socket (libpcap opens it without
     // close-on-exec), a log file and a signal pipe at this point.
     let d = lab.start_daemon(&bins::knockd(), conf.text(), &[]);
-    let (fds, described) = command_fds(&lab, &d, &cmdpid);
-    assert_eq!(
-        fds,
-        BTreeSet::from([0, 1, 2]),
-        "the command inherited more: {described}\n{}",
-        d.dump()
-    );
+    expect_command_has_only_std_fds(&lab, &d, &cmdpid);
 }
 
 #[test]
@@ -153,13 +152,7 @@ fn descriptor_inherited_by_the_daemon_does_not_reach_a_command() {
         describe_fds(daemon.as_raw())
     );
     // ... and its command does not.
-    let (fds, described) = command_fds(&lab, &d, &cmdpid);
-    assert_eq!(
-        fds,
-        BTreeSet::from([0, 1, 2]),
-        "the command inherited more: {described}\n{}",
-        d.dump()
-    );
+    expect_command_has_only_std_fds(&lab, &d, &cmdpid);
 }
 
 /// An Ethernet frame with an IPv4 TCP SYN from `src` to `dst:port`, with
@@ -348,35 +341,33 @@ fn refuses_log_file_and_runs_on(lab: &Lab, log: &Path, reason: &str) -> Daemon {
     d
 }
 
-/// A root-only file and a symlink to it at `link`, owned by nobody: what an
-/// unprivileged user could plant in a directory it may write.
-fn plant_link(lab: &Lab, link: &Path) -> PathBuf {
-    let target = lab.path("root-only");
-    fs::write(&target, "root's secret\n").unwrap();
+/// What the root-only file of [`plant_link`] holds.
+const SECRET: &str = "root's secret\n";
+
+/// A root-only file holding [`SECRET`] and a symlink to it named `name` in
+/// the lab directory, owned by nobody: what an unprivileged user could
+/// plant in a directory it may write. The link's path and the file's.
+fn plant_link(lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
+    let target = lab.write_file("root-only", SECRET);
     fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
-    symlink(&target, link).unwrap();
-    lchown(link, Some(NOBODY), Some(NOBODY)).unwrap();
-    target
+    let link = lab.path(name);
+    symlink(&target, &link).unwrap();
+    lchown(&link, Some(NOBODY), Some(NOBODY)).unwrap();
+    (link, target)
 }
 
 #[test]
 fn pid_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
     require_root!("pid_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched");
     let lab = Lab::new("sec-pidlink");
-    let pid = lab.path("knockd.pid");
-    let target = plant_link(&lab, &pid);
+    let (pid, target) = plant_link(&lab, "knockd.pid");
     let conf = Conf::new(&[]).door_cmd("door", "7000", "true", &[]);
     let mut d = lab.spawn_daemon(
         &bins::knockd(),
         conf.text(),
         &["-p", &pid.display().to_string()],
     );
-    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the daemon did not fail: {status:?}\n{}",
-        d.dump()
-    );
+    d.expect_exit_failure();
     expect_output(
         &d,
         &format!(
@@ -384,40 +375,56 @@ fn pid_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
             pid.display()
         ),
     );
-    assert_eq!(fs::read_to_string(&target).unwrap(), "root's secret\n");
+    assert_eq!(fs::read_to_string(&target).unwrap(), SECRET);
     assert_eq!(
         fs::metadata(&target).unwrap().permissions().mode() & 0o777,
         0o600
     );
 }
 
-#[test]
-fn log_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
-    require_root!("log_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched");
-    let lab = Lab::new("sec-loglink");
-    let log = lab.path("knockd.log");
-    let target = plant_link(&lab, &log);
-    // The daemon runs on, logging to stderr; nothing reaches the target.
-    let _d = refuses_log_file_and_runs_on(
-        &lab,
-        &log,
-        "refusing to follow a symbolic link owned by uid 65534",
-    );
-    assert_eq!(fs::read_to_string(&target).unwrap(), "root's secret\n");
+/// A log file the daemon must refuse: `prepare` plants it and returns its
+/// path, the file that must stay untouched and what that file holds;
+/// `reason` is what the daemon says.
+struct RefusedLog {
+    lab_name: &'static str,
+    prepare: fn(&Lab) -> (PathBuf, PathBuf, &'static str),
+    reason: &'static str,
 }
 
+const REFUSED_LOGS: &[RefusedLog] = &[
+    RefusedLog {
+        // A symlink owned by nobody: nothing reaches its target.
+        lab_name: "sec-loglink",
+        prepare: |lab| {
+            let (log, target) = plant_link(lab, "knockd.log");
+            (log, target, SECRET)
+        },
+        reason: "refusing to follow a symbolic link owned by uid 65534",
+    },
+    RefusedLog {
+        // A file owned by another user: it stays as it was.
+        lab_name: "sec-logowner",
+        prepare: |lab| {
+            let log = lab.write_file("knockd.log", "nobody's lines\n");
+            std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
+            (log.clone(), log, "nobody's lines\n")
+        },
+        reason: "refusing a file owned by uid 65534 (it must be owned by uid 0)",
+    },
+];
+
+/// Each case of [`REFUSED_LOGS`] in its own lab: the daemon runs on,
+/// logging to stderr, and the untouched file keeps its content.
 #[test]
-fn log_file_owned_by_another_user_is_refused() {
-    require_root!("log_file_owned_by_another_user_is_refused");
-    let lab = Lab::new("sec-logowner");
-    let log = lab.write_file("knockd.log", "nobody's lines\n");
-    std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
-    let _d = refuses_log_file_and_runs_on(
-        &lab,
-        &log,
-        "refusing a file owned by uid 65534 (it must be owned by uid 0)",
-    );
-    assert_eq!(fs::read_to_string(&log).unwrap(), "nobody's lines\n");
+fn log_file_symlink_or_owned_by_another_user_is_refused_and_left_untouched() {
+    require_root!("log_file_symlink_or_owned_by_another_user_is_refused_and_left_untouched");
+    for case in REFUSED_LOGS {
+        let lab = Lab::new(case.lab_name);
+        let (log, untouched, content) = (case.prepare)(&lab);
+        let _d = refuses_log_file_and_runs_on(&lab, &log, case.reason);
+        let now = fs::read_to_string(&untouched).unwrap();
+        assert_eq!(now, content, "{}: {}", case.lab_name, untouched.display());
+    }
 }
 
 #[test]
@@ -432,14 +439,7 @@ fn group_writable_config_is_refused_at_start_up_and_on_reload() {
     let proc = lab.spawn(
         &lab.server_ns,
         bins::knockd(),
-        &[
-            "-i",
-            &lab.server_if,
-            "-c",
-            &path.display().to_string(),
-            "-g",
-            &log.display().to_string(),
-        ],
+        &lab.daemon_args(&path, &log),
     );
     let mut d = Daemon {
         proc,
