@@ -163,6 +163,18 @@ mod tests {
     }
 
     #[test]
+    fn door_cmd_and_otp_door_cmd_put_source_and_command_before_extra() {
+        let c = Conf::new(&[])
+            .door_cmd("a", "7000,8000:udp", "echo %IP%", &[("Seq_Timeout", "1")])
+            .otp_door_cmd("b", std::path::Path::new("/x/seqs"), "true", &[]);
+        assert_eq!(
+            c.text(),
+            "[options]\n\n[a]\n    Sequence = 7000,8000:udp\n    Start_Command = echo %IP%\n    \
+             Seq_Timeout = 1\n\n[b]\n    One_Time_Sequences = /x/seqs\n    Start_Command = true\n"
+        );
+    }
+
+    #[test]
     fn wait_helpers_see_files_and_log_lines() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("out");

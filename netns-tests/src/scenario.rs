@@ -126,6 +126,14 @@ impl Lab {
         self.start_daemon(&bins::knockd(), conf.text(), &[])
     }
 
+    /// Our daemon with `conf` (`-i IFACE` only if `iface` is given, then
+    /// `extra`), which must refuse to start: it exits with a failure.
+    pub fn our_daemon_fails(&self, iface: Option<&str>, conf: &str, extra: &[&str]) -> Daemon {
+        let mut d = self.spawn_daemon_on(&bins::knockd(), iface, conf, extra);
+        d.expect_exit_failure();
+        d
+    }
+
     /// The classic daemon on the server veth with `conf`, once it listens.
     pub fn classic_daemon(&self, conf: &Conf) -> Daemon {
         require_classic(CLASSIC_KNOCKD);

@@ -22,6 +22,13 @@ fn conf(lab: &Lab, options: &[(&str, &str)]) -> Conf {
     Conf::new(options).door_cmd("door", "7000,8000,9000", &cmd, &[("Seq_Timeout", "5")])
 }
 
+/// The lab `lab_name` with a second link ([`Lab::add_server_link`]).
+fn two_link_lab(lab_name: &str) -> (Lab, Link) {
+    let lab = Lab::new(lab_name);
+    let link = lab.add_server_link();
+    (lab, link)
+}
+
 /// Our daemon with `-i iface` (or none), once it listens.
 fn daemon(lab: &Lab, iface: Option<&str>, conf: &Conf, extra: &[&str]) -> Daemon {
     let mut d = lab.spawn_daemon_on(&bins::knockd(), iface, conf.text(), extra);
@@ -103,8 +110,7 @@ const BOTH_INTERFACES: &[BothInterfaces] = &[
 fn both_interfaces_listened_on_from_the_command_line_the_configuration_or_any() {
     require_root!("both_interfaces_listened_on_from_the_command_line_the_configuration_or_any");
     for case in BOTH_INTERFACES {
-        let lab = Lab::new(case.lab_name);
-        let link = lab.add_server_link();
+        let (lab, link) = two_link_lab(case.lab_name);
         let (iface, conf, list) = (case.how)(&lab, &link);
         let d = daemon(&lab, iface.as_deref(), &conf, &[]);
         d.expect_log(&format!("starting up, listening on {list}"));
@@ -115,8 +121,7 @@ fn both_interfaces_listened_on_from_the_command_line_the_configuration_or_any() 
 #[test]
 fn without_an_interface_the_default_routes_choose() {
     require_root!("without_an_interface_the_default_routes_choose");
-    let lab = Lab::new("i-route");
-    let link = lab.add_server_link();
+    let (lab, link) = two_link_lab("i-route");
     // IPv4 leaves through the second link, IPv6 through the first.
     lab.add_route(
         &lab.server_ns,
@@ -152,8 +157,7 @@ fn without_an_interface_the_default_routes_choose() {
 fn without_an_interface_or_a_default_route_start_up_fails_with_advice() {
     require_root!("without_an_interface_or_a_default_route_start_up_fails_with_advice");
     let lab = Lab::new("i-noroute");
-    let mut d = lab.spawn_daemon_on(&bins::knockd(), None, conf(&lab, &[]).text(), &[]);
-    d.expect_exit_failure();
+    let d = lab.our_daemon_fails(None, conf(&lab, &[]).text(), &[]);
     let all = d.all_output();
     assert!(
         all.contains("no default route") && all.contains("-i") && all.contains("Interface"),
@@ -166,8 +170,7 @@ fn without_an_interface_or_a_default_route_start_up_fails_with_advice() {
 #[test]
 fn losing_one_interface_leaves_the_other_working() {
     require_root!("losing_one_interface_leaves_the_other_working");
-    let lab = Lab::new("i-lose");
-    let link = lab.add_server_link();
+    let (lab, link) = two_link_lab("i-lose");
     let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
     let opened = lab.path("opened");
     lab.delete_link(&link);
@@ -196,8 +199,7 @@ fn losing_one_interface_leaves_the_other_working() {
 #[test]
 fn a_listed_interface_missing_at_start_up_is_retried() {
     require_root!("a_listed_interface_missing_at_start_up_is_retried");
-    let lab = Lab::new("i-missing");
-    let link = lab.add_server_link();
+    let (lab, link) = two_link_lab("i-missing");
     lab.delete_link(&link);
     let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
     d.expect_log(&format!("starting up, listening on {}\n", lab.server_if));
@@ -214,13 +216,8 @@ fn a_listed_interface_missing_at_start_up_is_retried() {
 fn all_listed_interfaces_missing_is_fatal() {
     require_root!("all_listed_interfaces_missing_is_fatal");
     let lab = Lab::new("i-allmissing");
-    let mut d = lab.spawn_daemon_on(
-        &bins::knockd(),
-        Some("nosuchif0,nosuchif1"),
-        conf(&lab, &[]).text(),
-        &[],
-    );
-    d.expect_exit_failure();
+    let conf = conf(&lab, &[]);
+    let d = lab.our_daemon_fails(Some("nosuchif0,nosuchif1"), conf.text(), &[]);
     let all = d.all_output();
     assert!(
         all.contains("cannot capture on nosuchif0") && all.contains("cannot capture on nosuchif1"),
@@ -232,8 +229,7 @@ fn all_listed_interfaces_missing_is_fatal() {
 #[test]
 fn sighup_goes_from_one_interface_to_two() {
     require_root!("sighup_goes_from_one_interface_to_two");
-    let lab = Lab::new("i-hup");
-    let link = lab.add_server_link();
+    let (lab, link) = two_link_lab("i-hup");
     let mut d = daemon(
         &lab,
         None,
@@ -264,18 +260,18 @@ fn sighup_goes_from_one_interface_to_two() {
 fn a_packet_captured_twice_opens_once() {
     require_root!("a_packet_captured_twice_opens_once");
     let lab = Lab::new("i-twice");
-    let once = lab.append_ip("once");
-    let proof = lab.append_ip("proof");
+    let (once, once_cmd) = lab.appending("once");
+    let (proof, proof_cmd) = lab.appending("proof");
     let timeout = [("Seq_Timeout", "5")];
     let c = Conf::new(&[])
-        .door_cmd("door", "7000,8000,9000", &once, &timeout)
-        .door_cmd("proof", "7100,8100,9100", &proof, &timeout);
+        .door_cmd("door", "7000,8000,9000", &once_cmd, &timeout)
+        .door_cmd("proof", "7100,8100,9100", &proof_cmd, &timeout);
     // `any` and the veth itself: every packet reaches the daemon twice.
     let iface = format!("any,{}", lab.server_if);
     let d = daemon(&lab, Some(&iface), &c, &["-D"]);
     let s4 = lab.s4();
     knock(&lab, &s4);
-    wait_lines(&lab.path("once"), 1, &d);
+    wait_lines(&once, 1, &d);
     // Each knock was captured twice (the debug line of each packet).
     let first_port = format!("-> {s4}:7000 tcp");
     let twice = poll_until(DEFAULT_TIMEOUT, || {
@@ -284,8 +280,8 @@ fn a_packet_captured_twice_opens_once() {
     assert!(twice.is_some(), "not captured twice\n{}", d.dump());
     // The proof door opens after the first door's copies were all seen.
     lab.knock(&lab.client_ns, &[&s4, "7100", "8100", "9100"]);
-    wait_lines(&lab.path("proof"), 1, &d);
-    assert_eq!(lines(&lab.path("once")).len(), 1, "{}", d.dump());
+    wait_lines(&proof, 1, &d);
+    assert_eq!(lines(&once).len(), 1, "{}", d.dump());
     assert_eq!(d.log_count(": door: OPEN SESAME"), 1, "{}", d.dump());
     assert_eq!(d.log_count(": proof: OPEN SESAME"), 1, "{}", d.dump());
 }

@@ -362,12 +362,8 @@ fn pid_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
     let lab = Lab::new("sec-pidlink");
     let (pid, target) = plant_link(&lab, "knockd.pid");
     let conf = Conf::new(&[]).door_cmd("door", "7000", "true", &[]);
-    let mut d = lab.spawn_daemon(
-        &bins::knockd(),
-        conf.text(),
-        &["-p", &pid.display().to_string()],
-    );
-    d.expect_exit_failure();
+    let pid_arg = pid.display().to_string();
+    let d = lab.our_daemon_fails(Some(&lab.server_if), conf.text(), &["-p", &pid_arg]);
     expect_output(
         &d,
         &format!(

@@ -28,13 +28,15 @@ fn start_stop(
     Conf::new(&[]).door_cmd("door", sequence, &record(lab, "start"), &dirs)
 }
 
-/// Doors `alpha` and `beta` with sequences `seq_a` and `seq_b`, whose
-/// commands write the knocker's address to the files `a` and `b`.
-fn two_doors(lab: &Lab, seq_a: &str, seq_b: &str) -> Conf {
+/// Our daemon with doors `alpha` and `beta` of sequences `seq_a` and
+/// `seq_b`, whose commands write the knocker's address to the files `a`
+/// and `b`.
+fn two_doors_daemon(lab: &Lab, seq_a: &str, seq_b: &str) -> Daemon {
     let (a, b) = (lab.echo_ip("a"), lab.echo_ip("b"));
-    Conf::new(&[])
+    let conf = Conf::new(&[])
         .door_cmd("alpha", seq_a, &a, &[])
-        .door_cmd("beta", seq_b, &b, &[])
+        .door_cmd("beta", seq_b, &b, &[]);
+    lab.our_daemon(&conf)
 }
 
 #[test]
@@ -503,8 +505,7 @@ fn two_knockers_interleaved_both_open() {
 fn two_doors_interleaved_both_open() {
     require_root!("two_doors_interleaved_both_open");
     let lab = Lab::new("s-twodoors");
-    let conf = two_doors(&lab, "7000,8000,9000", "7100,8100:udp,9100");
-    let d = lab.our_daemon(&conf);
+    let d = two_doors_daemon(&lab, "7000,8000,9000", "7100,8100:udp,9100");
     lab.knock_server(&["7000", "7100", "8000", "8100:udp", "9000", "9100"]);
     expect_file(&lab.path("a"), &d);
     expect_file(&lab.path("b"), &d);
@@ -516,8 +517,7 @@ fn two_doors_interleaved_both_open() {
 fn sequences_sharing_a_prefix_are_independent() {
     require_root!("sequences_sharing_a_prefix_are_independent");
     let lab = Lab::new("s-prefix");
-    let conf = two_doors(&lab, "7000,8000,9000", "7000,8000,9100");
-    let d = lab.our_daemon(&conf);
+    let d = two_doors_daemon(&lab, "7000,8000,9000", "7000,8000,9100");
     lab.knock_server(&["7000", "8000", "9100"]);
     expect_file(&lab.path("b"), &d);
     expect_no_file(&lab.path("a"), Duration::from_millis(300), &d);
@@ -923,13 +923,9 @@ fn failing_command_status_is_logged() {
 fn invalid_config_fails_at_start_naming_the_line() {
     require_root!("invalid_config_fails_at_start_naming_the_line");
     let lab = Lab::new("s-badconf");
-    let mut d = lab.spawn_daemon(
-        &bins::knockd(),
-        "[options]\n[door]\n    Sequence = 7000,70000\n",
-        &[],
-    );
     // knockd does not accept the bad configuration.
-    d.expect_exit_failure();
+    let conf = "[options]\n[door]\n    Sequence = 7000,70000\n";
+    let d = lab.our_daemon_fails(Some(&lab.server_if), conf, &[]);
     let out = d.proc.output_text();
     assert!(
         out.contains(":3") && out.contains("70000"),
