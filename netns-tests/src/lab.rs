@@ -209,6 +209,26 @@ impl Lab {
         p
     }
 
+    /// Create the directory `name` inside [`Lab::dir`]; returns its path.
+    pub fn create_dir(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        fs::create_dir(&p).unwrap_or_else(|e| panic!("creating {}: {e}", p.display()));
+        p
+    }
+
+    /// `-i IFACE -c CONF -g LOG`: what points a knock daemon at the
+    /// server's veth, the configuration file `conf` and the log file `log`.
+    pub fn daemon_args(&self, conf: &Path, log: &Path) -> Vec<String> {
+        vec![
+            "-i".to_owned(),
+            self.server_if.clone(),
+            "-c".to_owned(),
+            conf.display().to_string(),
+            "-g".to_owned(),
+            log.display().to_string(),
+        ]
+    }
+
     /// A fresh name `prefix-K` for files of this lab.
     pub fn unique(&self, prefix: &str) -> String {
         let k = self.counter.get() + 1;
@@ -217,46 +237,30 @@ impl Lab {
     }
 
     fn create_link(&self) -> Result<()> {
-        let (sif, cif, cns) = (
-            self.server_if.clone(),
-            self.client_if.clone(),
-            self.client_ns.clone(),
-        );
-        let s_addrs = [
-            (IpAddr::V4(self.server_v4()), 24),
-            (IpAddr::V6(self.server_v6()), 64),
-        ];
-        let c_addrs = [
-            (IpAddr::V4(self.client_v4()), 24),
-            (IpAddr::V6(self.client_v6()), 64),
-        ];
-        in_netns(Some(&self.server_ns), move |h| async move {
-            netlink::create_veth_into(&h, &sif, &cif, &cns).await?;
-            netlink::configure_iface(&h, &sif, &s_addrs).await
-        })?;
-        let cif = self.client_if.clone();
-        in_netns(Some(&self.client_ns), move |h| async move {
-            netlink::configure_iface(&h, &cif, &c_addrs).await?;
-            netlink::wait_oper_up(&h, &cif).await
-        })?;
-        self.wait_server_link_up()
+        self.wire_pair(
+            &self.server_if,
+            &self.client_if,
+            self.server_addrs(),
+            [
+                (IpAddr::V4(self.client_v4()), 24),
+                (IpAddr::V6(self.client_v6()), 64),
+            ],
+        )
     }
 
-    fn wait_server_link_up(&self) -> Result<()> {
-        let sif = self.server_if.clone();
-        in_netns(Some(&self.server_ns), move |h| async move {
-            netlink::wait_oper_up(&h, &sif).await
-        })
+    /// The addresses of the server's end of the lab's first veth pair.
+    fn server_addrs(&self) -> [(IpAddr, u8); 2] {
+        [
+            (IpAddr::V4(self.server_v4()), 24),
+            (IpAddr::V6(self.server_v6()), 64),
+        ]
     }
 
     /// Take the server's veth down (`false`) or up (`true`); addresses are
     /// put back after up.
     pub fn set_server_link(&self, up: bool) {
         let sif = self.server_if.clone();
-        let addrs = [
-            (IpAddr::V4(self.server_v4()), 24),
-            (IpAddr::V6(self.server_v6()), 64),
-        ];
+        let addrs = self.server_addrs();
         in_netns(Some(&self.server_ns), move |h| async move {
             netlink::set_link_up(&h, &sif, up).await?;
             if up {
@@ -272,26 +276,7 @@ impl Lab {
 
     /// Delete the server's veth (its peer in the client namespace goes too).
     pub fn delete_server_link(&self) {
-        let sif = self.server_if.clone();
-        in_netns(Some(&self.server_ns), move |h| async move {
-            netlink::delete_link(&h, &sif).await
-        })
-        .unwrap_or_else(|e| panic!("deleting the server link: {e:#}"));
-        // The peer vanishes asynchronously; wait for it.
-        let cif = self.client_if.clone();
-        let gone = wait::poll_until(DEFAULT_TIMEOUT, || {
-            let cif = cif.clone();
-            let exists = in_netns(Some(&self.client_ns), move |h| async move {
-                Ok(netlink::link_exists(&h, &cif).await)
-            })
-            .unwrap_or(true);
-            (!exists).then_some(())
-        });
-        assert!(
-            gone.is_some(),
-            "client end {} did not disappear",
-            self.client_if
-        );
+        self.delete_pair(&self.server_if, &self.client_if);
     }
 
     /// Create the veth pair again with the same names and addresses (after
@@ -597,6 +582,22 @@ impl Daemon {
                 self.dump()
             ),
         }
+    }
+
+    /// Wait (default timeout) for the daemon to exit with a failure (it
+    /// refused to start); panic with the logs if it runs on or succeeds.
+    pub fn expect_exit_failure(&mut self) {
+        let status = self.proc.wait_exit(DEFAULT_TIMEOUT);
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "the daemon did not fail: {status:?}\n{}",
+            self.dump()
+        );
+    }
+
+    /// Log file and stdout/stderr together, as text.
+    pub fn all_output(&self) -> String {
+        self.log_text() + &self.proc.output_text()
     }
 
     /// Wait (default timeout) for `needle` in the log; panic with the log.

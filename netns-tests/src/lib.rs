@@ -86,6 +86,43 @@ impl Conf {
         self
     }
 
+    /// A door `name` opened by `Sequence = sequence` whose `Start_Command`
+    /// is `command`, with the `extra` directives after these.
+    pub fn door_cmd(
+        self,
+        name: &str,
+        sequence: &str,
+        command: &str,
+        extra: &[(&str, &str)],
+    ) -> Conf {
+        self.door_from(name, ("Sequence", sequence), command, extra)
+    }
+
+    /// Like [`Conf::door_cmd`] for a door of the one-time sequences in
+    /// `file` (`One_Time_Sequences`).
+    pub fn otp_door_cmd(
+        self,
+        name: &str,
+        file: &std::path::Path,
+        command: &str,
+        extra: &[(&str, &str)],
+    ) -> Conf {
+        let file = file.display().to_string();
+        self.door_from(name, ("One_Time_Sequences", &file), command, extra)
+    }
+
+    fn door_from(
+        self,
+        name: &str,
+        source: (&str, &str),
+        command: &str,
+        extra: &[(&str, &str)],
+    ) -> Conf {
+        let mut dirs = vec![source, ("Start_Command", command)];
+        dirs.extend_from_slice(extra);
+        self.door(name, &dirs)
+    }
+
     /// A raw line (e.g. a bare `UseSyslog`) appended as is.
     pub fn line(mut self, line: &str) -> Conf {
         self.text.push_str(line);
@@ -123,6 +160,18 @@ mod tests {
              Sequence = 7000,8000:udp\n    Command = a = b %IP%\n"
         );
         assert_eq!(c.to_string(), c.text());
+    }
+
+    #[test]
+    fn door_cmd_and_otp_door_cmd_put_source_and_command_before_extra() {
+        let c = Conf::new(&[])
+            .door_cmd("a", "7000,8000:udp", "echo %IP%", &[("Seq_Timeout", "1")])
+            .otp_door_cmd("b", std::path::Path::new("/x/seqs"), "true", &[]);
+        assert_eq!(
+            c.text(),
+            "[options]\n\n[a]\n    Sequence = 7000,8000:udp\n    Start_Command = echo %IP%\n    \
+             Seq_Timeout = 1\n\n[b]\n    One_Time_Sequences = /x/seqs\n    Start_Command = true\n"
+        );
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! that record who was let in, and wait for the lines those commands write.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::bins::{self, CLASSIC_KNOCK, CLASSIC_KNOCKD};
 use crate::wait::{self, DEFAULT_TIMEOUT};
-use crate::{Conf, Daemon, Lab, RunOutput};
+use crate::{expect_file, expect_no_file, Conf, Daemon, Lab, RunOutput};
 
 /// How long "nothing happens" is watched for.
 pub const QUIET: Duration = Duration::from_millis(800);
@@ -38,20 +38,72 @@ impl Lab {
         format!("echo %IP% >> {}", self.path(file).display())
     }
 
+    /// The path of `file` inside the lab directory and the command
+    /// [`Lab::append_ip`] that appends the knocker's address to it.
+    pub fn appending(&self, file: &str) -> (PathBuf, String) {
+        (self.path(file), self.append_ip(file))
+    }
+
     /// A configuration with one door `door`: `sequence`, a start command
     /// writing the knocker's address to the file `opened`, `Seq_Timeout`
     /// [`ONE_DOOR_SEQ_TIMEOUT`] unless `extra` sets it, then `extra`.
     /// Both daemons read it.
     pub fn one_door(&self, sequence: &str, extra: &[(&str, &str)]) -> Conf {
-        let cmd = self.echo_ip("opened");
-        let mut dirs = vec![("Sequence", sequence), ("Start_Command", cmd.as_str())];
-        if !extra.iter().any(|(k, _)| {
-            k.eq_ignore_ascii_case("Seq_Timeout") || k.eq_ignore_ascii_case("Timeout")
-        }) {
-            dirs.push(("Seq_Timeout", ONE_DOOR_SEQ_TIMEOUT));
-        }
-        dirs.extend_from_slice(extra);
-        Conf::new(&[]).door("door", &dirs)
+        one_door_running(&self.echo_ip("opened"), sequence, extra)
+    }
+
+    /// Like [`Lab::one_door`], but the start command appends the knocker's
+    /// address to `file` (one line per opening).
+    pub fn one_door_appending(&self, file: &str, sequence: &str, extra: &[(&str, &str)]) -> Conf {
+        one_door_running(&self.append_ip(file), sequence, extra)
+    }
+
+    /// Our knock from the client namespace to the server's IPv4 address:
+    /// `knock SERVER PORTS...`; it must succeed.
+    pub fn knock_server(&self, ports: &[&str]) -> RunOutput {
+        self.knock_server_with(&[], ports)
+    }
+
+    /// [`Lab::knock_server`] with `options` before the address:
+    /// `knock OPTIONS... SERVER PORTS...`.
+    pub fn knock_server_with(&self, options: &[&str], ports: &[&str]) -> RunOutput {
+        let host = self.s4();
+        let mut args = options.to_vec();
+        args.push(&host);
+        args.extend_from_slice(ports);
+        self.knock(&self.client_ns, &args)
+    }
+
+    /// Our knock over IPv6 from the client namespace to the server's IPv6
+    /// address: `knock -6 SERVER PORTS...`; it must succeed.
+    pub fn knock_server6(&self, ports: &[&str]) -> RunOutput {
+        let host = self.s6();
+        let mut args = vec!["-6", host.as_str()];
+        args.extend_from_slice(ports);
+        self.knock(&self.client_ns, &args)
+    }
+
+    /// Wait for the file `opened` of [`Lab::one_door`]; its content.
+    pub fn expect_opened(&self, d: &Daemon) -> String {
+        expect_file(&self.path("opened"), d)
+    }
+
+    /// The file `opened` of [`Lab::one_door`] stays absent for [`QUIET`].
+    pub fn expect_not_opened(&self, d: &Daemon) {
+        expect_no_file(&self.path("opened"), QUIET, d);
+    }
+
+    /// Remove the file `opened`, then knock `ports` (as
+    /// [`Lab::knock_server`]) until it appears again, for at most 10 s
+    /// (after a reload or an interface outage); panic with `what` and the
+    /// daemon's logs if it does not.
+    pub fn expect_reopened(&self, d: &Daemon, ports: &[&str], what: &str) {
+        let opened = self.path("opened");
+        let _ = fs::remove_file(&opened);
+        let ok = knock_until(&opened, Duration::from_secs(10), || {
+            self.knock_server(ports);
+        });
+        assert!(ok, "{what}\n{}", d.dump());
     }
 
     /// Run our `knock` with `args` in namespace `ns`; it must succeed.
@@ -74,11 +126,33 @@ impl Lab {
         self.start_daemon(&bins::knockd(), conf.text(), &[])
     }
 
+    /// Our daemon with `conf` (`-i IFACE` only if `iface` is given, then
+    /// `extra`), which must refuse to start: it exits with a failure.
+    pub fn our_daemon_fails(&self, iface: Option<&str>, conf: &str, extra: &[&str]) -> Daemon {
+        let mut d = self.spawn_daemon_on(&bins::knockd(), iface, conf, extra);
+        d.expect_exit_failure();
+        d
+    }
+
     /// The classic daemon on the server veth with `conf`, once it listens.
     pub fn classic_daemon(&self, conf: &Conf) -> Daemon {
         require_classic(CLASSIC_KNOCKD);
         self.start_daemon(CLASSIC_KNOCKD.as_ref(), conf.text(), &[])
     }
+}
+
+/// Door `door` of `sequence` with `Start_Command` `cmd`, `Seq_Timeout`
+/// [`ONE_DOOR_SEQ_TIMEOUT`] unless `extra` sets it, then `extra`.
+fn one_door_running(cmd: &str, sequence: &str, extra: &[(&str, &str)]) -> Conf {
+    let mut dirs = Vec::new();
+    if !extra
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("Seq_Timeout") || k.eq_ignore_ascii_case("Timeout"))
+    {
+        dirs.push(("Seq_Timeout", ONE_DOOR_SEQ_TIMEOUT));
+    }
+    dirs.extend_from_slice(extra);
+    Conf::new(&[]).door_cmd("door", sequence, cmd, &dirs)
 }
 
 fn require_classic(path: &str) {

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netns_tests::proc::{pids_in_ns, run_with_timeout};
-use netns_tests::scenario::{knock_until, knock_until_lines, lines, wait_lines, QUIET};
+use netns_tests::scenario::{knock_until_lines, lines, wait_lines, QUIET};
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, expect_file, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 /// together; panic with both otherwise.
 fn expect_output(d: &Daemon, what: &str, cond: impl Fn(&str) -> bool) {
     let seen = poll_until(DEFAULT_TIMEOUT, || {
-        let all = d.log_text() + &d.proc.output_text();
+        let all = d.all_output();
         cond(&all).then_some(())
     });
     assert!(seen.is_some(), "{what} not seen\n{}", d.dump());
@@ -102,17 +102,7 @@ fn spawn_custom(lab: &Lab, wrapper: &[&str], conf: &str, args: &[&str], log: &Pa
     let conf_path = lab.write_file(&format!("{id}.conf"), conf);
     let mut full: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
     full.push(program.display().to_string());
-    full.extend(
-        [
-            "-i",
-            &lab.server_if,
-            "-c",
-            &conf_path.display().to_string(),
-            "-g",
-            &log.display().to_string(),
-        ]
-        .map(String::from),
-    );
+    full.extend(lab.daemon_args(&conf_path, log));
     full.extend(args.iter().map(|s| s.to_string()));
     let (first, rest) = full.split_first().unwrap();
     let proc = lab.spawn(&lab.server_ns, first, rest);
@@ -123,7 +113,7 @@ fn spawn_custom(lab: &Lab, wrapper: &[&str], conf: &str, args: &[&str], log: &Pa
         pidfile: lab.path(&format!("{id}.pid")),
     };
     let ready = poll_until(Duration::from_secs(10), || {
-        let all = d.log_text() + &d.proc.output_text();
+        let all = d.all_output();
         (all.contains("listening on") || !d.proc.is_running()).then_some(())
     });
     assert!(
@@ -164,49 +154,40 @@ fn children_of(parent: i32) -> Vec<(i32, char)> {
 /// 7301,7302.
 const OTP3: &str = " 7101,7102\n 7201,7202\n 7301,7302\n";
 
+/// [`OTP3`] in the file `seqs` of a new tmpfs of `size` in the lab
+/// directory; the tmpfs and the file's path.
+fn otp3_on_tmpfs(lab: &Lab, size: &str) -> (Tmpfs, PathBuf) {
+    let fs_ = Tmpfs::mount(lab.path("mnt"), size);
+    let otp = fs_.path("seqs");
+    fs::write(&otp, OTP3).unwrap();
+    (fs_, otp)
+}
+
 /// Ports of line `n` (1-based) of [`OTP3`].
 fn otp_ports(n: u32) -> [String; 2] {
     [format!("7{n}01"), format!("7{n}02")]
 }
 
 fn knock_otp_line(lab: &Lab, n: u32) {
-    let h = lab.s4();
     let [a, b] = otp_ports(n);
-    lab.knock(&lab.client_ns, &[&h, &a, &b]);
+    lab.knock_server(&[&a, &b]);
 }
 
 /// An OTP door on `otp_path` appending to `opens`, and a fixed door
 /// 5000,5001 appending to `fixed`.
 fn otp_and_fixed(lab: &Lab, otp_path: &Path) -> Conf {
-    let opens = lab.append_ip("opens");
-    let fixed = lab.append_ip("fixed");
-    let p = otp_path.display().to_string();
+    let (opens, fixed) = (lab.append_ip("opens"), lab.append_ip("fixed"));
     Conf::new(&[])
-        .door(
-            "otp",
-            &[
-                ("One_Time_Sequences", p.as_str()),
-                ("Seq_Timeout", "5"),
-                ("Start_Command", opens.as_str()),
-            ],
-        )
-        .door(
-            "fixed",
-            &[
-                ("Sequence", "5000,5001"),
-                // Knocked again and again: past Seq_Timeout of its last
-                // opening, a knock is no straggler.
-                ("Seq_Timeout", "1"),
-                ("Start_Command", fixed.as_str()),
-            ],
-        )
+        .otp_door_cmd("otp", otp_path, &opens, &[("Seq_Timeout", "5")])
+        // Knocked again and again: past Seq_Timeout of its last opening, a
+        // knock is no straggler.
+        .door_cmd("fixed", "5000,5001", &fixed, &[("Seq_Timeout", "1")])
 }
 
 /// The fixed door of [`otp_and_fixed`] still opens (n-th time).
 fn fixed_door_works(lab: &Lab, d: &Daemon, n: usize) {
-    let h = lab.s4();
     knock_until_lines(&lab.path("fixed"), n, d, || {
-        lab.knock(&lab.client_ns, &[&h, "5000", "5001"])
+        lab.knock_server(&["5000", "5001"])
     });
 }
 
@@ -214,18 +195,7 @@ fn fixed_door_works(lab: &Lab, d: &Daemon, n: usize) {
 fn fault_interface_deleted_and_recreated_twice() {
     require_root!("fault_interface_deleted_and_recreated_twice");
     let lab = Lab::new("f-iface");
-    let opened = lab.path("opened");
-    let cmd = format!("echo %IP% > {}", opened.display());
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
-    let mut d = lab.our_daemon(&conf);
-    let h = lab.s4();
+    let mut d = lab.our_daemon(&lab.one_door("7000,8000", &[]));
     for round in 1..=2 {
         lab.delete_server_link();
         d.expect_log_count("capture lost", round);
@@ -237,11 +207,8 @@ fn fault_interface_deleted_and_recreated_twice() {
         d.expect_log_count("capture reopened", round);
         assert_eq!(d.log_count("capture lost"), round, "{}", d.dump());
         assert_eq!(d.log_count("; retrying"), round, "{}", d.dump());
-        let _ = fs::remove_file(&opened);
-        let ok = knock_until(&opened, Duration::from_secs(10), || {
-            lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
-        });
-        assert!(ok, "no knock works after re-creation {round}\n{}", d.dump());
+        let what = format!("no knock works after re-creation {round}");
+        lab.expect_reopened(&d, &["7000", "8000"], &what);
     }
     d.assert_running();
 }
@@ -250,22 +217,12 @@ fn fault_interface_deleted_and_recreated_twice() {
 fn fault_log_file_unwritable_or_directory_removed() {
     require_root!("fault_log_file_unwritable_or_directory_removed");
     let lab = Lab::new("f-logfile");
-    let logs = lab.path("logs");
-    fs::create_dir(&logs).unwrap();
+    let logs = lab.create_dir("logs");
     let log = logs.join("knockd.log");
     let opens = lab.path("opens");
-    let cmd = format!("echo %IP% >> {}", opens.display());
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let conf = lab.one_door_appending("opens", "7000,8000", &[]);
     let logarg = log.display().to_string();
     let mut d = spawn_custom(&lab, &[], conf.text(), &[], &log);
-    let h = lab.s4();
 
     // The log directory disappears; SIGHUP (log rotation) reopens the file.
     fs::remove_dir_all(&logs).unwrap();
@@ -273,7 +230,7 @@ fn fault_log_file_unwritable_or_directory_removed() {
     expect_output(&d, "a complaint naming the log file", |all| {
         all.contains(&logarg)
     });
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 1, &d);
     // Lines meant for the file went to stderr instead.
     expect_output(&d, "OPEN SESAME on stderr", |_| {
@@ -286,7 +243,7 @@ fn fault_log_file_unwritable_or_directory_removed() {
     d.signal(Signal::SIGHUP);
     let back = poll_until(DEFAULT_TIMEOUT, || log.exists().then_some(()));
     assert!(back.is_some(), "log file not reopened\n{}", d.dump());
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 2, &d);
     d.expect_log("OPEN SESAME");
 
@@ -294,7 +251,7 @@ fn fault_log_file_unwritable_or_directory_removed() {
     // starts anyway, says so, and logs to stderr.
     let mut d2 = spawn_custom(&lab, &[], conf.text(), &[], lab.dir());
     d.proc.kill();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 3, &d2);
     expect_output(&d2, "OPEN SESAME on stderr", |_| {
         d2.proc.output_text().contains("door: OPEN SESAME")
@@ -313,33 +270,16 @@ fn fault_hanging_start_command_blocks_nothing() {
     );
     let ok = lab.append_ip("ok");
     let conf = Conf::new(&[])
-        .door(
-            "hang",
-            &[
-                ("Sequence", "7000"),
-                ("Seq_Timeout", "1"),
-                ("Start_Command", hang.as_str()),
-            ],
-        )
-        .door(
-            "ok",
-            &[
-                ("Sequence", "8000,9000"),
-                ("Seq_Timeout", "1"),
-                ("Start_Command", ok.as_str()),
-            ],
-        );
+        .door_cmd("hang", "7000", &hang, &[("Seq_Timeout", "1")])
+        .door_cmd("ok", "8000,9000", &ok, &[("Seq_Timeout", "1")]);
     let mut d = lab.our_daemon(&conf);
-    let h = lab.s4();
     for n in 1..=3 {
-        knock_until_lines(&lab.path("hung"), n, &d, || {
-            lab.knock(&lab.client_ns, &[&h, "7000"])
-        });
+        knock_until_lines(&lab.path("hung"), n, &d, || lab.knock_server(&["7000"]));
     }
     // Three commands hang; the other door and the capture loop do not care.
     for n in 1..=2 {
         knock_until_lines(&lab.path("ok"), n, &d, || {
-            lab.knock(&lab.client_ns, &[&h, "8000", "9000"])
+            lab.knock_server(&["8000", "9000"])
         });
     }
 
@@ -371,8 +311,7 @@ fn fault_hanging_start_command_blocks_nothing() {
 fn fault_thousand_doors_open_at_once() {
     require_root!("fault_thousand_doors_open_at_once");
     let lab = Lab::new("f-thousand");
-    let running = lab.path("running");
-    fs::create_dir(&running).unwrap();
+    let running = lab.create_dir("running");
     // Each command records how many commands run at this moment.
     let script = lab.write_file(
         "cmd.sh",
@@ -395,10 +334,9 @@ fn fault_thousand_doors_open_at_once() {
     }
     let d = lab.our_daemon(&conf);
     let pid = d.proc.pid().unwrap().as_raw();
-    let h = lab.s4();
     let t0 = Instant::now();
     // One datagram opens all thousand doors.
-    lab.knock(&lab.client_ns, &[&h, "7000:udp"]);
+    lab.knock_server(&["7000:udp"]);
     let all = poll_until(Duration::from_secs(90), || {
         (lines(&lab.path("done")).len() >= 1000).then_some(())
     });
@@ -440,17 +378,8 @@ fn fault_thousand_doors_open_at_once() {
 fn fault_sighup_with_missing_garbage_or_endless_config() {
     require_root!("fault_sighup_with_missing_garbage_or_endless_config");
     let lab = Lab::new("f-hup");
-    let opens = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "1"),
-            ("Start_Command", opens.as_str()),
-        ],
-    );
+    let conf = lab.one_door_appending("opens", "7000,8000", &[("Seq_Timeout", "1")]);
     let mut d = lab.our_daemon(&conf);
-    let h = lab.s4();
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
     type Breaker = Box<dyn Fn(&Path)>;
     let breakers: Vec<(&str, Breaker)> = vec![
@@ -477,7 +406,7 @@ fn fault_sighup_with_missing_garbage_or_endless_config() {
         let _ = what;
         d.assert_running();
         knock_until_lines(&lab.path("opens"), n + 1, &d, || {
-            lab.knock(&lab.client_ns, &[&h, "7000", "8000"])
+            lab.knock_server(&["7000", "8000"])
         });
     }
     assert!(
@@ -496,15 +425,9 @@ fn fault_kill_9_right_after_one_time_knock() {
     // The start command itself kills the daemon the instant it runs: the
     // earliest moment after a knock is accepted.
     let cmd = format!("echo %IP% >> {}; kill -9 $PPID", opens.display());
-    let p = otp.display().to_string();
-    let conf = Conf::new(&[]).door(
-        "otp",
-        &[
-            ("One_Time_Sequences", p.as_str()),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let otp_door =
+        |cmd: &str| Conf::new(&[]).otp_door_cmd("otp", &otp, cmd, &[("Seq_Timeout", "5")]);
+    let conf = otp_door(&cmd);
     let mut d = lab.our_daemon(&conf);
     knock_otp_line(&lab, 1);
     wait_lines(&opens, 1, &d);
@@ -526,14 +449,7 @@ fn fault_kill_9_right_after_one_time_knock() {
 
     // The test kills it from outside right after the OPEN SESAME line.
     let fast = lab.append_ip("opens");
-    let conf2 = Conf::new(&[]).door(
-        "otp",
-        &[
-            ("One_Time_Sequences", p.as_str()),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", fast.as_str()),
-        ],
-    );
+    let conf2 = otp_door(&fast);
     let mut d = lab.our_daemon(&conf2);
     knock_otp_line(&lab, 3);
     d.expect_log("OPEN SESAME");
@@ -594,9 +510,7 @@ fn fault_one_time_file_deleted_while_running() {
 fn fault_one_time_file_read_only_while_running() {
     require_root!("fault_one_time_file_read_only_while_running");
     let lab = Lab::new("f-otpro");
-    let fs_ = Tmpfs::mount(lab.path("mnt"), "1m");
-    let otp = fs_.path("seqs");
-    fs::write(&otp, OTP3).unwrap();
+    let (fs_, otp) = otp3_on_tmpfs(&lab, "1m");
     let d = lab.our_daemon(&otp_and_fixed(&lab, &otp));
     let opens = lab.path("opens");
     knock_otp_line(&lab, 1);
@@ -636,9 +550,7 @@ fn fault_disk_full_when_marking() {
 
     // 1. A really full file system: marking overwrites one byte in place,
     // which needs no new space, so the knock works and the line is marked.
-    let fs_ = Tmpfs::mount(lab.path("mnt"), "256k");
-    let otp = fs_.path("seqs");
-    fs::write(&otp, OTP3).unwrap();
+    let (fs_, otp) = otp3_on_tmpfs(&lab, "256k");
     let d = lab.our_daemon(&otp_and_fixed(&lab, &otp));
     let filled = fs_.fill();
     assert!(filled > 0);
@@ -705,6 +617,17 @@ fn fault_disk_full_when_marking() {
     d.assert_running();
 }
 
+/// `setpriv` arguments that run our daemon (`-i IF -c CONF -g LOG`) as
+/// `nobody` with the capability options `caps`.
+fn knockd_as_nobody(lab: &Lab, caps: &[&str], conf: &Path, log: &Path) -> Vec<String> {
+    let user = ["--reuid=nobody", "--regid=nogroup", "--init-groups"];
+    let mut full: Vec<String> = user.iter().chain(caps).map(|s| s.to_string()).collect();
+    full.push("--".to_owned());
+    full.push(bins::knockd().display().to_string());
+    full.extend(lab.daemon_args(conf, log));
+    full
+}
+
 /// Drop every privilege but CAP_NET_RAW and CAP_NET_ADMIN and become
 /// `nobody`: the daemon still captures and opens doors.
 #[test]
@@ -714,8 +637,7 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
     // The lab directory is root's (0700): let nobody through to its own
     // directory, which root's other files stay out of.
     fs::set_permissions(lab.dir(), fs::Permissions::from_mode(0o711)).unwrap();
-    let own = lab.path("nobody");
-    fs::create_dir(&own).unwrap();
+    let own = lab.create_dir("nobody");
     let chown = Command::new("chown")
         .args(["nobody:nogroup"])
         .arg(&own)
@@ -723,8 +645,7 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
         .unwrap();
     assert!(chown.success());
     fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).unwrap();
-    let root_only = lab.path("root-only");
-    fs::create_dir(&root_only).unwrap();
+    let root_only = lab.create_dir("root-only");
     fs::set_permissions(&root_only, fs::Permissions::from_mode(0o755)).unwrap();
     let opened = own.join("opened");
     let cmd = format!(
@@ -733,38 +654,16 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
         own.join("uid").display(),
         opened.display()
     );
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000:udp"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000:udp", &cmd, &[("Seq_Timeout", "5")]);
     let conf_path = own.join("knockd.conf");
     fs::write(&conf_path, conf.text()).unwrap();
     let log = own.join("knockd.log");
-    let args = [
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--init-groups",
+    let caps = [
         "--inh-caps=-all,+net_raw,+net_admin",
         "--ambient-caps=-all,+net_raw,+net_admin",
         "--bounding-set=-all,+net_raw,+net_admin",
-        "--",
     ];
-    let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    full.push(bins::knockd().display().to_string());
-    for a in [
-        "-i",
-        &lab.server_if,
-        "-c",
-        &conf_path.display().to_string(),
-        "-g",
-        &log.display().to_string(),
-    ] {
-        full.push(a.to_string());
-    }
+    let full = knockd_as_nobody(&lab, &caps, &conf_path, &log);
     let proc = lab.spawn(&lab.server_ns, "setpriv", &full);
     let mut d = Daemon {
         proc,
@@ -791,8 +690,7 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
         "effective capabilities"
     );
     // A file only root could write stays out of reach.
-    let h = lab.s4();
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000:udp"]);
+    lab.knock_server(&["7000", "8000:udp"]);
     let text = expect_file(&opened, &d);
     assert_eq!(text.trim(), lab.client_v4().to_string());
     assert_eq!(fs::read_to_string(own.join("uid")).unwrap().trim(), "65534");
@@ -803,25 +701,9 @@ fn privilege_nobody_with_net_raw_and_net_admin_only() {
     d.assert_running();
 
     // Without the capabilities it fails clearly and exits non-zero.
-    let out = lab.run(
-        &lab.server_ns,
-        "setpriv",
-        &[
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--init-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-            &bins::knockd().display().to_string(),
-            "-i",
-            &lab.server_if,
-            "-c",
-            &d.conf.display().to_string(),
-            "-g",
-            &own.join("nocaps.log").display().to_string(),
-        ],
-    );
+    let caps = ["--inh-caps=-all", "--bounding-set=-all"];
+    let full = knockd_as_nobody(&lab, &caps, &d.conf, &own.join("nocaps.log"));
+    let out = lab.run(&lab.server_ns, "setpriv", &full);
     assert!(!out.success(), "{out:?}");
     assert!(
         out.stderr.contains(&lab.server_if) && out.stderr.contains("not permitted"),

@@ -16,10 +16,11 @@
 //! bounded in packets and seconds and goes only to the lab's server.
 
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use knockd::ratelimit::{BURST, WINDOW};
-use netns_tests::scenario::{knock_until, lines, wait_lines};
+use netns_tests::scenario::{knock_until, knock_until_lines, lines, wait_lines};
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
@@ -73,17 +74,9 @@ fn left_out(text: &str, door: &str, kind: &str) -> Vec<u64> {
 fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
     require_root!("spoofed_flood_keeps_the_log_small_and_loses_no_knock");
     let lab = Lab::new("f-flood");
-    let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "flooded",
-        &[
-            ("Sequence", "7000,8000,9000"),
-            ("Seq_Timeout", "2"),
-            ("TCPFlags", "syn"),
-            ("Command", cmd.as_str()),
-        ],
-    );
+    let (opens, cmd) = lab.appending("opens");
+    let extra = [("Seq_Timeout", "2"), ("TCPFlags", "syn")];
+    let conf = Conf::new(&[]).door_cmd("flooded", "7000,8000,9000", &cmd, &extra);
     let began = Instant::now();
     let mut d = lab.our_daemon(&conf);
     let h = lab.server_v4().to_string();
@@ -131,7 +124,7 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
 
     // A legitimate knock during the flood opens the door.
     let opened = knock_until(&opens, Duration::from_secs(6), || {
-        lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+        lab.knock_server(&["7000", "8000", "9000"]);
     });
     assert!(opened, "no knock opened during the flood\n{}", d.dump());
     let knocker = lab.client_v4().to_string();
@@ -210,32 +203,33 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
     );
 }
 
+/// Put the one-time sequence `seq` (`P1,P2,P3`) into a watched file with
+/// `write` (given the file's line), then knock it until `opens` has `n`
+/// lines: the idle daemon noticed the change.
+fn written_sequence_opens(
+    lab: &Lab,
+    d: &Daemon,
+    opens: &Path,
+    n: usize,
+    seq: &str,
+    write: impl FnOnce(&str),
+) {
+    write(&format!(" {seq}\n"));
+    let ports: Vec<&str> = seq.split(',').collect();
+    knock_until_lines(opens, n, d, || lab.knock_server(&ports));
+}
+
 #[test]
 fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     require_root!("idle_daemon_notices_new_addresses_and_one_time_file_changes");
     let lab = Lab::new("f-idle");
-    let otp = lab.path("door.otp");
-    fs::write(&otp, " 7100,8100,9100\n").unwrap();
-    let otp_s = otp.display().to_string();
-    let addr_cmd = lab.append_ip("addr-opens");
-    let otp_cmd = lab.append_ip("otp-opens");
+    let otp = lab.write_file("door.otp", " 7100,8100,9100\n");
+    let (addr_opens, addr_cmd) = lab.appending("addr-opens");
+    let (otp_opens, otp_cmd) = lab.appending("otp-opens");
     let conf = Conf::new(&[])
-        .door(
-            "addr",
-            &[
-                ("Sequence", "7000,8000,9000"),
-                ("Command", addr_cmd.as_str()),
-            ],
-        )
-        .door(
-            "otp",
-            &[
-                ("One_Time_Sequences", otp_s.as_str()),
-                ("Command", otp_cmd.as_str()),
-            ],
-        );
+        .door_cmd("addr", "7000,8000,9000", &addr_cmd, &[])
+        .otp_door_cmd("otp", &otp, &otp_cmd, &[]);
     let d = lab.our_daemon(&conf);
-    let h = lab.server_v4().to_string();
 
     // An address added to the interface while idle: the daemon hears of it
     // (rtnetlink) and logs the new set within a second, and it is matched.
@@ -266,7 +260,6 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
         "the new address was not picked up within 1 s\n{}",
         d.dump()
     );
-    let addr_opens = lab.path("addr-opens");
     let opened = knock_until(&addr_opens, DEFAULT_TIMEOUT, || {
         lab.knock(&lab.client_ns, &[&new_addr, "7000", "8000", "9000"]);
     });
@@ -277,36 +270,20 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
     );
 
     // The one-time file: use its only line up.
-    let otp_opens = lab.path("otp-opens");
-    lab.knock(&lab.client_ns, &[&h, "7100", "8100", "9100"]);
+    lab.knock_server(&["7100", "8100", "9100"]);
     wait_lines(&otp_opens, 1, &d);
 
     // Appended to while idle: the new line works.
-    let mut f = fs::OpenOptions::new().append(true).open(&otp).unwrap();
-    std::io::Write::write_all(&mut f, b" 7200,8200,9200\n").unwrap();
-    drop(f);
-    let appended = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock(&lab.client_ns, &[&h, "7200", "8200", "9200"]);
-        netns_tests::wait::wait_for_log_count(&otp_opens, "\n", 2, Duration::from_millis(400)).ok()
+    written_sequence_opens(&lab, &d, &otp_opens, 2, "7200,8200,9200", |line| {
+        let mut f = fs::OpenOptions::new().append(true).open(&otp).unwrap();
+        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
     });
-    assert!(
-        appended.is_some(),
-        "an appended line does not open\n{}",
-        d.dump()
-    );
 
     // Deleted and created again (a new inode in the watched directory).
-    fs::remove_file(&otp).unwrap();
-    fs::write(&otp, " 7300,8300,9300\n").unwrap();
-    let recreated = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock(&lab.client_ns, &[&h, "7300", "8300", "9300"]);
-        netns_tests::wait::wait_for_log_count(&otp_opens, "\n", 3, Duration::from_millis(400)).ok()
+    written_sequence_opens(&lab, &d, &otp_opens, 3, "7300,8300,9300", |line| {
+        fs::remove_file(&otp).unwrap();
+        fs::write(&otp, line).unwrap();
     });
-    assert!(
-        recreated.is_some(),
-        "a re-created one-time file is not noticed\n{}",
-        d.dump()
-    );
     assert!(lines(&otp)[0].starts_with('#'), "{}", d.dump());
 }
 
@@ -314,26 +291,13 @@ fn idle_daemon_notices_new_addresses_and_one_time_file_changes() {
 fn sighup_watches_the_one_time_files_of_the_new_configuration() {
     require_root!("sighup_watches_the_one_time_files_of_the_new_configuration");
     let lab = Lab::new("f-hupwatch");
-    let cmd = lab.append_ip("opens");
-    let opens = lab.path("opens");
-    let door = |file: &std::path::Path| {
-        let f = file.display().to_string();
-        Conf::new(&[]).door(
-            "otp",
-            &[
-                ("One_Time_Sequences", f.as_str()),
-                ("Command", cmd.as_str()),
-            ],
-        )
-    };
-    let first = lab.path("first.otp");
-    fs::write(&first, " 7100,8100,9100\n").unwrap();
+    let (opens, cmd) = lab.appending("opens");
+    let door = |file: &std::path::Path| Conf::new(&[]).otp_door_cmd("otp", file, &cmd, &[]);
+    let first = lab.write_file("first.otp", " 7100,8100,9100\n");
     let mut d = lab.our_daemon(&door(&first));
-    let h = lab.server_v4().to_string();
 
     // The new configuration's file lives in another directory and is empty.
-    let other_dir = lab.path("other");
-    fs::create_dir(&other_dir).unwrap();
+    let other_dir = lab.create_dir("other");
     let second = other_dir.join("second.otp");
     fs::write(&second, "").unwrap();
     fs::write(&d.conf, door(&second).text()).unwrap();
@@ -341,16 +305,9 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
     d.expect_log("configuration reloaded");
 
     // Filled while idle: noticed through the new watch.
-    fs::write(&second, " 7200,8200,9200\n").unwrap();
-    let opened = poll_until(DEFAULT_TIMEOUT, || {
-        lab.knock(&lab.client_ns, &[&h, "7200", "8200", "9200"]);
-        netns_tests::wait::wait_for_log_count(&opens, "\n", 1, Duration::from_millis(400)).ok()
+    written_sequence_opens(&lab, &d, &opens, 1, "7200,8200,9200", |line| {
+        fs::write(&second, line).unwrap()
     });
-    assert!(
-        opened.is_some(),
-        "the reloaded configuration's one-time file is not watched\n{}",
-        d.dump()
-    );
     // The old file no longer counts.
     assert!(lines(&first)[0].starts_with(' '), "{}", d.dump());
 }
@@ -359,11 +316,8 @@ fn sighup_watches_the_one_time_files_of_the_new_configuration() {
 fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
     require_root!("left_out_lines_are_counted_exactly_and_shown_with_debug");
     let lab = Lab::new("f-exact");
-    let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000,9000"), ("Command", cmd.as_str())],
-    );
+    let (opens, cmd) = lab.appending("opens");
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000,9000", &cmd, &[]);
     let mut d = lab.start_daemon(&bins::knockd(), conf.text(), &["-D"]);
     let h = lab.server_v4().to_string();
     let c = lab.client_v4().to_string();
@@ -388,8 +342,8 @@ fn left_out_lines_are_counted_exactly_and_shown_with_debug() {
     );
     // A completing knock proves the daemon kept listening; OPEN SESAME is
     // written although Stage lines are being left out.
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    netns_tests::expect_file(&lab.path("opens"), &d);
+    lab.knock_server(&["7000", "8000", "9000"]);
+    netns_tests::expect_file(&opens, &d);
     stop(&mut d);
     let log = d.log_text();
     assert_eq!(

@@ -19,14 +19,14 @@ const SEQ: [&str; 3] = ["7000", "8000", "9000"];
 /// `opened`, with `options` in `[options]`.
 fn conf(lab: &Lab, options: &[(&str, &str)]) -> Conf {
     let cmd = lab.append_ip("opened");
-    Conf::new(options).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000,9000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    )
+    Conf::new(options).door_cmd("door", "7000,8000,9000", &cmd, &[("Seq_Timeout", "5")])
+}
+
+/// The lab `lab_name` with a second link ([`Lab::add_server_link`]).
+fn two_link_lab(lab_name: &str) -> (Lab, Link) {
+    let lab = Lab::new(lab_name);
+    let link = lab.add_server_link();
+    (lab, link)
 }
 
 /// Our daemon with `-i iface` (or none), once it listens.
@@ -46,13 +46,20 @@ fn knock(lab: &Lab, dst: &str) {
 /// Knock through the lab's first link and through `link`; both open: the
 /// `opened` file gets the client's address on each link.
 fn knocks_through_both(lab: &Lab, link: &Link, d: &Daemon) {
-    let opened = lab.path("opened");
     knock(lab, &lab.s4());
-    wait_lines(&opened, 1, d);
-    knock(lab, &link.server_v4.to_string());
-    let got = wait_lines(&opened, 2, d);
+    wait_lines(&lab.path("opened"), 1, d);
+    second_link_opens(lab, link, d);
+}
+
+/// After one opening through the lab's first link, knock through `link`
+/// (again) until `opened` has a second line: the client's address on
+/// each link, in that order.
+fn second_link_opens(lab: &Lab, link: &Link, d: &Daemon) {
+    let opened = lab.path("opened");
+    let to = link.server_v4.to_string();
+    knock_until_lines(&opened, 2, d, || knock(lab, &to));
     assert_eq!(
-        got,
+        lines(&opened),
         [lab.client_v4().to_string(), link.client_v4.to_string()],
         "{}",
         d.dump()
@@ -63,45 +70,58 @@ fn two(lab: &Lab, link: &Link) -> String {
     format!("{},{}", lab.server_if, link.server_if)
 }
 
-#[test]
-fn two_interfaces_from_the_command_line() {
-    require_root!("two_interfaces_from_the_command_line");
-    let lab = Lab::new("i-cli");
-    let link = lab.add_server_link();
-    let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
-    d.expect_log(&format!(
-        "starting up, listening on {}, {}",
-        lab.server_if, link.server_if
-    ));
-    knocks_through_both(&lab, &link, &d);
+/// Both server interfaces, as the daemon lists them.
+fn listed(lab: &Lab, link: &Link) -> String {
+    format!("{}, {}", lab.server_if, link.server_if)
 }
 
-#[test]
-fn two_interfaces_from_the_configuration_file() {
-    require_root!("two_interfaces_from_the_configuration_file");
-    let lab = Lab::new("i-conf");
-    let link = lab.add_server_link();
-    let list = format!("{}, {}", lab.server_if, link.server_if);
-    let d = daemon(&lab, None, &conf(&lab, &[("Interface", &list)]), &[]);
-    d.expect_log(&format!("starting up, listening on {list}"));
-    knocks_through_both(&lab, &link, &d);
+/// A way to make the daemon listen on both server interfaces: its `-i`
+/// argument (if any), its configuration, and the list it then says it
+/// listens on.
+struct BothInterfaces {
+    lab_name: &'static str,
+    how: fn(&Lab, &Link) -> (Option<String>, Conf, String),
 }
 
+const BOTH_INTERFACES: &[BothInterfaces] = &[
+    BothInterfaces {
+        // From the command line.
+        lab_name: "i-cli",
+        how: |lab, link| (Some(two(lab, link)), conf(lab, &[]), listed(lab, link)),
+    },
+    BothInterfaces {
+        // From the configuration file.
+        lab_name: "i-conf",
+        how: |lab, link| {
+            let list = listed(lab, link);
+            (None, conf(lab, &[("Interface", &list)]), list)
+        },
+    },
+    BothInterfaces {
+        // `any`.
+        lab_name: "i-any",
+        how: |lab, _| (Some("any".to_owned()), conf(lab, &[]), "any".to_owned()),
+    },
+];
+
+/// Each case of [`BOTH_INTERFACES`] in its own lab (a failure's kept-files
+/// line names the case's lab).
 #[test]
-fn any_listens_on_both_interfaces() {
-    require_root!("any_listens_on_both_interfaces");
-    let lab = Lab::new("i-any");
-    let link = lab.add_server_link();
-    let d = daemon(&lab, Some("any"), &conf(&lab, &[]), &[]);
-    d.expect_log("starting up, listening on any");
-    knocks_through_both(&lab, &link, &d);
+fn both_interfaces_listened_on_from_the_command_line_the_configuration_or_any() {
+    require_root!("both_interfaces_listened_on_from_the_command_line_the_configuration_or_any");
+    for case in BOTH_INTERFACES {
+        let (lab, link) = two_link_lab(case.lab_name);
+        let (iface, conf, list) = (case.how)(&lab, &link);
+        let d = daemon(&lab, iface.as_deref(), &conf, &[]);
+        d.expect_log(&format!("starting up, listening on {list}"));
+        knocks_through_both(&lab, &link, &d);
+    }
 }
 
 #[test]
 fn without_an_interface_the_default_routes_choose() {
     require_root!("without_an_interface_the_default_routes_choose");
-    let lab = Lab::new("i-route");
-    let link = lab.add_server_link();
+    let (lab, link) = two_link_lab("i-route");
     // IPv4 leaves through the second link, IPv6 through the first.
     lab.add_route(
         &lab.server_ns,
@@ -137,14 +157,8 @@ fn without_an_interface_the_default_routes_choose() {
 fn without_an_interface_or_a_default_route_start_up_fails_with_advice() {
     require_root!("without_an_interface_or_a_default_route_start_up_fails_with_advice");
     let lab = Lab::new("i-noroute");
-    let mut d = lab.spawn_daemon_on(&bins::knockd(), None, conf(&lab, &[]).text(), &[]);
-    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "{status:?}\n{}",
-        d.dump()
-    );
-    let all = d.log_text() + &d.proc.output_text();
+    let d = lab.our_daemon_fails(None, conf(&lab, &[]).text(), &[]);
+    let all = d.all_output();
     assert!(
         all.contains("no default route") && all.contains("-i") && all.contains("Interface"),
         "{}",
@@ -156,8 +170,7 @@ fn without_an_interface_or_a_default_route_start_up_fails_with_advice() {
 #[test]
 fn losing_one_interface_leaves_the_other_working() {
     require_root!("losing_one_interface_leaves_the_other_working");
-    let lab = Lab::new("i-lose");
-    let link = lab.add_server_link();
+    let (lab, link) = two_link_lab("i-lose");
     let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
     let opened = lab.path("opened");
     lab.delete_link(&link);
@@ -180,21 +193,13 @@ fn losing_one_interface_leaves_the_other_working() {
         "{}",
         d.dump()
     );
-    let to = link.server_v4.to_string();
-    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
-    assert_eq!(
-        lines(&opened),
-        [lab.client_v4().to_string(), link.client_v4.to_string()],
-        "{}",
-        d.dump()
-    );
+    second_link_opens(&lab, &link, &d);
 }
 
 #[test]
 fn a_listed_interface_missing_at_start_up_is_retried() {
     require_root!("a_listed_interface_missing_at_start_up_is_retried");
-    let lab = Lab::new("i-missing");
-    let link = lab.add_server_link();
+    let (lab, link) = two_link_lab("i-missing");
     lab.delete_link(&link);
     let d = daemon(&lab, Some(&two(&lab, &link)), &conf(&lab, &[]), &[]);
     d.expect_log(&format!("starting up, listening on {}\n", lab.server_if));
@@ -204,33 +209,16 @@ fn a_listed_interface_missing_at_start_up_is_retried() {
     wait_lines(&opened, 1, &d);
     lab.create_server_link_again(&link);
     d.expect_log(&format!("{}: capture reopened", link.server_if));
-    let to = link.server_v4.to_string();
-    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
-    assert_eq!(
-        lines(&opened)[1],
-        link.client_v4.to_string(),
-        "{}",
-        d.dump()
-    );
+    second_link_opens(&lab, &link, &d);
 }
 
 #[test]
 fn all_listed_interfaces_missing_is_fatal() {
     require_root!("all_listed_interfaces_missing_is_fatal");
     let lab = Lab::new("i-allmissing");
-    let mut d = lab.spawn_daemon_on(
-        &bins::knockd(),
-        Some("nosuchif0,nosuchif1"),
-        conf(&lab, &[]).text(),
-        &[],
-    );
-    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "{status:?}\n{}",
-        d.dump()
-    );
-    let all = d.log_text() + &d.proc.output_text();
+    let conf = conf(&lab, &[]);
+    let d = lab.our_daemon_fails(Some("nosuchif0,nosuchif1"), conf.text(), &[]);
+    let all = d.all_output();
     assert!(
         all.contains("cannot capture on nosuchif0") && all.contains("cannot capture on nosuchif1"),
         "{}",
@@ -241,8 +229,7 @@ fn all_listed_interfaces_missing_is_fatal() {
 #[test]
 fn sighup_goes_from_one_interface_to_two() {
     require_root!("sighup_goes_from_one_interface_to_two");
-    let lab = Lab::new("i-hup");
-    let link = lab.add_server_link();
+    let (lab, link) = two_link_lab("i-hup");
     let mut d = daemon(
         &lab,
         None,
@@ -265,14 +252,7 @@ fn sighup_goes_from_one_interface_to_two() {
         "interfaces changed from {} to {list}",
         lab.server_if
     ));
-    let to = link.server_v4.to_string();
-    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
-    assert_eq!(
-        lines(&opened)[1],
-        link.client_v4.to_string(),
-        "{}",
-        d.dump()
-    );
+    second_link_opens(&lab, &link, &d);
     d.assert_running();
 }
 
@@ -280,31 +260,18 @@ fn sighup_goes_from_one_interface_to_two() {
 fn a_packet_captured_twice_opens_once() {
     require_root!("a_packet_captured_twice_opens_once");
     let lab = Lab::new("i-twice");
-    let once = lab.append_ip("once");
-    let proof = lab.append_ip("proof");
+    let (once, once_cmd) = lab.appending("once");
+    let (proof, proof_cmd) = lab.appending("proof");
+    let timeout = [("Seq_Timeout", "5")];
     let c = Conf::new(&[])
-        .door(
-            "door",
-            &[
-                ("Sequence", "7000,8000,9000"),
-                ("Seq_Timeout", "5"),
-                ("Start_Command", once.as_str()),
-            ],
-        )
-        .door(
-            "proof",
-            &[
-                ("Sequence", "7100,8100,9100"),
-                ("Seq_Timeout", "5"),
-                ("Start_Command", proof.as_str()),
-            ],
-        );
+        .door_cmd("door", "7000,8000,9000", &once_cmd, &timeout)
+        .door_cmd("proof", "7100,8100,9100", &proof_cmd, &timeout);
     // `any` and the veth itself: every packet reaches the daemon twice.
     let iface = format!("any,{}", lab.server_if);
     let d = daemon(&lab, Some(&iface), &c, &["-D"]);
     let s4 = lab.s4();
     knock(&lab, &s4);
-    wait_lines(&lab.path("once"), 1, &d);
+    wait_lines(&once, 1, &d);
     // Each knock was captured twice (the debug line of each packet).
     let first_port = format!("-> {s4}:7000 tcp");
     let twice = poll_until(DEFAULT_TIMEOUT, || {
@@ -313,8 +280,8 @@ fn a_packet_captured_twice_opens_once() {
     assert!(twice.is_some(), "not captured twice\n{}", d.dump());
     // The proof door opens after the first door's copies were all seen.
     lab.knock(&lab.client_ns, &[&s4, "7100", "8100", "9100"]);
-    wait_lines(&lab.path("proof"), 1, &d);
-    assert_eq!(lines(&lab.path("once")).len(), 1, "{}", d.dump());
+    wait_lines(&proof, 1, &d);
+    assert_eq!(lines(&once).len(), 1, "{}", d.dump());
     assert_eq!(d.log_count(": door: OPEN SESAME"), 1, "{}", d.dump());
     assert_eq!(d.log_count(": proof: OPEN SESAME"), 1, "{}", d.dump());
 }

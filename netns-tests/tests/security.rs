@@ -84,21 +84,14 @@ fn describe_fds(pid: i32) -> String {
 fn fd_probe_door(lab: &Lab) -> (Conf, PathBuf) {
     let cmdpid = lab.path("cmdpid");
     let cmd = format!("echo $$ > {}; exec sleep 10", cmdpid.display());
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000", &cmd, &[("Seq_Timeout", "5")]);
     (conf, cmdpid)
 }
 
-/// Knock the probe door open and return the descriptors of its command
-/// once it has become `sleep`; the command is ended afterwards.
-fn command_fds(lab: &Lab, d: &Daemon, cmdpid: &Path) -> (BTreeSet<i32>, String) {
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
+/// Knock the probe door open and check the descriptors of its command once
+/// it has become `sleep`: only 0, 1 and 2. The command is ended afterwards.
+fn expect_command_has_only_std_fds(lab: &Lab, d: &Daemon, cmdpid: &Path) {
+    lab.knock_server(&["7000", "8000"]);
     let pid: i32 = poll_until(DEFAULT_TIMEOUT, || {
         let text = fs::read_to_string(cmdpid).ok()?;
         let pid: i32 = text.trim().parse().ok()?;
@@ -110,7 +103,12 @@ fn command_fds(lab: &Lab, d: &Daemon, cmdpid: &Path) -> (BTreeSet<i32>, String) 
     let described = describe_fds(pid);
     // The test's own command (a child of the daemon it started).
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    (fds, described)
+    assert_eq!(
+        fds,
+        BTreeSet::from([0, 1, 2]),
+        "the command inherited more: {described}\n{}",
+        d.dump()
+    );
 }
 
 #[test]
@@ -121,13 +119,7 @@ fn command_inherits_only_stdin_stdout_and_stderr() {
     // The daemon holds a capture socket (libpcap opens it without
     // close-on-exec), a log file and a signal pipe at this point.
     let d = lab.start_daemon(&bins::knockd(), conf.text(), &[]);
-    let (fds, described) = command_fds(&lab, &d, &cmdpid);
-    assert_eq!(
-        fds,
-        BTreeSet::from([0, 1, 2]),
-        "the command inherited more: {described}\n{}",
-        d.dump()
-    );
+    expect_command_has_only_std_fds(&lab, &d, &cmdpid);
 }
 
 #[test]
@@ -160,13 +152,7 @@ fn descriptor_inherited_by_the_daemon_does_not_reach_a_command() {
         describe_fds(daemon.as_raw())
     );
     // ... and its command does not.
-    let (fds, described) = command_fds(&lab, &d, &cmdpid);
-    assert_eq!(
-        fds,
-        BTreeSet::from([0, 1, 2]),
-        "the command inherited more: {described}\n{}",
-        d.dump()
-    );
+    expect_command_has_only_std_fds(&lab, &d, &cmdpid);
 }
 
 /// An Ethernet frame with an IPv4 TCP SYN from `src` to `dst:port`, with
@@ -207,14 +193,7 @@ fn storm_of_completed_knocks_keeps_queue_memory_and_log_bounded() {
     let lab = Lab::new("sec-storm");
     // One hit completes the door; each command holds its slot for 20 s, so
     // the 64 slots fill, then the queue of 1024, then knocks are dropped.
-    let conf = Conf::new(&[]).door(
-        "storm",
-        &[
-            ("Sequence", "7000"),
-            ("Seq_Timeout", "5"),
-            ("Start_Command", "sleep 20"),
-        ],
-    );
+    let conf = Conf::new(&[]).door_cmd("storm", "7000", "sleep 20", &[("Seq_Timeout", "5")]);
     let mut d = lab.start_daemon(&bins::knockd(), conf.text(), &[]);
     let pid = d.proc.pid().unwrap().as_raw();
     let before = rss_kib(pid);
@@ -260,7 +239,7 @@ fn storm_of_completed_knocks_keeps_queue_memory_and_log_bounded() {
     );
     // The daemon still listens: a real knock completes (and is dropped too,
     // the queue being full).
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000"]);
+    lab.knock_server(&["7000"]);
     d.expect_log(&format!("{}: storm: OPEN SESAME", lab.client_v4()));
     // One summary line counts the rest when the interval is over.
     let dropped = STORM as usize + 1 - 64 - 1024;
@@ -302,24 +281,15 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
         &format!("127.0.0.1 localhost\n{c} knocker.test\n"),
     );
     let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
     // Seq_Timeout 1: the same knock again after a second opens again (before,
     // it would be a straggler of the last one).
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[
-            ("Sequence", "7000,8000,9000"),
-            ("Seq_Timeout", "1"),
-            ("Start_Command", cmd.as_str()),
-        ],
-    );
+    let conf = lab.one_door_appending("opens", "7000,8000,9000", &[("Seq_Timeout", "1")]);
     let d = lab.start_daemon(&bins::knockd(), conf.text(), &["-l"]);
-    let h = lab.s4();
     // Two hits: no lookup may be asked for, the log shows the address.
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     d.expect_log(&format!("{c}: door: Stage 2"));
     // Completing the door asks for the name; later lines show it.
-    lab.knock(&lab.client_ns, &[&h, "9000"]);
+    lab.knock_server(&["9000"]);
     wait_lines(&opens, 1, &d);
     let named = format!("{c} (knocker.test): door: OPEN SESAME");
     let mut n = 1;
@@ -329,7 +299,7 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
         }
         n += 1;
         knock_until_lines(&opens, n, &d, || {
-            lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"])
+            lab.knock_server(&["7000", "8000", "9000"])
         });
         None
     });
@@ -350,11 +320,7 @@ fn with_lookup_stage_lines_show_the_bare_address_and_open_shows_the_name() {
 /// the file `opens` of the lab; the path of that file.
 fn opens_door(lab: &Lab) -> (PathBuf, Conf) {
     let opens = lab.path("opens");
-    let cmd = lab.append_ip("opens");
-    let conf = Conf::new(&[]).door(
-        "door",
-        &[("Sequence", "7000,8000"), ("Start_Command", cmd.as_str())],
-    );
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000", &lab.append_ip("opens"), &[]);
     (opens, conf)
 }
 
@@ -369,41 +335,35 @@ fn refuses_log_file_and_runs_on(lab: &Lab, log: &Path, reason: &str) -> Daemon {
         &format!("cannot open log file {}: {reason}", log.display()),
     );
     expect_output(&d, "listening on");
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 1, &d);
     expect_output(&d, "door: OPEN SESAME");
     d
 }
 
-/// A root-only file and a symlink to it at `link`, owned by nobody: what an
-/// unprivileged user could plant in a directory it may write.
-fn plant_link(lab: &Lab, link: &Path) -> PathBuf {
-    let target = lab.path("root-only");
-    fs::write(&target, "root's secret\n").unwrap();
+/// What the root-only file of [`plant_link`] holds.
+const SECRET: &str = "root's secret\n";
+
+/// A root-only file holding [`SECRET`] and a symlink to it named `name` in
+/// the lab directory, owned by nobody: what an unprivileged user could
+/// plant in a directory it may write. The link's path and the file's.
+fn plant_link(lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
+    let target = lab.write_file("root-only", SECRET);
     fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
-    symlink(&target, link).unwrap();
-    lchown(link, Some(NOBODY), Some(NOBODY)).unwrap();
-    target
+    let link = lab.path(name);
+    symlink(&target, &link).unwrap();
+    lchown(&link, Some(NOBODY), Some(NOBODY)).unwrap();
+    (link, target)
 }
 
 #[test]
 fn pid_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
     require_root!("pid_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched");
     let lab = Lab::new("sec-pidlink");
-    let pid = lab.path("knockd.pid");
-    let target = plant_link(&lab, &pid);
-    let conf = Conf::new(&[]).door("door", &[("Sequence", "7000"), ("Command", "true")]);
-    let mut d = lab.spawn_daemon(
-        &bins::knockd(),
-        conf.text(),
-        &["-p", &pid.display().to_string()],
-    );
-    let status = d.proc.wait_exit(DEFAULT_TIMEOUT);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the daemon did not fail: {status:?}\n{}",
-        d.dump()
-    );
+    let (pid, target) = plant_link(&lab, "knockd.pid");
+    let conf = Conf::new(&[]).door_cmd("door", "7000", "true", &[]);
+    let pid_arg = pid.display().to_string();
+    let d = lab.our_daemon_fails(Some(&lab.server_if), conf.text(), &["-p", &pid_arg]);
     expect_output(
         &d,
         &format!(
@@ -411,40 +371,56 @@ fn pid_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
             pid.display()
         ),
     );
-    assert_eq!(fs::read_to_string(&target).unwrap(), "root's secret\n");
+    assert_eq!(fs::read_to_string(&target).unwrap(), SECRET);
     assert_eq!(
         fs::metadata(&target).unwrap().permissions().mode() & 0o777,
         0o600
     );
 }
 
-#[test]
-fn log_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched() {
-    require_root!("log_file_symlink_owned_by_nobody_is_refused_and_its_target_untouched");
-    let lab = Lab::new("sec-loglink");
-    let log = lab.path("knockd.log");
-    let target = plant_link(&lab, &log);
-    // The daemon runs on, logging to stderr; nothing reaches the target.
-    let _d = refuses_log_file_and_runs_on(
-        &lab,
-        &log,
-        "refusing to follow a symbolic link owned by uid 65534",
-    );
-    assert_eq!(fs::read_to_string(&target).unwrap(), "root's secret\n");
+/// A log file the daemon must refuse: `prepare` plants it and returns its
+/// path, the file that must stay untouched and what that file holds;
+/// `reason` is what the daemon says.
+struct RefusedLog {
+    lab_name: &'static str,
+    prepare: fn(&Lab) -> (PathBuf, PathBuf, &'static str),
+    reason: &'static str,
 }
 
+const REFUSED_LOGS: &[RefusedLog] = &[
+    RefusedLog {
+        // A symlink owned by nobody: nothing reaches its target.
+        lab_name: "sec-loglink",
+        prepare: |lab| {
+            let (log, target) = plant_link(lab, "knockd.log");
+            (log, target, SECRET)
+        },
+        reason: "refusing to follow a symbolic link owned by uid 65534",
+    },
+    RefusedLog {
+        // A file owned by another user: it stays as it was.
+        lab_name: "sec-logowner",
+        prepare: |lab| {
+            let log = lab.write_file("knockd.log", "nobody's lines\n");
+            std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
+            (log.clone(), log, "nobody's lines\n")
+        },
+        reason: "refusing a file owned by uid 65534 (it must be owned by uid 0)",
+    },
+];
+
+/// Each case of [`REFUSED_LOGS`] in its own lab: the daemon runs on,
+/// logging to stderr, and the untouched file keeps its content.
 #[test]
-fn log_file_owned_by_another_user_is_refused() {
-    require_root!("log_file_owned_by_another_user_is_refused");
-    let lab = Lab::new("sec-logowner");
-    let log = lab.write_file("knockd.log", "nobody's lines\n");
-    std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).unwrap();
-    let _d = refuses_log_file_and_runs_on(
-        &lab,
-        &log,
-        "refusing a file owned by uid 65534 (it must be owned by uid 0)",
-    );
-    assert_eq!(fs::read_to_string(&log).unwrap(), "nobody's lines\n");
+fn log_file_symlink_or_owned_by_another_user_is_refused_and_left_untouched() {
+    require_root!("log_file_symlink_or_owned_by_another_user_is_refused_and_left_untouched");
+    for case in REFUSED_LOGS {
+        let lab = Lab::new(case.lab_name);
+        let (log, untouched, content) = (case.prepare)(&lab);
+        let _d = refuses_log_file_and_runs_on(&lab, &log, case.reason);
+        let now = fs::read_to_string(&untouched).unwrap();
+        assert_eq!(now, content, "{}: {}", case.lab_name, untouched.display());
+    }
 }
 
 #[test]
@@ -459,14 +435,7 @@ fn group_writable_config_is_refused_at_start_up_and_on_reload() {
     let proc = lab.spawn(
         &lab.server_ns,
         bins::knockd(),
-        &[
-            "-i",
-            &lab.server_if,
-            "-c",
-            &path.display().to_string(),
-            "-g",
-            &log.display().to_string(),
-        ],
+        &lab.daemon_args(&path, &log),
     );
     let mut d = Daemon {
         proc,
@@ -496,7 +465,7 @@ fn group_writable_config_is_refused_at_start_up_and_on_reload() {
         d.conf.display()
     ));
     d.expect_log("keeping the running configuration");
-    lab.knock(&lab.client_ns, &[&lab.s4(), "7000", "8000"]);
+    lab.knock_server(&["7000", "8000"]);
     wait_lines(&opens, 1, &d);
     d.assert_running();
 }
