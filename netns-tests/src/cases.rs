@@ -98,6 +98,11 @@ impl<'a> Knock<'a> {
         }
     }
 
+    /// The same door knocked on `ports` instead.
+    pub const fn with_ports(self, ports: &'a [&'a str]) -> Knock<'a> {
+        Knock { ports, ..self }
+    }
+
     /// The same knock on a door with `TCPFlags = flags`.
     pub const fn with_tcp_flags(self, flags: &'a str) -> Knock<'a> {
         Knock {
@@ -117,21 +122,17 @@ impl Knock<'_> {
     }
 }
 
-/// What [`opens`] leaves for further checks: the lab, the daemon and the
-/// address the door opened for.
-pub struct Opened {
-    pub lab: Lab,
-    pub daemon: Daemon,
-    pub client: String,
-}
-
-/// In a lab named `name`: the daemon of `listener` serves the one door of
-/// `knock`, the client of `knocker` knocks it from the client namespace,
-/// and the door's command must record the client's address (IPv6 for an
-/// IPv6 knock).
-pub fn opens(name: &str, knocker: Suite, listener: Suite, knock: &Knock) -> Opened {
+/// A lab named `name` where the daemon of `listener` serves the one door
+/// of `knock`.
+pub fn serve(name: &str, listener: Suite, knock: &Knock) -> (Lab, Daemon) {
     let lab = Lab::new(name);
     let daemon = (listener.knockd)(&lab, &lab.one_door(knock.sequence, &knock.directives()));
+    (lab, daemon)
+}
+
+/// The client of `knocker` sends `knock` from the client namespace; it
+/// must succeed. Returns the client's address the knock came from.
+pub fn send(lab: &Lab, knocker: Suite, knock: &Knock) -> String {
     let (host, client) = if knock.ipv6 {
         (lab.s6(), lab.client_v6().to_string())
     } else {
@@ -140,9 +141,33 @@ pub fn opens(name: &str, knocker: Suite, listener: Suite, knock: &Knock) -> Open
     let mut args: Vec<&str> = knock.extra.to_vec();
     args.push(&host);
     args.extend_from_slice(knock.ports);
-    (knocker.knock)(&lab, &lab.client_ns, &args);
-    let text = expect_file(&lab.path("opened"), &daemon);
+    (knocker.knock)(lab, &lab.client_ns, &args);
+    client
+}
+
+/// The client of `knocker` sends `knock`, and the door's command must
+/// record the client's address (IPv6 for an IPv6 knock). Returns it.
+pub fn send_opens(lab: &Lab, daemon: &Daemon, knocker: Suite, knock: &Knock) -> String {
+    let client = send(lab, knocker, knock);
+    let text = expect_file(&lab.path("opened"), daemon);
     assert_eq!(text.trim(), client, "{}", daemon.dump());
+    client
+}
+
+/// What [`opens`] leaves for further checks: the lab, the daemon and the
+/// address the door opened for.
+pub struct Opened {
+    pub lab: Lab,
+    pub daemon: Daemon,
+    pub client: String,
+}
+
+/// [`serve`] then [`send_opens`]: in a lab named `name` the daemon of
+/// `listener` serves the door of `knock`, the client of `knocker` knocks
+/// it, and the door opens for the client's address.
+pub fn opens(name: &str, knocker: Suite, listener: Suite, knock: &Knock) -> Opened {
+    let (lab, daemon) = serve(name, listener, knock);
+    let client = send_opens(&lab, &daemon, knocker, knock);
     Opened {
         lab,
         daemon,

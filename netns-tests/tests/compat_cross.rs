@@ -1,9 +1,11 @@
 //! Cross compatibility: our `knock` against the classic daemon, and the
 //! classic `knock` against our `knockd`.
 
-use netns_tests::cases::{each, opens, Knock, CLASSIC, MIXED_V6, OURS, TCP, UDP};
+use netns_tests::cases::{
+    each, opens, send, send_opens, serve, Knock, CLASSIC, MIXED_V6, OURS, TCP, UDP,
+};
 use netns_tests::scenario::QUIET;
-use netns_tests::{expect_file, expect_no_file, require_root, Lab};
+use netns_tests::{expect_no_file, require_root};
 
 /// Our client sends SYNs, and so does the classic one: the door asks for them.
 const TCP_SYN: Knock = TCP.with_tcp_flags("syn");
@@ -31,19 +33,19 @@ fn each_client_opens_the_other_implementations_daemon() {
     );
 }
 
+/// `knock --flags fin HOST 7000 8000 9000` on a door asking for FIN
+/// without ACK.
+const FIN: Knock = Knock {
+    extra: &["--flags", "fin"],
+    ..TCP.with_tcp_flags("fin,!ack")
+};
+
 #[test]
 fn our_knock_fin_opens_classic_fin_not_ack_door() {
     require_root!("our_knock_fin_opens_classic_fin_not_ack_door");
-    let lab = Lab::new("x-ours-fin");
-    let d = lab.classic_daemon(&lab.one_door("7000,8000,9000", &[("TCPFlags", "fin,!ack")]));
-    let h = lab.s4();
+    let (lab, d) = serve("x-ours-fin", CLASSIC, &FIN);
     // Plain SYN hits do not satisfy fin,!ack.
-    lab.knock(&lab.client_ns, &[&h, "7000", "8000", "9000"]);
+    send(&lab, OURS, &Knock { extra: &[], ..FIN });
     expect_no_file(&lab.path("opened"), QUIET, &d);
-    lab.knock(
-        &lab.client_ns,
-        &["--flags", "fin", &h, "7000", "8000", "9000"],
-    );
-    let text = expect_file(&lab.path("opened"), &d);
-    assert_eq!(text.trim(), lab.client_v4().to_string(), "{}", d.dump());
+    send_opens(&lab, &d, OURS, &FIN);
 }
