@@ -13,6 +13,7 @@
 //! ```
 
 pub mod bins;
+pub mod cases;
 pub mod frames;
 pub mod lab;
 pub mod netlink;

@@ -144,6 +144,17 @@ impl Scene {
         self.lab.run(&self.lab.client_ns, bins::knock(), args)
     }
 
+    /// The service as the client names it: `SERVER_V4:PORT`.
+    fn service(&self) -> String {
+        format!("{}:{SERVICE}", self.lab.server_v4())
+    }
+
+    /// `text` (the stdout or stderr of `out`) contains `part`; panics with
+    /// the run and the daemon's logs.
+    fn assert_says(&self, out: &RunOutput, text: &str, part: &str) {
+        assert!(text.contains(part), "{part:?} expected\n{}", self.dump(out));
+    }
+
     fn dump(&self, out: &RunOutput) -> String {
         format!(
             "knock: {}\n--- stdout:\n{}--- stderr:\n{}\n{}",
@@ -180,14 +191,8 @@ fn verify_succeeds_after_a_good_knock() {
     let hosts = sc.profiles(SEQUENCE, &format!("verify = {SERVICE}\n"));
     let out = sc.knock(&["-v", "--profiles", hosts.to_str().unwrap(), "door"]);
     assert!(out.success(), "{}", sc.dump(&out));
-    assert!(
-        out.stdout.contains(&format!(
-            "verify: {}:{SERVICE} answered after attempt 1 of 3",
-            sc.lab.server_v4()
-        )),
-        "{}",
-        sc.dump(&out)
-    );
+    let answered = format!("verify: {} answered after attempt 1 of 3", sc.service());
+    sc.assert_says(&out, &out.stdout, &answered);
     assert_eq!(sc.daemon.log_count("OPEN SESAME"), 1, "one knock, one open");
 }
 
@@ -206,19 +211,9 @@ fn verify_fails_within_the_bound_after_a_wrong_sequence() {
     ]);
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", sc.dump(&out));
-    assert!(
-        out.stderr.contains(&format!(
-            "{}:{SERVICE} did not answer after 2 knock(s) in ",
-            sc.lab.server_v4()
-        )),
-        "{}",
-        sc.dump(&out)
-    );
-    assert!(
-        out.stderr.contains("attempt 2 (fixed sequence)"),
-        "{}",
-        sc.dump(&out)
-    );
+    let silent = format!("{} did not answer after 2 knock(s) in ", sc.service());
+    sc.assert_says(&out, &out.stderr, &silent);
+    sc.assert_says(&out, &out.stderr, "attempt 2 (fixed sequence)");
     // 2 attempts x 3 s of probing, plus the knocks.
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_eq!(
@@ -253,15 +248,9 @@ fn a_lost_knock_is_re_knocked_and_verified() {
     let hosts = sc.profiles(SEQUENCE, &format!("verify = {SERVICE}\n"));
     let out = knock_profile_from(&sc, &knocker.ns, &hosts);
     assert!(out.success(), "{}", sc.dump(&out));
-    assert!(
-        out.stdout.contains("did not answer")
-            && out.stdout.contains(&format!(
-                "verify: {}:{SERVICE} answered after attempt 2 of 3",
-                sc.lab.server_v4()
-            )),
-        "{}",
-        sc.dump(&out)
-    );
+    sc.assert_says(&out, &out.stdout, "did not answer");
+    let answered = format!("verify: {} answered after attempt 2 of 3", sc.service());
+    sc.assert_says(&out, &out.stdout, &answered);
     sc.daemon
         .expect_log(&format!("{}: door: OPEN SESAME", knocker.v4));
     // The rule dropped exactly one packet: the first knock's last hit.
@@ -313,12 +302,8 @@ fn a_lost_one_time_knock_is_re_knocked_with_the_next_line() {
     );
     let out = knock_profile_from(&sc, &knocker.ns, &hosts);
     assert!(out.success(), "{}", sc.dump(&out));
-    assert!(
-        out.stdout.contains("attempt 2 of 3: one-time line 2 of ")
-            && out.stdout.contains("answered after attempt 2 of 3"),
-        "{}",
-        sc.dump(&out)
-    );
+    sc.assert_says(&out, &out.stdout, "attempt 2 of 3: one-time line 2 of ");
+    sc.assert_says(&out, &out.stdout, "answered after attempt 2 of 3");
     sc.daemon
         .expect_log(&format!("{}: door: OPEN SESAME", knocker.v4));
     // Both ends have used lines 1 and 2; line 3 is the next one for both.
@@ -383,11 +368,7 @@ fn a_rotating_profile_opens_the_door_and_next_opens_it_again() {
     let hosts = hosts.to_str().unwrap();
     let out = sc.knock(&["-v", "--profiles", hosts, "door"]);
     assert!(out.success(), "{}", sc.dump(&out));
-    assert!(
-        out.stdout.contains("answered after attempt 1 of 3"),
-        "{}",
-        sc.dump(&out)
-    );
+    sc.assert_says(&out, &out.stdout, "answered after attempt 1 of 3");
     sc.daemon.expect_log_count("OPEN SESAME", 1);
     // A second knock within the same period uses the next window.
     let out = sc.knock(&["--next", "--profiles", hosts, "door"]);
@@ -414,11 +395,7 @@ fn a_lost_rotating_knock_is_re_knocked_with_the_next_window() {
         .collect();
     assert_eq!(windows.len(), 2, "{}", sc.dump(&out));
     assert_eq!(windows[1], windows[0] + 1, "{}", sc.dump(&out));
-    assert!(
-        out.stdout.contains("answered after attempt 2 of 3"),
-        "{}",
-        sc.dump(&out)
-    );
+    sc.assert_says(&out, &out.stdout, "answered after attempt 2 of 3");
     sc.daemon
         .expect_log(&format!("{}: door: OPEN SESAME", knocker.v4));
     assert_eq!(

@@ -3,67 +3,41 @@
 
 use std::time::Duration;
 
-use netns_tests::{expect_file, expect_no_file, require_root, Conf, Lab};
+use netns_tests::cases::{each, opens, send, send_opens, serve, CLASSIC, MIXED_V6, TCP, UDP};
+use netns_tests::{expect_no_file, require_root, Conf, Lab};
 
+/// Each row: the classic client opens the classic daemon's door (TCP, UDP,
+/// mixed over IPv6), and the daemon logs the first stage and the opening
+/// for the client's address.
 #[test]
-fn classic_tcp_sequence_opens() {
-    require_root!("classic_tcp_sequence_opens");
-    let lab = Lab::new("cc-tcp");
-    let d = lab.classic_daemon(&lab.one_door("7000,8000,9000", &[]));
-    let host = lab.server_v4().to_string();
-    lab.classic_knock(&lab.client_ns, &[host.as_str(), "7000", "8000", "9000"]);
-    let text = expect_file(&lab.path("opened"), &d);
-    assert_eq!(text.trim(), lab.client_v4().to_string(), "{}", d.dump());
-    d.expect_log(&format!("{}: door: Stage 1", lab.client_v4()));
-    d.expect_log(&format!("{}: door: OPEN SESAME", lab.client_v4()));
-}
-
-#[test]
-fn classic_udp_sequence_opens() {
-    require_root!("classic_udp_sequence_opens");
-    let lab = Lab::new("cc-udp");
-    let d = lab.classic_daemon(&lab.one_door("7001:udp,7002:udp,7003:udp", &[]));
-    let host = lab.server_v4().to_string();
-    lab.classic_knock(
-        &lab.client_ns,
-        &["-u", host.as_str(), "7001", "7002", "7003"],
+fn classic_sequences_open() {
+    require_root!("classic_sequences_open");
+    each(
+        &[("cc-tcp", TCP), ("cc-udp", UDP), ("cc-v6", MIXED_V6)],
+        |name, knock| {
+            let o = opens(name, CLASSIC, CLASSIC, knock);
+            o.daemon.expect_log(&format!("{}: door: Stage 1", o.client));
+            o.daemon
+                .expect_log(&format!("{}: door: OPEN SESAME", o.client));
+        },
     );
-    let text = expect_file(&lab.path("opened"), &d);
-    assert_eq!(text.trim(), lab.client_v4().to_string(), "{}", d.dump());
-}
-
-#[test]
-fn classic_mixed_sequence_over_ipv6_opens() {
-    require_root!("classic_mixed_sequence_over_ipv6_opens");
-    let lab = Lab::new("cc-v6");
-    let d = lab.classic_daemon(&lab.one_door("7000,8000:udp,9000", &[]));
-    let host = lab.server_v6().to_string();
-    lab.classic_knock(
-        &lab.client_ns,
-        &["-6", host.as_str(), "7000", "8000:udp", "9000"],
-    );
-    let text = expect_file(&lab.path("opened"), &d);
-    assert_eq!(text.trim(), lab.client_v6().to_string(), "{}", d.dump());
 }
 
 #[test]
 fn classic_wrong_order_does_not_open() {
     require_root!("classic_wrong_order_does_not_open");
-    let lab = Lab::new("cc-wrong");
-    let d = lab.classic_daemon(&lab.one_door("7000,8000,9000", &[]));
-    let host = lab.server_v4().to_string();
-    lab.classic_knock(&lab.client_ns, &[host.as_str(), "8000", "7000", "9000"]);
+    let (lab, d) = serve("cc-wrong", CLASSIC, &TCP);
+    send(&lab, CLASSIC, &TCP.with_ports(&["8000", "7000", "9000"]));
     // The daemon saw the hits (the first one counts as stage 1 after the
     // failure) but did not open.
     d.expect_log("Stage 1");
     expect_no_file(&lab.path("opened"), Duration::from_millis(800), &d);
     assert!(!d.log_text().contains("OPEN SESAME"), "{}", d.dump());
     // A wrong port in the middle fails too.
-    lab.classic_knock(&lab.client_ns, &[host.as_str(), "7000", "7500", "9000"]);
+    send(&lab, CLASSIC, &TCP.with_ports(&["7000", "7500", "9000"]));
     expect_no_file(&lab.path("opened"), Duration::from_millis(500), &d);
     // And the right order still works afterwards.
-    lab.classic_knock(&lab.client_ns, &[host.as_str(), "7000", "8000", "9000"]);
-    expect_file(&lab.path("opened"), &d);
+    send_opens(&lab, &d, CLASSIC, &TCP);
 }
 
 #[test]

@@ -11,43 +11,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use netns_tests::scenario::{lines, wait_lines, QUIET};
 use netns_tests::wait::{self, poll_until};
-use netns_tests::{bins, require_root, Conf, Daemon, Lab, RunOutput};
-
-/// How long "nothing happens" is watched for.
-const QUIET: Duration = Duration::from_millis(800);
-
-/// `echo %IP% >> FILE` (FILE inside the lab directory; one line per run).
-fn append_ip(lab: &Lab, file: &str) -> String {
-    format!("echo %IP% >> {}", lab.path(file).display())
-}
-
-/// Lines of `path` (empty when it does not exist).
-fn lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Wait until `path` has at least `n` complete lines; panic with the logs.
-fn wait_lines(path: &Path, n: usize, d: &Daemon) -> Vec<String> {
-    let got = poll_until(wait::DEFAULT_TIMEOUT, || {
-        let text = fs::read_to_string(path).ok()?;
-        (text.ends_with('\n') && text.lines().count() >= n).then_some(())
-    });
-    if got.is_none() {
-        panic!(
-            "{} does not have {n} line(s) within {:?}: {:?}\n{}",
-            path.display(),
-            wait::DEFAULT_TIMEOUT,
-            lines(path),
-            d.dump()
-        );
-    }
-    lines(path)
-}
+use netns_tests::{bins, require_root, Conf, Daemon, Host, Lab, RunOutput};
 
 /// Run `program args` in `ns`; it must succeed.
 fn run_ok(lab: &Lab, ns: &str, program: &str, args: &[&str]) -> RunOutput {
@@ -56,19 +22,33 @@ fn run_ok(lab: &Lab, ns: &str, program: &str, args: &[&str]) -> RunOutput {
     out
 }
 
-/// Our `knock` in namespace `ns`; it must succeed.
-fn knock(lab: &Lab, ns: &str, args: &[&str]) {
-    run_ok(lab, ns, bins::knock().to_str().unwrap(), args);
-}
-
 /// `sh -c SCRIPT` in `ns` (bounded like every run); it must succeed.
 fn sh(lab: &Lab, ns: &str, script: &str) -> RunOutput {
     run_ok(lab, ns, "sh", &["-c", script])
 }
 
-/// Our daemon with per-packet debug output (`-D`, on its stdout).
-fn start_debug(lab: &Lab, conf: &Conf) -> Daemon {
-    lab.start_daemon(&bins::knockd(), conf.text(), &["-D"])
+/// A door: its name and the directives that define its sequence.
+type Door<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+/// `doors`, each with a command appending the knocker's address to the
+/// file of its name.
+fn doors(lab: &Lab, doors: &[Door]) -> Conf {
+    doors
+        .iter()
+        .fold(Conf::new(&[]), |conf, &(name, directives)| {
+            let cmd = lab.append_ip(name);
+            let mut dirs = directives.to_vec();
+            dirs.push(("Command", cmd.as_str()));
+            conf.door(name, &dirs)
+        })
+}
+
+/// A lab named `name` with our daemon serving [`doors`] with per-packet
+/// debug output (`-D`, on its stdout).
+fn serve(name: &str, list: &[Door]) -> (Lab, Daemon) {
+    let lab = Lab::new(name);
+    let d = lab.start_daemon(&bins::knockd(), doors(&lab, list).text(), &["-D"]);
+    (lab, d)
 }
 
 /// Packets the daemon decoded from `src` to port `port` (its `-D` lines
@@ -93,15 +73,6 @@ fn wait_packets(d: &Daemon, src: &str, port: u16, n: usize) {
     );
 }
 
-/// A door `name` with `sequence`, `Seq_Timeout` and more directives, whose
-/// command appends the knocker's address to the file `name`.
-fn door_conf(lab: &Lab, conf: Conf, name: &str, sequence: &str, extra: &[(&str, &str)]) -> Conf {
-    let cmd = append_ip(lab, name);
-    let mut dirs = vec![("Sequence", sequence), ("Command", cmd.as_str())];
-    dirs.extend_from_slice(extra);
-    conf.door(name, &dirs)
-}
-
 /// Wait `QUIET`, then the file `name` must have exactly `want` lines.
 fn still_lines(lab: &Lab, name: &str, want: &[&str], d: &Daemon) {
     std::thread::sleep(QUIET);
@@ -111,27 +82,26 @@ fn still_lines(lab: &Lab, name: &str, want: &[&str], d: &Daemon) {
 #[test]
 fn each_hit_sent_twice_opens_once_and_a_restart_still_opens() {
     require_root!("each_hit_sent_twice_opens_once_and_a_restart_still_opens");
-    let lab = Lab::new("m-twice");
-    let conf = door_conf(
-        &lab,
-        Conf::new(&[]),
-        "door",
-        "7000,8000:udp,9000",
-        &[("Seq_Timeout", "3")],
+    let (lab, d) = serve(
+        "m-twice",
+        &[
+            (
+                "door",
+                &[("Sequence", "7000,8000:udp,9000"), ("Seq_Timeout", "3")],
+            ),
+            ("one", &[("Sequence", "7500"), ("Seq_Timeout", "3")]),
+        ],
     );
-    let conf = door_conf(&lab, conf, "one", "7500", &[("Seq_Timeout", "3")]);
-    let d = start_debug(&lab, &conf);
     let h = lab.server_v4().to_string();
     let c = lab.client_v4().to_string();
     let cn = lab.client_ns.clone();
     // Each hit twice, as apps that send every knock twice do.
-    knock(
-        &lab,
+    lab.knock(
         &cn,
         &[&h, "7000", "7000", "8000:udp", "8000:udp", "9000", "9000"],
     );
     // A one-port door hit twice (two packets, two source ports).
-    knock(&lab, &cn, &[&h, "7500", "7500"]);
+    lab.knock(&cn, &[&h, "7500", "7500"]);
     wait_lines(&lab.path("door"), 1, &d);
     wait_lines(&lab.path("one"), 1, &d);
     still_lines(&lab, "door", &[c.as_str()], &d);
@@ -144,8 +114,8 @@ fn each_hit_sent_twice_opens_once_and_a_restart_still_opens() {
     // Once Seq_Timeout has passed since the opening: a partial knock, then
     // the whole sequence again, opens (once more).
     let again = poll_until(Duration::from_secs(8), || {
-        knock(&lab, &cn, &[&h, "7000", "8000:udp"]);
-        knock(&lab, &cn, &[&h, "7000", "8000:udp", "9000"]);
+        lab.knock(&cn, &[&h, "7000", "8000:udp"]);
+        lab.knock(&cn, &[&h, "7000", "8000:udp", "9000"]);
         wait::poll_until(Duration::from_millis(300), || {
             (lines(&lab.path("door")).len() >= 2).then_some(())
         })
@@ -161,7 +131,21 @@ fn each_hit_sent_twice_opens_once_and_a_restart_still_opens() {
 #[test]
 fn retransmitted_syns_of_a_firewalled_connect_client_open_once() {
     require_root!("retransmitted_syns_of_a_firewalled_connect_client_open_once");
-    let lab = Lab::new("m-retrans");
+    let (lab, d) = serve(
+        "m-retrans",
+        &[
+            (
+                "door",
+                &[
+                    ("Sequence", "7000,8000,9000"),
+                    ("Seq_Timeout", "15"),
+                    ("TCPFlags", "syn,!ack"),
+                ],
+            ),
+            ("one", &[("Sequence", "7500"), ("Seq_Timeout", "15")]),
+            ("probe", &[("Sequence", "6000")]),
+        ],
+    );
     // The knock ports are firewalled (DROP), as on a real server: every
     // connect() retransmits its SYN while it waits.
     sh(
@@ -169,16 +153,6 @@ fn retransmitted_syns_of_a_firewalled_connect_client_open_once() {
         &lab.server_ns,
         "iptables -A INPUT -p tcp --dport 7000:9000 -j DROP",
     );
-    let conf = door_conf(
-        &lab,
-        Conf::new(&[]),
-        "door",
-        "7000,8000,9000",
-        &[("Seq_Timeout", "15"), ("TCPFlags", "syn,!ack")],
-    );
-    let conf = door_conf(&lab, conf, "one", "7500", &[("Seq_Timeout", "15")]);
-    let conf = door_conf(&lab, conf, "probe", "6000", &[]);
-    let d = start_debug(&lab, &conf);
     let h = lab.server_v4().to_string();
     let c = lab.client_v4().to_string();
     let cn = lab.client_ns.clone();
@@ -197,7 +171,7 @@ fn retransmitted_syns_of_a_firewalled_connect_client_open_once() {
     assert_eq!(d.log_count("door: Stage 1"), 1, "{}", d.dump());
     assert_eq!(d.log_count("OPEN SESAME"), 2, "{}", d.dump());
     // The daemon still listens: a knock on another door opens it.
-    knock(&lab, &cn, &[&h, "6000"]);
+    lab.knock(&cn, &[&h, "6000"]);
     wait_lines(&lab.path("probe"), 1, &d);
     wait_lines(&lab.path("probe"), 1, &d);
 }
@@ -236,14 +210,12 @@ fn one_time_knock_with_a_lost_last_hit_then_the_next_line_opens() {
     let lab = Lab::new("m-otplook");
     let server = otp_file(&lab, "server.otp", 6);
     let sf = server.display().to_string();
-    let cmd = append_ip(&lab, "otp");
-    let conf = Conf::new(&[]).door(
-        "otp",
-        &[
-            ("One_Time_Sequences", sf.as_str()),
-            ("Seq_Timeout", "2"),
-            ("Command", cmd.as_str()),
-        ],
+    let conf = doors(
+        &lab,
+        &[(
+            "otp",
+            &[("One_Time_Sequences", sf.as_str()), ("Seq_Timeout", "2")],
+        )],
     );
     let d = lab.start_daemon(&bins::knockd(), conf.text(), &[]);
     let h = lab.server_v4().to_string();
@@ -251,7 +223,7 @@ fn one_time_knock_with_a_lost_last_hit_then_the_next_line_opens() {
     let cn = lab.client_ns.clone();
     let k = |i: usize, n: usize| {
         let v = otp_hits(&h, i, n);
-        knock(&lab, &cn, &v.iter().map(String::as_str).collect::<Vec<_>>());
+        lab.knock(&cn, &v.iter().map(String::as_str).collect::<Vec<_>>());
     };
 
     // Line 1 without its last hit (lost), then line 2: opens, and both are
@@ -295,22 +267,50 @@ fn one_time_knock_with_a_lost_last_hit_then_the_next_line_opens() {
 }
 
 /// Doors `guarded` (7000,8000,9000, default scan guard) and `unguarded`
-/// (7100,8100,9100, `Scan_Threshold = 0`), appending to files of their names.
-fn scan_doors(lab: &Lab) -> Conf {
-    let conf = door_conf(
-        lab,
-        Conf::new(&[]),
+/// (7100,8100,9100, `Scan_Threshold = 0`).
+const SCAN_DOORS: &[Door] = &[
+    (
         "guarded",
-        "7000,8000,9000",
-        &[("Seq_Timeout", "20")],
-    );
-    door_conf(
-        lab,
-        conf,
+        &[("Sequence", "7000,8000,9000"), ("Seq_Timeout", "20")],
+    ),
+    (
         "unguarded",
-        "7100,8100,9100",
-        &[("Seq_Timeout", "20"), ("Scan_Threshold", "0")],
-    )
+        &[
+            ("Sequence", "7100,8100,9100"),
+            ("Seq_Timeout", "20"),
+            ("Scan_Threshold", "0"),
+        ],
+    ),
+];
+
+/// The lab of the scan scenarios: our daemon serving [`SCAN_DOORS`], the
+/// server's address `h`, and two more hosts behind the client (`c1`, `c2`:
+/// the addresses of the client and the second host).
+struct ScanLab {
+    lab: Lab,
+    d: Daemon,
+    h: String,
+    c1: String,
+    c2: String,
+    second: Host,
+    third: Host,
+}
+
+impl ScanLab {
+    fn new(name: &str) -> ScanLab {
+        let (mut lab, d) = serve(name, SCAN_DOORS);
+        let second = lab.add_client();
+        let third = lab.add_client();
+        ScanLab {
+            h: lab.s4(),
+            c1: lab.client_v4().to_string(),
+            c2: second.v4.to_string(),
+            lab,
+            d,
+            second,
+            third,
+        }
+    }
 }
 
 /// nmap from `ns` against `host`: `kind` is `-sS` or `-sT`, `order` `-r`
@@ -342,97 +342,85 @@ fn sequential_syn_and_connect_scans_open_nothing_while_a_knock_from_elsewhere_wo
     require_root!(
         "sequential_syn_and_connect_scans_open_nothing_while_a_knock_from_elsewhere_works"
     );
-    let mut lab = Lab::new("m-seqscan");
-    let second = lab.add_client();
-    let third = lab.add_client();
-    let d = start_debug(&lab, &scan_doors(&lab));
-    let h = lab.server_v4().to_string();
-    let c1 = lab.client_v4().to_string();
-    let c2 = second.v4.to_string();
-    let c3 = third.v4.to_string();
+    let s = ScanLab::new("m-seqscan");
+    let c3 = s.third.v4.to_string();
 
     // A SYN scan (raw packets) from the client, in ascending order, while
     // the third host knocks.
-    let mut scan = lab.spawn(
-        &lab.client_ns,
+    let mut scan = s.lab.spawn(
+        &s.lab.client_ns,
         "nmap",
-        &nmap_args("-sS", "6990-9110", &h, true),
+        &nmap_args("-sS", "6990-9110", &s.h, true),
     );
-    knock(&lab, &third.ns, &[&h, "7000", "8000", "9000"]);
+    s.lab.knock(&s.third.ns, &[&s.h, "7000", "8000", "9000"]);
     assert!(scan
         .wait_exit(Duration::from_secs(15))
-        .is_some_and(|s| s.success()));
+        .is_some_and(|st| st.success()));
     // A connect scan (the kernel's own SYNs) from the second host.
     run_ok(
-        &lab,
-        &second.ns,
+        &s.lab,
+        &s.second.ns,
         "nmap",
-        &nmap_args("-sT", "6990-9110", &h, true),
+        &nmap_args("-sT", "6990-9110", &s.h, true),
     );
 
     // The unguarded door opened to both scans (the classic behaviour: the
     // scans did deliver the door's ports in order) ...
-    let unguarded = wait_lines(&lab.path("unguarded"), 2, &d);
+    let unguarded = wait_lines(&s.lab.path("unguarded"), 2, &s.d);
     assert!(
-        unguarded.contains(&c1) && unguarded.contains(&c2),
+        unguarded.contains(&s.c1) && unguarded.contains(&s.c2),
         "{unguarded:?}"
     );
     // ... the guarded one only to the knock.
-    wait_lines(&lab.path("guarded"), 1, &d);
-    still_lines(&lab, "guarded", &[c3.as_str()], &d);
+    wait_lines(&s.lab.path("guarded"), 1, &s.d);
+    still_lines(&s.lab, "guarded", &[c3.as_str()], &s.d);
     for port in [7000, 8000, 9000] {
-        wait_packets(&d, &c1, port, 1);
-        wait_packets(&d, &c2, port, 1);
+        wait_packets(&s.d, &s.c1, port, 1);
+        wait_packets(&s.d, &s.c2, port, 1);
     }
     // A scanner cannot knock for a while; others still can.
-    knock(&lab, &lab.client_ns, &[&h, "7000", "8000", "9000"]);
-    still_lines(&lab, "guarded", &[c3.as_str()], &d);
+    s.lab
+        .knock(&s.lab.client_ns, &[&s.h, "7000", "8000", "9000"]);
+    still_lines(&s.lab, "guarded", &[c3.as_str()], &s.d);
     // The daemon listened meanwhile: the third host opens the other door.
-    knock(&lab, &third.ns, &[&h, "7100", "8100", "9100"]);
-    wait_lines(&lab.path("unguarded"), 3, &d);
-    let mut d = d;
+    s.lab.knock(&s.third.ns, &[&s.h, "7100", "8100", "9100"]);
+    wait_lines(&s.lab.path("unguarded"), 3, &s.d);
+    let mut d = s.d;
     d.assert_running();
 }
 
 #[test]
 fn random_order_scans_open_nothing() {
     require_root!("random_order_scans_open_nothing");
-    let mut lab = Lab::new("m-rndscan");
-    let second = lab.add_client();
-    let third = lab.add_client();
-    let d = start_debug(&lab, &scan_doors(&lab));
-    let h = lab.server_v4().to_string();
-    let c1 = lab.client_v4().to_string();
-    let c2 = second.v4.to_string();
+    let s = ScanLab::new("m-rndscan");
 
     run_ok(
-        &lab,
-        &lab.client_ns,
+        &s.lab,
+        &s.lab.client_ns,
         "nmap",
-        &nmap_args("-sS", "1-12000", &h, false),
+        &nmap_args("-sS", "1-12000", &s.h, false),
     );
     run_ok(
-        &lab,
-        &second.ns,
+        &s.lab,
+        &s.second.ns,
         "nmap",
-        &nmap_args("-sT", "6990-9110", &h, false),
+        &nmap_args("-sT", "6990-9110", &s.h, false),
     );
     for port in [7000, 8000, 9000] {
-        wait_packets(&d, &c1, port, 1);
-        wait_packets(&d, &c2, port, 1);
+        wait_packets(&s.d, &s.c1, port, 1);
+        wait_packets(&s.d, &s.c2, port, 1);
     }
-    still_lines(&lab, "guarded", &[], &d);
+    still_lines(&s.lab, "guarded", &[], &s.d);
     // The daemon listens: a knock from a third host opens.
-    knock(&lab, &third.ns, &[&h, "7000", "8000", "9000"]);
-    wait_lines(&lab.path("guarded"), 1, &d);
-    assert_eq!(lines(&lab.path("guarded")), [third.v4.to_string()]);
+    s.lab.knock(&s.third.ns, &[&s.h, "7000", "8000", "9000"]);
+    wait_lines(&s.lab.path("guarded"), 1, &s.d);
+    assert_eq!(lines(&s.lab.path("guarded")), [s.third.v4.to_string()]);
 }
 
 #[test]
 fn knock_succeeds_while_the_source_uses_a_real_service() {
     require_root!("knock_succeeds_while_the_source_uses_a_real_service");
-    let lab = Lab::new("m-service");
-    let d = start_debug(&lab, &scan_doors(&lab));
+    let (lab, d) = serve("m-service", SCAN_DOORS);
     let h = lab.server_v4().to_string();
     let c = lab.client_v4().to_string();
     // A real service on 443 (answers), and the client's users connect to
@@ -456,11 +444,7 @@ fn knock_succeeds_while_the_source_uses_a_real_service() {
     // sees it (the filter passes every connection attempt).
     wait_packets(&d, &c, 993, 2);
     let before = packets(&d, &c, 443);
-    knock(
-        &lab,
-        &lab.client_ns,
-        &["-d", "300", &h, "7000", "8000", "9000"],
-    );
+    lab.knock(&lab.client_ns, &["-d", "300", &h, "7000", "8000", "9000"]);
     wait_lines(&lab.path("guarded"), 1, &d);
     assert_eq!(lines(&lab.path("guarded")), [c.as_str()]);
     wait_packets(&d, &c, 443, before + 4);
@@ -482,17 +466,20 @@ fn knock_flood() -> std::path::PathBuf {
 #[test]
 fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
     require_root!("a_slow_knock_survives_a_spoofed_flood_on_another_door");
-    let lab = Lab::new("m-flood");
     let flood = knock_flood();
-    let conf = door_conf(
-        &lab,
-        Conf::new(&[]),
-        "slow",
-        "7000,8000,9000",
-        &[("Seq_Timeout", "60")],
+    let (lab, d) = serve(
+        "m-flood",
+        &[
+            (
+                "slow",
+                &[("Sequence", "7000,8000,9000"), ("Seq_Timeout", "60")],
+            ),
+            (
+                "flooded",
+                &[("Sequence", "5555,6666"), ("Seq_Timeout", "60")],
+            ),
+        ],
     );
-    let conf = door_conf(&lab, conf, "flooded", "5555,6666", &[("Seq_Timeout", "60")]);
-    let d = start_debug(&lab, &conf);
     let h = lab.server_v4().to_string();
     let mac = sh(
         &lab,
@@ -533,13 +520,13 @@ fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
         );
         out.assert_success();
     };
-    knock(&lab, &lab.client_ns, &[&h, "7000"]);
+    lab.knock(&lab.client_ns, &[&h, "7000"]);
     d.expect_log(&format!("{c}: slow: Stage 1"));
     flood_once("198.18.0.0/15");
-    knock(&lab, &lab.client_ns, &[&h, "8000"]);
+    lab.knock(&lab.client_ns, &[&h, "8000"]);
     d.expect_log(&format!("{c}: slow: Stage 2"));
     flood_once("10.0.0.0/12");
-    knock(&lab, &lab.client_ns, &[&h, "9000"]);
+    lab.knock(&lab.client_ns, &[&h, "9000"]);
     wait_lines(&lab.path("slow"), 1, &d);
     assert_eq!(lines(&lab.path("slow")), [c.as_str()]);
     // The flood did fill the attempt table: attempts were evicted.

@@ -71,6 +71,19 @@ fn knock_ports(lab: &Lab, ns: &str, host: &str, ports: &[String]) -> RunOutput {
     lab.knock(ns, &args)
 }
 
+/// `knock SERVER_V4 PORTS...` from the client; it must succeed.
+fn knock_v4(lab: &Lab, ports: &[String]) -> RunOutput {
+    knock_ports(lab, &lab.client_ns, &lab.s4(), ports)
+}
+
+/// A lab named `name` with our daemon serving the door of [`conf`] with
+/// `extra`.
+fn serve(name: &str, extra: &[(&str, &str)]) -> (Lab, Daemon) {
+    let lab = Lab::new(name);
+    let d = lab.our_daemon(&conf(&lab, extra));
+    (lab, d)
+}
+
 fn opened(lab: &Lab) -> PathBuf {
     lab.path("opened")
 }
@@ -88,15 +101,8 @@ fn expect_exactly(path: &Path, n: usize, d: &Daemon) -> Vec<String> {
 #[test]
 fn rotating_door_opens_over_ipv4_and_ipv6() {
     require_root!("rotating_door_opens_over_ipv4_and_ipv6");
-    let lab = Lab::new("r-open");
-    let d = lab.our_daemon(&conf(&lab, &[]));
-    let c = lab.client_ns.clone();
-    knock_ports(
-        &lab,
-        &c,
-        &lab.server_v4().to_string(),
-        &ports("ssh", now_window(), None),
-    );
+    let (lab, d) = serve("r-open", &[]);
+    knock_v4(&lab, &ports("ssh", now_window(), None));
     assert_eq!(
         wait_lines(&opened(&lab), 1, &d),
         vec![lab.client_v4().to_string()]
@@ -104,8 +110,8 @@ fn rotating_door_opens_over_ipv4_and_ipv6() {
     // The same window is used: IPv6 needs the next one (knock --next).
     knock_ports(
         &lab,
-        &c,
-        &lab.server_v6().to_string(),
+        &lab.client_ns,
+        &lab.s6(),
         &ports("ssh", now_window() + 1, None),
     );
     assert_eq!(
@@ -121,8 +127,7 @@ fn rotating_door_opens_over_ipv4_and_ipv6() {
 #[test]
 fn contrib_reference_sequence_opens() {
     require_root!("contrib_reference_sequence_opens");
-    let lab = Lab::new("r-contrib");
-    let d = lab.our_daemon(&conf(&lab, &[]));
+    let (lab, d) = serve("r-contrib", &[]);
     let script = bins::workspace_root().join("contrib/knock_rotate.py");
     let key = lab.path("door.key");
     let out = lab.run(
@@ -137,46 +142,43 @@ fn contrib_reference_sequence_opens() {
     out.assert_success();
     let ports: Vec<String> = out.stdout.trim().split(',').map(str::to_owned).collect();
     assert_eq!(ports.len(), 3, "{}", out.stdout);
-    knock_ports(&lab, &lab.client_ns, &lab.server_v4().to_string(), &ports);
+    knock_v4(&lab, &ports);
     wait_lines(&opened(&lab), 1, &d);
 }
 
 #[test]
 fn stale_window_and_wrong_door_name_open_nothing() {
     require_root!("stale_window_and_wrong_door_name_open_nothing");
-    let lab = Lab::new("r-stale");
     // Nine wrong ports from one address would make it a scanner (the scan
     // guard's default threshold is 8) and refuse the closing knock; this
     // test is about the derivation alone.
-    let d = lab.our_daemon(&conf(&lab, &[("Scan_Threshold", "0")]));
-    let (c, h) = (lab.client_ns.clone(), lab.server_v4().to_string());
+    let (lab, d) = serve("r-stale", &[("Scan_Threshold", "0")]);
     let t = now_window();
-    knock_ports(&lab, &c, &h, &ports("ssh", t - 3, None));
-    knock_ports(&lab, &c, &h, &ports("sshd", t, None));
-    knock_ports(&lab, &c, &h, &ports("SSH", t, None));
+    for (door, w) in [("ssh", t - 3), ("sshd", t), ("SSH", t)] {
+        knock_v4(&lab, &ports(door, w, None));
+    }
     expect_no_file(&opened(&lab), QUIET, &d);
     assert_eq!(d.log_count("OPEN SESAME"), 0, "{}", d.dump());
     // The daemon was listening: the right window opens.
-    knock_ports(&lab, &c, &h, &ports("ssh", now_window(), None));
+    knock_v4(&lab, &ports("ssh", now_window(), None));
     wait_lines(&opened(&lab), 1, &d);
 }
 
 #[test]
 fn replay_from_another_or_the_same_address_opens_nothing() {
     require_root!("replay_from_another_or_the_same_address_opens_nothing");
-    let mut lab = Lab::new("r-replay");
+    let (mut lab, d) = serve("r-replay", &[]);
     let other = lab.add_client();
-    let d = lab.our_daemon(&conf(&lab, &[]));
-    let (c, h) = (lab.client_ns.clone(), lab.server_v4().to_string());
     let seq = ports("ssh", now_window(), None);
-    knock_ports(&lab, &c, &h, &seq);
+    knock_v4(&lab, &seq);
     wait_lines(&opened(&lab), 1, &d);
     // The same packets again, from another address and from the same one.
-    knock_ports(&lab, &other.ns, &h, &seq);
-    knock_ports(&lab, &c, &h, &seq);
+    knock_ports(&lab, &other.ns, &lab.s4(), &seq);
+    knock_v4(&lab, &seq);
     expect_exactly(&opened(&lab), 1, &d);
     // --next right after a knock: the next window opens at once.
-    knock_ports(&lab, &other.ns, &h, &ports("ssh", now_window() + 1, None));
+    let next = ports("ssh", now_window() + 1, None);
+    knock_ports(&lab, &other.ns, &lab.s4(), &next);
     let got = wait_lines(&opened(&lab), 2, &d);
     assert_eq!(got[1], other.v4.to_string());
 }
@@ -187,38 +189,35 @@ fn replay_after_a_restart_opens_nothing() {
     let lab = Lab::new("r-restart");
     let conf = conf(&lab, &[]);
     let mut d = lab.our_daemon(&conf);
-    let (c, h) = (lab.client_ns.clone(), lab.server_v4().to_string());
     let seq = ports("ssh", now_window(), None);
-    knock_ports(&lab, &c, &h, &seq);
+    knock_v4(&lab, &seq);
     wait_lines(&opened(&lab), 1, &d);
     // A crash right after the command: the used window is on disk already.
     d.signal(Signal::SIGKILL);
     d.proc.wait_exit(Duration::from_secs(5));
     let d2 = lab.our_daemon(&conf);
-    knock_ports(&lab, &c, &h, &seq);
+    knock_v4(&lab, &seq);
     expect_exactly(&opened(&lab), 1, &d2);
-    knock_ports(&lab, &c, &h, &ports("ssh", now_window() + 1, None));
+    knock_v4(&lab, &ports("ssh", now_window() + 1, None));
     wait_lines(&opened(&lab), 2, &d2);
     // SIGHUP keeps it too.
     let mut d2 = d2;
     d2.signal(Signal::SIGHUP);
     d2.expect_log("configuration reloaded");
-    knock_ports(&lab, &c, &h, &ports("ssh", now_window() + 1, None));
+    knock_v4(&lab, &ports("ssh", now_window() + 1, None));
     expect_exactly(&opened(&lab), 2, &d2);
 }
 
 #[test]
 fn bind_source_sequence_for_another_address_opens_nothing() {
     require_root!("bind_source_sequence_for_another_address_opens_nothing");
-    let lab = Lab::new("r-bind");
-    let d = lab.our_daemon(&conf(&lab, &[("Sequence_Bind_Source", "yes")]));
-    let (c, h) = (lab.client_ns.clone(), lab.server_v4().to_string());
+    let (lab, d) = serve("r-bind", &[("Sequence_Bind_Source", "yes")]);
     let elsewhere: IpAddr = "192.0.2.99".parse().unwrap();
-    knock_ports(&lab, &c, &h, &ports("ssh", now_window(), Some(elsewhere)));
-    knock_ports(&lab, &c, &h, &ports("ssh", now_window(), None));
+    knock_v4(&lab, &ports("ssh", now_window(), Some(elsewhere)));
+    knock_v4(&lab, &ports("ssh", now_window(), None));
     expect_no_file(&opened(&lab), QUIET, &d);
     let me = IpAddr::V4(lab.client_v4());
-    knock_ports(&lab, &c, &h, &ports("ssh", now_window(), Some(me)));
+    knock_v4(&lab, &ports("ssh", now_window(), Some(me)));
     assert_eq!(
         wait_lines(&opened(&lab), 1, &d),
         vec![lab.client_v4().to_string()]
@@ -227,8 +226,8 @@ fn bind_source_sequence_for_another_address_opens_nothing() {
     let me6 = IpAddr::V6(lab.client_v6());
     knock_ports(
         &lab,
-        &c,
-        &lab.server_v6().to_string(),
+        &lab.client_ns,
+        &lab.s6(),
         &ports("ssh", now_window() + 1, Some(me6)),
     );
     wait_lines(&opened(&lab), 2, &d);
@@ -271,10 +270,8 @@ fn world_readable_key_is_refused_by_check_and_at_start_up() {
 #[test]
 fn a_knock_across_a_window_boundary_is_not_lost() {
     require_root!("a_knock_across_a_window_boundary_is_not_lost");
-    let lab = Lab::new("r-edge");
     // Two-second windows, so that a boundary comes quickly.
-    let d = lab.our_daemon(&conf(&lab, &[("Sequence_Period", "2")]));
-    let (c, h) = (lab.client_ns.clone(), lab.server_v4().to_string());
+    let (lab, d) = serve("r-edge", &[("Sequence_Period", "2")]);
     let window = || {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -287,12 +284,12 @@ fn a_knock_across_a_window_boundary_is_not_lost() {
         .iter()
         .map(u16::to_string)
         .collect();
-    knock_ports(&lab, &c, &h, &seq[..1]);
+    knock_v4(&lab, &seq[..1]);
     d.expect_log("ssh: Stage 1");
     // The fact waited for: the clock entered the next window.
     poll_until(Duration::from_secs(3), || (window() > t).then_some(()))
         .expect("the window did not change within 3 s");
-    knock_ports(&lab, &c, &h, &seq[1..]);
+    knock_v4(&lab, &seq[1..]);
     wait_lines(&opened(&lab), 1, &d);
 }
 
