@@ -219,11 +219,12 @@ pub enum ConfigProblem {
     DoorDirectiveInOptions { what: Written },
     #[error("{what} is a global directive and does not belong in door \"{door}\"; put it under [options]")]
     GlobalDirectiveInDoor { what: Written, door: String },
-    #[error("{} given twice in this section (first at line {first}): {what} = \"{value}\"", .what.directive)]
+    #[error("{} given twice in this section (first at line {first}){}", .what.directive, SecondValue(.what, .value.as_deref()))]
     Twice {
         what: Written,
         first: usize,
-        value: String,
+        /// The second value; `None` when it is a secret (a sequence).
+        value: Option<String>,
     },
     #[error("{what} is a bare word and takes no value (found \"{value}\"); write just UseSyslog")]
     BareWordWithValue { what: Written, value: String },
@@ -293,10 +294,10 @@ pub enum ConfigWarning {
     NoStartCommand { door: String },
     #[error("door \"{door}\": Cmd_Timeout has no effect without Stop_Command")]
     CmdTimeoutWithoutStop { door: String },
-    #[error("door \"{door}\" has the same sequence {sequence} as door \"{other}\" (line {other_line}); one knock opens both")]
+    /// The sequence itself is not named: warnings reach logs and `--check`.
+    #[error("door \"{door}\" has the same sequence as door \"{other}\" (line {other_line}); one knock opens both")]
     SameSequence {
         door: String,
-        sequence: Sequence,
         other: String,
         other_line: usize,
     },
@@ -317,6 +318,19 @@ impl fmt::Display for Written {
             write!(f, "\"{}\"", self.key)
         } else {
             write!(f, "\"{}\" (alias of {name})", self.key)
+        }
+    }
+}
+
+/// The tail of a "given twice" error: `: "key" = "value"`, or nothing
+/// when the value is a secret.
+struct SecondValue<'a>(&'a Written, Option<&'a str>);
+
+impl fmt::Display for SecondValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(value) => write!(f, ": {} = \"{value}\"", self.0),
+            None => Ok(()),
         }
     }
 }
@@ -592,6 +606,11 @@ impl Directive {
             self,
             Directive::UseSyslog | Directive::LogFile | Directive::PidFile | Directive::Interface
         )
+    }
+
+    /// Directives whose value is a secret, never quoted in a message.
+    fn is_secret(self) -> bool {
+        matches!(self, Directive::Sequence)
     }
 
     /// Directives whose empty value is meaningful ("nothing for IPv6").
@@ -889,7 +908,7 @@ impl<'a> Parser<'a> {
             Section::Door(i) => &mut self.doors[*i].seen,
         };
         if let Some(&(_, first)) = seen.iter().find(|(x, _)| *x == d) {
-            let value = value.unwrap_or("").to_string();
+            let value = (!d.is_secret()).then(|| value.unwrap_or("").to_string());
             self.error(n, ConfigProblem::Twice { what, first, value });
             return false;
         }
@@ -1209,7 +1228,6 @@ impl<'a> Parser<'a> {
             if let Some(o) = earlier {
                 let warning = ConfigWarning::SameSequence {
                     door: door.name.clone(),
-                    sequence: seq.clone(),
                     other: o.name.clone(),
                     other_line: o.line,
                 };

@@ -60,8 +60,12 @@ fn frame(link: LinkType, tags: usize, ip: &[u8]) -> Vec<u8> {
 
 /// The reference: what the module doc says must pass.
 fn reference(link: LinkType, spec: &FilterSpec, frame: &[u8], ipv6_first_ext: bool) -> bool {
+    let nothing_on_ports =
+        spec.tcp_ports.is_empty() && spec.udp_ports.is_empty() && !spec.watch_attempts;
     if ipv6_first_ext {
-        return spec.hosts.contains(&IpAddr::V6(dst6()));
+        // The filter cannot walk extension headers: such a packet to a
+        // listening address is passed on, unless nothing is listened for.
+        return spec.hosts.contains(&IpAddr::V6(dst6())) && !nothing_on_ports;
     }
     let Ok(hit) = packet::decode(link, frame) else {
         return false;
