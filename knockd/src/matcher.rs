@@ -1250,22 +1250,11 @@ mod tests {
     }
 
     fn tcp(src: IpAddr, port: u16) -> Hit {
-        Hit {
-            src,
-            dst: LOCAL,
-            src_port: 40000,
-            dst_port: port,
-            proto: Proto::Tcp,
-            tcp_flags: SYN,
-        }
+        Hit::tcp(src, LOCAL, 40000, port, SYN)
     }
 
     fn udp(src: IpAddr, port: u16) -> Hit {
-        Hit {
-            proto: Proto::Udp,
-            tcp_flags: 0,
-            ..tcp(src, port)
-        }
+        Hit::udp(src, LOCAL, 40000, port)
     }
 
     /// A matcher with a fake clock.

@@ -197,6 +197,28 @@ pub struct Hit {
 }
 
 impl Hit {
+    /// A TCP segment's hit; `tcp_flags` as they should be kept (the
+    /// decoder keeps only the bits in `FLAGS_MASK`).
+    pub fn tcp(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, tcp_flags: u8) -> Hit {
+        Hit {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto: Proto::Tcp,
+            tcp_flags,
+        }
+    }
+
+    /// A UDP datagram's hit (no flags).
+    pub fn udp(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16) -> Hit {
+        Hit {
+            proto: Proto::Udp,
+            tcp_flags: 0,
+            ..Hit::tcp(src, dst, src_port, dst_port, 0)
+        }
+    }
+
     /// The `port:proto` this hit knocks on (destination port and protocol).
     pub fn knock(&self) -> Knock {
         Knock::new(self.dst_port, self.proto)
@@ -365,13 +387,28 @@ fn addr6(h: &[u8], f: Field) -> Ipv6Addr {
     Ipv6Addr::from(o)
 }
 
+/// The IP packet as long as its header announces (`announced` bytes, the
+/// header included): a shorter frame is truncated, padding after it (the
+/// Ethernet minimum frame size) is ignored.
+fn announced_packet(pkt: &[u8], announced: usize) -> Result<&[u8], DropReason> {
+    pkt.get(..announced).ok_or(DropReason::TruncatedIpPayload {
+        announced,
+        captured: pkt.len(),
+    })
+}
+
+/// The IP version nibble of a header's first byte, which must be `expected`.
+fn check_version(first: u8, expected: u8) -> Result<(), DropReason> {
+    match first >> 4 {
+        v if v == expected => Ok(()),
+        v => Err(DropReason::BadIpVersion(v)),
+    }
+}
+
 fn ipv4(pkt: &[u8]) -> Result<Hit, DropReason> {
     use field::ipv4::*;
     let h = header(pkt, MIN_HEADER_LEN, Layer::Ipv4)?;
-    let version = h[VER_IHL] >> 4;
-    if version != 4 {
-        return Err(DropReason::BadIpVersion(version));
-    }
+    check_version(h[VER_IHL], 4)?;
     let ihl = h[VER_IHL] & 0x0f;
     if ihl < MIN_IHL {
         return Err(DropReason::BadIhl(ihl));
@@ -384,13 +421,7 @@ fn ipv4(pkt: &[u8]) -> Result<Hit, DropReason> {
             header: header_len,
         });
     }
-    // The total length bounds the packet; padding after it is ignored.
-    let packet = pkt
-        .get(..usize::from(total))
-        .ok_or(DropReason::TruncatedIpPayload {
-            announced: usize::from(total),
-            captured: pkt.len(),
-        })?;
+    let packet = announced_packet(pkt, usize::from(total))?;
     if be16(h, FLAGS_FRAG) & FRAG_OFFSET_MASK != 0 {
         return Err(DropReason::NonFirstFragment);
     }
@@ -403,15 +434,8 @@ fn ipv4(pkt: &[u8]) -> Result<Hit, DropReason> {
 fn ipv6(pkt: &[u8]) -> Result<Hit, DropReason> {
     use field::ipv6::*;
     let h = header(pkt, HEADER_LEN, Layer::Ipv6)?;
-    let version = h[VER_TC] >> 4;
-    if version != 6 {
-        return Err(DropReason::BadIpVersion(version));
-    }
-    let announced = HEADER_LEN + usize::from(be16(h, PAYLOAD_LEN));
-    let packet = pkt.get(..announced).ok_or(DropReason::TruncatedIpPayload {
-        announced,
-        captured: pkt.len(),
-    })?;
+    check_version(h[VER_TC], 6)?;
+    let packet = announced_packet(pkt, HEADER_LEN + usize::from(be16(h, PAYLOAD_LEN)))?;
     let src = IpAddr::V6(addr6(h, SRC_ADDR));
     let dst = IpAddr::V6(addr6(h, DST_ADDR));
     let (next, payload) = skip_extension_headers(h[NEXT_HEADER], &packet[HEADER_LEN..])?;
@@ -459,14 +483,14 @@ fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit,
             if offset < MIN_DATA_OFFSET || usize::from(offset) * 4 > payload.len() {
                 return Err(DropReason::BadTcpOffset(offset));
             }
-            Ok(Hit {
+            let flags = h[FLAGS] & FLAGS_MASK;
+            Ok(Hit::tcp(
                 src,
                 dst,
-                src_port: be16(h, SRC_PORT),
-                dst_port: be16(h, DST_PORT),
-                proto: Proto::Tcp,
-                tcp_flags: h[FLAGS] & FLAGS_MASK,
-            })
+                be16(h, SRC_PORT),
+                be16(h, DST_PORT),
+                flags,
+            ))
         }
         IPPROTO_UDP => {
             use field::udp::*;
@@ -475,14 +499,7 @@ fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit,
             if usize::from(len) < HEADER_LEN {
                 return Err(DropReason::BadUdpLength(len));
             }
-            Ok(Hit {
-                src,
-                dst,
-                src_port: be16(h, SRC_PORT),
-                dst_port: be16(h, DST_PORT),
-                proto: Proto::Udp,
-                tcp_flags: 0,
-            })
+            Ok(Hit::udp(src, dst, be16(h, SRC_PORT), be16(h, DST_PORT)))
         }
         other => Err(DropReason::NotTcpUdp(other)),
     }
@@ -553,26 +570,21 @@ pub(crate) mod tests {
 
     pub(crate) use kit::{ethernet as ether, sll, sll2};
 
-    fn hit4(dport: u16, proto: Proto, flags: u8) -> Hit {
-        Hit {
-            src: IpAddr::V4(SRC4.into()),
-            dst: IpAddr::V4(DST4.into()),
-            src_port: 40000,
-            dst_port: dport,
-            proto,
-            tcp_flags: flags,
+    /// The hit a sample segment from `src` to `dst` decodes to (source
+    /// port 40000; `flags` 0 for UDP).
+    fn hit(src: IpAddr, dst: IpAddr, dport: u16, proto: Proto, flags: u8) -> Hit {
+        match proto {
+            Proto::Tcp => Hit::tcp(src, dst, 40000, dport, flags),
+            Proto::Udp => Hit::udp(src, dst, 40000, dport),
         }
     }
 
+    fn hit4(dport: u16, proto: Proto, flags: u8) -> Hit {
+        hit(SRC4.into(), DST4.into(), dport, proto, flags)
+    }
+
     fn hit6(dport: u16, proto: Proto, flags: u8) -> Hit {
-        Hit {
-            src: IpAddr::V6(src6()),
-            dst: IpAddr::V6(dst6()),
-            src_port: 40000,
-            dst_port: dport,
-            proto,
-            tcp_flags: flags,
-        }
+        hit(src6().into(), dst6().into(), dport, proto, flags)
     }
 
     #[test]
