@@ -836,7 +836,7 @@ mod tests {
 
     /// Handle `ev` alone; returns how many reverse lookups have been
     /// requested so far.
-    fn handle(s: &mut Server<'_>, ev: Event, now: Instant) -> usize {
+    fn handle(s: &mut Server<'_>, ev: Event, now: Instant) -> u64 {
         s.events.push(ev);
         s.handle_events(now);
         s.names.as_ref().unwrap().lookups_requested()
