@@ -837,6 +837,12 @@ mod tests {
         format!("echo {text} >> {}", out.display())
     }
 
+    /// A shell command that waits `delay` seconds, then appends the line
+    /// `text` to `out`.
+    fn appends_after(delay: &str, out: &Path, text: &str) -> String {
+        format!("sleep {delay}; {}", appends(out, text))
+    }
+
     fn door(
         name: &str,
         start: Option<&str>,
@@ -876,6 +882,12 @@ mod tests {
         (Logger::memory(false, false), Commands::new(max_children))
     }
 
+    /// A door whose start and stop commands append the lines `start` and
+    /// `stop` to `out`.
+    fn appending_door(name: &str, out: &Path, start: &str, stop: &str, t: Duration) -> Door {
+        door_start_stop(name, &appends(out, start), &appends(out, stop), t)
+    }
+
     /// A knock on door `idx` from `src`, now.
     fn open_now(c: &mut Commands, idx: usize, d: &Door, src: IpAddr, log: &Logger) -> OpenOutcome {
         c.open(idx, d, src, Instant::now(), log)
@@ -911,6 +923,15 @@ mod tests {
 
     fn has(log: &Logger, line: &str) -> bool {
         log.captured().iter().any(|l| l == line)
+    }
+
+    /// Whether the log says that the stop command of `door` for `who` (the
+    /// address, and its name if known) ran at once at the shutdown.
+    fn stopped_at_shutdown(log: &Logger, who: &str, door: &str) -> bool {
+        has(
+            log,
+            &format!("{who}: {door}: shutting down, running stop command now"),
+        )
     }
 
     fn has_prefix(log: &Logger, prefix: &str) -> bool {
@@ -997,7 +1018,7 @@ mod tests {
     #[test]
     fn stop_runs_cmd_timeout_after_start_finished_and_not_before() {
         let (_dir, out) = out_file();
-        let start = format!("sleep 0.3; {}", appends(&out, "start %IP%"));
+        let start = appends_after("0.3", &out, "start %IP%");
         let stop = appends(&out, "stop %IP%");
         let timeout = Duration::from_secs(5);
         let d = door_start_stop("web", &start, &stop, timeout);
@@ -1053,19 +1074,14 @@ mod tests {
         assert!(has(&log, "192.0.2.1 (host-192.0.2.1): d: command timeout"));
         assert!(c.is_open(1, b));
         c.shutdown_with(&log, Duration::from_secs(5), &mut name);
-        assert!(has(
-            &log,
-            "192.0.2.2 (host-192.0.2.2): e: shutting down, running stop command now"
-        ));
+        assert!(stopped_at_shutdown(&log, "192.0.2.2 (host-192.0.2.2)", "e"));
     }
 
     #[test]
     fn reknock_while_open_postpones_stop_without_rerunning_start() {
         let (_dir, out) = out_file();
-        let start = appends(&out, "start");
-        let stop = appends(&out, "stop");
         let timeout = Duration::from_secs(10);
-        let d = door_start_stop("d", &start, &stop, timeout);
+        let d = appending_door("d", &out, "start", "stop", timeout);
         let (log, mut c) = rig(4);
         let src = ip("192.0.2.1");
         let other = ip("192.0.2.2");
@@ -1095,7 +1111,7 @@ mod tests {
     #[test]
     fn reknock_while_start_runs_is_already_open() {
         let (_dir, out) = out_file();
-        let start = format!("sleep 0.3; {}", appends(&out, "start"));
+        let start = appends_after("0.3", &out, "start");
         let d = door_start_stop("d", &start, "true", Duration::from_secs(10));
         let (log, mut c) = rig(4);
         let src = ip("192.0.2.1");
@@ -1110,7 +1126,7 @@ mod tests {
     fn knock_during_stop_reopens_after_stop_finished() {
         let (_dir, out) = out_file();
         let start = appends(&out, "start");
-        let stop = format!("sleep 0.3; {}", appends(&out, "stop"));
+        let stop = appends_after("0.3", &out, "stop");
         let d = door_start_stop("d", &start, &stop, Duration::from_secs(1));
         let (log, mut c) = rig(4);
         let src = ip("192.0.2.1");
@@ -1204,11 +1220,10 @@ mod tests {
     #[test]
     fn shutdown_runs_pending_stops_at_once() {
         let (_dir, out) = out_file();
-        let start = appends(&out, "start %IP%");
-        let slow_start = format!("sleep 0.5; {}", appends(&out, "slow %IP%"));
+        let slow_start = appends_after("0.5", &out, "slow %IP%");
         let stop = appends(&out, "stop %IP%");
         let hour = Duration::from_secs(3600);
-        let d = door_start_stop("d", &start, &stop, hour);
+        let d = appending_door("d", &out, "start %IP%", "stop %IP%", hour);
         let slow = door_start_stop("slow", &slow_start, &stop, hour);
         let (log, mut c) = rig(4);
         open_now(&mut c, 0, &d, ip("192.0.2.1"), &log);
@@ -1231,10 +1246,7 @@ mod tests {
         }
         let pos = |s: &str| text.find(s).unwrap();
         assert!(pos("slow 192.0.2.3") < pos("stop 192.0.2.3"));
-        assert!(has(
-            &log,
-            "192.0.2.1: d: shutting down, running stop command now"
-        ));
+        assert!(stopped_at_shutdown(&log, "192.0.2.1", "d"));
     }
 
     #[test]
