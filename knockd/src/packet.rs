@@ -573,11 +573,11 @@ pub(crate) mod tests {
     pub(crate) use kit::{ethernet as ether, sll, sll2};
 
     /// The hit a sample segment from `src` to `dst` decodes to (source
-    /// port 40000; `flags` 0 for UDP).
+    /// port 40000).
     fn hit(src: IpAddr, dst: IpAddr, dport: u16, proto: Proto, flags: u8) -> Hit {
-        match proto {
-            Proto::Tcp => Hit::tcp(src, dst, 40000, dport, flags),
-            Proto::Udp => Hit::udp(src, dst, 40000, dport),
+        Hit {
+            proto,
+            ..Hit::tcp(src, dst, 40000, dport, flags)
         }
     }
 
@@ -703,7 +703,9 @@ pub(crate) mod tests {
     fn linux_cooked_v1_and_v2() {
         let ip4 = ipv4(6, &tcp(40000, 7000, SYN, 0, 0));
         let ip6 = ipv6(6, &tcp(40000, 7000, FIN, 0, 0));
-        let cooked: [(LinkType, fn(u16, &[u8]) -> Vec<u8>); 2] =
+        // How each cooked capture frames a payload of an ethertype.
+        type Framing = fn(u16, &[u8]) -> Vec<u8>;
+        let cooked: [(LinkType, Framing); 2] =
             [(LinkType::LinuxSll, sll), (LinkType::LinuxSll2, sll2)];
         for (link, frame) in cooked {
             check(

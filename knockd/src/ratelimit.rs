@@ -167,7 +167,12 @@ fn due_by(due: &mut Option<Instant>, end: Instant) {
     *due = Some(due.map_or(end, |d| d.min(end)));
 }
 
-/// The (door, kind) of slot `i`: the slots are per door, then per kind.
+/// The slot of (`door`, `kind`): the slots are per door, then per kind.
+fn slot_index(door: usize, kind: LineKind) -> usize {
+    door * KINDS + kind.index()
+}
+
+/// The (door, kind) of slot `i` (the inverse of [`slot_index`]).
 fn door_kind(i: usize) -> (usize, LineKind) {
     (i / KINDS, LineKind::ALL[i % KINDS])
 }
@@ -199,7 +204,7 @@ impl RateLimiter {
     ) -> bool {
         let window = self.limits.window;
         let burst = self.limits.burst;
-        let Some(slot) = self.slots.get_mut(door * KINDS + kind.index()) else {
+        let Some(slot) = self.slots.get_mut(slot_index(door, kind)) else {
             return true;
         };
         slot.roll((door, kind), now, window, out);
