@@ -49,14 +49,7 @@ fn src(i: u32) -> IpAddr {
 }
 
 fn syn(src: IpAddr, port: u16) -> Hit {
-    Hit {
-        src,
-        dst: LOCAL,
-        src_port: 40000,
-        dst_port: port,
-        proto: Proto::Tcp,
-        tcp_flags: SYN,
-    }
+    Hit::tcp(src, LOCAL, 40000, port, SYN)
 }
 
 struct Doors(Vec<RotatingSource>);

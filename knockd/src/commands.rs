@@ -837,6 +837,12 @@ mod tests {
         format!("echo {text} >> {}", out.display())
     }
 
+    /// A shell command that waits `delay` seconds, then appends the line
+    /// `text` to `out`.
+    fn appends_after(delay: &str, out: &Path, text: &str) -> String {
+        format!("sleep {delay}; {}", appends(out, text))
+    }
+
     fn door(
         name: &str,
         start: Option<&str>,
@@ -861,6 +867,32 @@ mod tests {
         }
     }
 
+    /// A door with only a start command.
+    fn door_start(name: &str, start: &str, cmd_timeout: Duration) -> Door {
+        door(name, Some(start), None, None, None, cmd_timeout)
+    }
+
+    /// A door with a start and a stop command (no IPv6 variants).
+    fn door_start_stop(name: &str, start: &str, stop: &str, cmd_timeout: Duration) -> Door {
+        door(name, Some(start), None, Some(stop), None, cmd_timeout)
+    }
+
+    /// Commands running at most `max_children` at once, and a log in memory.
+    fn rig(max_children: usize) -> (Logger, Commands) {
+        (Logger::memory(false, false), Commands::new(max_children))
+    }
+
+    /// A door whose start and stop commands append the lines `start` and
+    /// `stop` to `out`.
+    fn appending_door(name: &str, out: &Path, start: &str, stop: &str, t: Duration) -> Door {
+        door_start_stop(name, &appends(out, start), &appends(out, stop), t)
+    }
+
+    /// A knock on door `idx` from `src`, now.
+    fn open_now(c: &mut Commands, idx: usize, d: &Door, src: IpAddr, log: &Logger) -> OpenOutcome {
+        c.open(idx, d, src, Instant::now(), log)
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -880,12 +912,30 @@ mod tests {
         }
     }
 
+    /// Poll until no command runs or waits; false after 20 s.
+    fn wait_idle(c: &mut Commands, log: &Logger) -> bool {
+        wait_until(c, log, |c| c.running() == 0 && c.queued() == 0)
+    }
+
     fn read(path: &Path) -> String {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
     fn has(log: &Logger, line: &str) -> bool {
         log.captured().iter().any(|l| l == line)
+    }
+
+    /// Whether the log says that the stop command of `door` for `who` (the
+    /// address, and its name if known) ran at once at the shutdown.
+    fn stopped_at_shutdown(log: &Logger, who: &str, door: &str) -> bool {
+        has(
+            log,
+            &format!("{who}: {door}: shutting down, running stop command now"),
+        )
+    }
+
+    fn has_prefix(log: &Logger, prefix: &str) -> bool {
+        log.captured().iter().any(|l| l.starts_with(prefix))
     }
 
     /// True if `pid` is a zombie child of this process.
@@ -938,14 +988,10 @@ mod tests {
     fn start_command_runs_with_ip_and_is_logged() {
         let (_dir, out) = out_file();
         let cmd = format!("echo %IP% > {}", out.display());
-        let d = door("ssh", Some(&cmd), None, None, None, Duration::from_secs(10));
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let d = door_start("ssh", &cmd, Duration::from_secs(10));
+        let (log, mut c) = rig(4);
         let src = ip("192.0.2.7");
-        assert_eq!(
-            c.open(0, &d, src, Instant::now(), &log),
-            OpenOutcome::Opened
-        );
+        assert_eq!(open_now(&mut c, 0, &d, src, &log), OpenOutcome::Opened);
         assert!(wait_until(&mut c, &log, |c| c.running() == 0));
         assert_eq!(read(&out), "192.0.2.7\n");
         let expect = format!("ssh: running command: echo 192.0.2.7 > {}", out.display());
@@ -959,29 +1005,24 @@ mod tests {
     fn door_without_stop_runs_start_on_every_knock() {
         let (_dir, out) = out_file();
         let cmd = appends(&out, "%IP%");
-        let d = door("d", Some(&cmd), None, None, None, Duration::from_secs(10));
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let d = door_start("d", &cmd, Duration::from_secs(10));
+        let (log, mut c) = rig(4);
         let src = ip("192.0.2.7");
         for _ in 0..3 {
-            assert_eq!(
-                c.open(0, &d, src, Instant::now(), &log),
-                OpenOutcome::Opened
-            );
+            assert_eq!(open_now(&mut c, 0, &d, src, &log), OpenOutcome::Opened);
         }
-        assert!(wait_until(&mut c, &log, |c| c.running() == 0 && c.queued() == 0));
+        assert!(wait_idle(&mut c, &log));
         assert_eq!(read(&out), "192.0.2.7\n".repeat(3));
     }
 
     #[test]
     fn stop_runs_cmd_timeout_after_start_finished_and_not_before() {
         let (_dir, out) = out_file();
-        let start = format!("sleep 0.3; {}", appends(&out, "start %IP%"));
+        let start = appends_after("0.3", &out, "start %IP%");
         let stop = appends(&out, "stop %IP%");
         let timeout = Duration::from_secs(5);
-        let d = door("web", Some(&start), None, Some(&stop), None, timeout);
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let d = door_start_stop("web", &start, &stop, timeout);
+        let (log, mut c) = rig(4);
         let src = ip("198.51.100.9");
         let t_open = Instant::now();
         assert_eq!(c.open(3, &d, src, t_open, &log), OpenOutcome::Opened);
@@ -1013,37 +1054,19 @@ mod tests {
         assert_eq!(read(&out), "start 198.51.100.9\nstop 198.51.100.9\n");
         assert_eq!(c.next_deadline(), None);
         // Closed: a new knock opens again.
-        assert_eq!(
-            c.open(3, &d, src, Instant::now(), &log),
-            OpenOutcome::Opened
-        );
+        assert_eq!(open_now(&mut c, 3, &d, src, &log), OpenOutcome::Opened);
         c.shutdown(&log, Duration::from_secs(5));
     }
 
     #[test]
     fn sources_can_be_described() {
-        let short = door(
-            "d",
-            Some("true"),
-            None,
-            Some("true"),
-            None,
-            Duration::from_secs(1),
-        );
-        let long = door(
-            "e",
-            Some("true"),
-            None,
-            Some("true"),
-            None,
-            Duration::from_secs(3600),
-        );
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let short = door_start_stop("d", "true", "true", Duration::from_secs(1));
+        let long = door_start_stop("e", "true", "true", Duration::from_secs(3600));
+        let (log, mut c) = rig(4);
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         let mut name = |ip: IpAddr| format!("{ip} (host-{ip})");
-        c.open(0, &short, a, Instant::now(), &log);
-        c.open(1, &long, b, Instant::now(), &log);
+        open_now(&mut c, 0, &short, a, &log);
+        open_now(&mut c, 1, &long, b, &log);
         assert!(wait_until(&mut c, &log, |c| c.stop_due(0, a).is_some()
             && c.stop_due(1, b).is_some()));
         let due = c.stop_due(0, a).unwrap();
@@ -1051,27 +1074,18 @@ mod tests {
         assert!(has(&log, "192.0.2.1 (host-192.0.2.1): d: command timeout"));
         assert!(c.is_open(1, b));
         c.shutdown_with(&log, Duration::from_secs(5), &mut name);
-        assert!(has(
-            &log,
-            "192.0.2.2 (host-192.0.2.2): e: shutting down, running stop command now"
-        ));
+        assert!(stopped_at_shutdown(&log, "192.0.2.2 (host-192.0.2.2)", "e"));
     }
 
     #[test]
     fn reknock_while_open_postpones_stop_without_rerunning_start() {
         let (_dir, out) = out_file();
-        let start = appends(&out, "start");
-        let stop = appends(&out, "stop");
         let timeout = Duration::from_secs(10);
-        let d = door("d", Some(&start), None, Some(&stop), None, timeout);
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let d = appending_door("d", &out, "start", "stop", timeout);
+        let (log, mut c) = rig(4);
         let src = ip("192.0.2.1");
         let other = ip("192.0.2.2");
-        assert_eq!(
-            c.open(0, &d, src, Instant::now(), &log),
-            OpenOutcome::Opened
-        );
+        assert_eq!(open_now(&mut c, 0, &d, src, &log), OpenOutcome::Opened);
         assert!(wait_until(&mut c, &log, |c| c.stop_due(0, src).is_some()));
         let first_due = c.stop_due(0, src).unwrap();
 
@@ -1084,14 +1098,8 @@ mod tests {
         assert!(c.is_open(0, src));
         assert_eq!(read(&out), "start\n");
         // Another door index, or another source, is independent.
-        assert_eq!(
-            c.open(1, &d, src, Instant::now(), &log),
-            OpenOutcome::Opened
-        );
-        assert_eq!(
-            c.open(0, &d, other, Instant::now(), &log),
-            OpenOutcome::Opened
-        );
+        assert_eq!(open_now(&mut c, 1, &d, src, &log), OpenOutcome::Opened);
+        assert_eq!(open_now(&mut c, 0, &d, other, &log), OpenOutcome::Opened);
         assert!(wait_until(&mut c, &log, |c| c.running() == 0));
         assert_eq!(read(&out), "start\n".repeat(3));
         c.poll(later + timeout, &log);
@@ -1103,26 +1111,12 @@ mod tests {
     #[test]
     fn reknock_while_start_runs_is_already_open() {
         let (_dir, out) = out_file();
-        let start = format!("sleep 0.3; {}", appends(&out, "start"));
-        let d = door(
-            "d",
-            Some(&start),
-            None,
-            Some("true"),
-            None,
-            Duration::from_secs(10),
-        );
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let start = appends_after("0.3", &out, "start");
+        let d = door_start_stop("d", &start, "true", Duration::from_secs(10));
+        let (log, mut c) = rig(4);
         let src = ip("192.0.2.1");
-        assert_eq!(
-            c.open(0, &d, src, Instant::now(), &log),
-            OpenOutcome::Opened
-        );
-        assert_eq!(
-            c.open(0, &d, src, Instant::now(), &log),
-            OpenOutcome::AlreadyOpen
-        );
+        assert_eq!(open_now(&mut c, 0, &d, src, &log), OpenOutcome::Opened);
+        assert_eq!(open_now(&mut c, 0, &d, src, &log), OpenOutcome::AlreadyOpen);
         assert!(wait_until(&mut c, &log, |c| c.stop_due(0, src).is_some()));
         assert_eq!(read(&out), "start\n");
         c.shutdown(&log, Duration::from_secs(5));
@@ -1132,19 +1126,11 @@ mod tests {
     fn knock_during_stop_reopens_after_stop_finished() {
         let (_dir, out) = out_file();
         let start = appends(&out, "start");
-        let stop = format!("sleep 0.3; {}", appends(&out, "stop"));
-        let d = door(
-            "d",
-            Some(&start),
-            None,
-            Some(&stop),
-            None,
-            Duration::from_secs(1),
-        );
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let stop = appends_after("0.3", &out, "stop");
+        let d = door_start_stop("d", &start, &stop, Duration::from_secs(1));
+        let (log, mut c) = rig(4);
         let src = ip("192.0.2.1");
-        c.open(0, &d, src, Instant::now(), &log);
+        open_now(&mut c, 0, &d, src, &log);
         assert!(wait_until(&mut c, &log, |c| c.stop_due(0, src).is_some()));
         let due = c.stop_due(0, src).unwrap();
         c.poll(due, &log);
@@ -1160,15 +1146,14 @@ mod tests {
 
     #[test]
     fn nonzero_status_and_signal_are_logged() {
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let (log, mut c) = rig(4);
         let t = Duration::from_secs(1);
-        let d1 = door("three", Some("exit 3"), None, None, None, t);
-        let d2 = door("killed", Some("kill -9 $$"), None, None, None, t);
-        let d3 = door("fine", Some("exit 0"), None, None, None, t);
-        c.open(0, &d1, ip("192.0.2.1"), Instant::now(), &log);
-        c.open(1, &d2, ip("192.0.2.1"), Instant::now(), &log);
-        c.open(2, &d3, ip("192.0.2.1"), Instant::now(), &log);
+        let d1 = door_start("three", "exit 3", t);
+        let d2 = door_start("killed", "kill -9 $$", t);
+        let d3 = door_start("fine", "exit 0", t);
+        open_now(&mut c, 0, &d1, ip("192.0.2.1"), &log);
+        open_now(&mut c, 1, &d2, ip("192.0.2.1"), &log);
+        open_now(&mut c, 2, &d3, ip("192.0.2.1"), &log);
         assert!(wait_until(&mut c, &log, |c| c.running() == 0));
         assert!(
             has(&log, "three: command returned non-zero status code (3)"),
@@ -1180,10 +1165,7 @@ mod tests {
             "{:?}",
             log.captured()
         );
-        assert!(!log
-            .captured()
-            .iter()
-            .any(|l| l.starts_with("fine: command")));
+        assert!(!has_prefix(&log, "fine: command"));
     }
 
     #[test]
@@ -1192,32 +1174,31 @@ mod tests {
         let o = out.display();
         let v4 = format!("echo v4 %IP% >> {o}");
         let v6 = format!("echo v6 %IP% >> {o}");
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
+        let (log, mut c) = rig(4);
         let t = Duration::from_secs(10);
         let src6 = ip("2001:db8::7");
         let src4 = ip("192.0.2.7");
 
         let both = door("both", Some(&v4), Some(&v6), None, None, t);
-        c.open(0, &both, src4, Instant::now(), &log);
+        open_now(&mut c, 0, &both, src4, &log);
         assert!(wait_until(&mut c, &log, |c| c.running() == 0));
-        c.open(0, &both, src6, Instant::now(), &log);
+        open_now(&mut c, 0, &both, src6, &log);
         assert!(wait_until(&mut c, &log, |c| c.running() == 0));
-        let fallback = door("fb", Some(&v4), None, None, None, t);
-        c.open(1, &fallback, src6, Instant::now(), &log);
+        let fallback = door_start("fb", &v4, t);
+        open_now(&mut c, 1, &fallback, src6, &log);
         assert!(wait_until(&mut c, &log, |c| c.running() == 0));
         assert_eq!(read(&out), "v4 192.0.2.7\nv6 2001:db8::7\nv4 2001:db8::7\n");
 
         // An empty IPv6 command means nothing for IPv6, stop included.
         let off = door("off", Some(&v4), Some(""), Some(&v4), None, t);
         assert_eq!(
-            c.open(2, &off, src6, Instant::now(), &log),
+            open_now(&mut c, 2, &off, src6, &log),
             OpenOutcome::NoCommand
         );
         assert!(!c.is_open(2, src6));
         let none = door("none", None, None, None, None, t);
         assert_eq!(
-            c.open(3, &none, src4, Instant::now(), &log),
+            open_now(&mut c, 3, &none, src4, &log),
             OpenOutcome::NoCommand
         );
         assert_eq!(c.running() + c.queued(), 0);
@@ -1225,8 +1206,8 @@ mod tests {
         // The IPv6 stop command is chosen the same way.
         let stop6 = format!("echo stop6 %IP% >> {o}");
         let with_stop = door("s", Some("true"), None, Some(&v4), Some(&stop6), t);
-        c.open(4, &with_stop, src6, Instant::now(), &log);
-        c.open(4, &with_stop, src4, Instant::now(), &log);
+        open_now(&mut c, 4, &with_stop, src6, &log);
+        open_now(&mut c, 4, &with_stop, src4, &log);
         assert!(wait_until(&mut c, &log, |c| c.stop_due(4, src6).is_some()
             && c.stop_due(4, src4).is_some()));
         c.shutdown(&log, Duration::from_secs(5));
@@ -1239,19 +1220,17 @@ mod tests {
     #[test]
     fn shutdown_runs_pending_stops_at_once() {
         let (_dir, out) = out_file();
-        let start = appends(&out, "start %IP%");
-        let slow_start = format!("sleep 0.5; {}", appends(&out, "slow %IP%"));
+        let slow_start = appends_after("0.5", &out, "slow %IP%");
         let stop = appends(&out, "stop %IP%");
         let hour = Duration::from_secs(3600);
-        let d = door("d", Some(&start), None, Some(&stop), None, hour);
-        let slow = door("slow", Some(&slow_start), None, Some(&stop), None, hour);
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(4);
-        c.open(0, &d, ip("192.0.2.1"), Instant::now(), &log);
-        c.open(0, &d, ip("192.0.2.2"), Instant::now(), &log);
+        let d = appending_door("d", &out, "start %IP%", "stop %IP%", hour);
+        let slow = door_start_stop("slow", &slow_start, &stop, hour);
+        let (log, mut c) = rig(4);
+        open_now(&mut c, 0, &d, ip("192.0.2.1"), &log);
+        open_now(&mut c, 0, &d, ip("192.0.2.2"), &log);
         assert!(wait_until(&mut c, &log, |c| c.running() == 0));
         // Start still running when the shutdown begins.
-        c.open(1, &slow, ip("192.0.2.3"), Instant::now(), &log);
+        open_now(&mut c, 1, &slow, ip("192.0.2.3"), &log);
         assert_eq!(c.running(), 1);
         c.shutdown(&log, Duration::from_secs(10));
         assert_eq!(c.running(), 0);
@@ -1267,10 +1246,7 @@ mod tests {
         }
         let pos = |s: &str| text.find(s).unwrap();
         assert!(pos("slow 192.0.2.3") < pos("stop 192.0.2.3"));
-        assert!(has(
-            &log,
-            "192.0.2.1: d: shutting down, running stop command now"
-        ));
+        assert!(stopped_at_shutdown(&log, "192.0.2.1", "d"));
     }
 
     #[test]
@@ -1279,16 +1255,15 @@ mod tests {
         let stop = appends(&out, "stop %IP%");
         let quick = appends(&out, "quick %IP%");
         let t = Duration::from_secs(3600);
-        let hang = door("hang", Some("sleep 30"), None, None, None, t);
-        let hang_stop = door("hangstop", Some("sleep 30"), None, Some(&stop), None, t);
-        let ok = door("ok", Some(&quick), None, None, None, t);
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(2);
+        let hang = door_start("hang", "sleep 30", t);
+        let hang_stop = door_start_stop("hangstop", "sleep 30", &stop, t);
+        let ok = door_start("ok", &quick, t);
+        let (log, mut c) = rig(2);
         c.set_slot_release(Duration::from_millis(200));
-        c.open(0, &hang, ip("192.0.2.1"), Instant::now(), &log);
-        c.open(1, &hang_stop, ip("192.0.2.2"), Instant::now(), &log);
+        open_now(&mut c, 0, &hang, ip("192.0.2.1"), &log);
+        open_now(&mut c, 1, &hang_stop, ip("192.0.2.2"), &log);
         // Both slots are taken by hanging commands: the next one waits ...
-        c.open(2, &ok, ip("192.0.2.3"), Instant::now(), &log);
+        open_now(&mut c, 2, &ok, ip("192.0.2.3"), &log);
         assert_eq!((c.running(), c.queued()), (2, 1));
         assert!(c.next_deadline().is_some(), "a slot release is due");
         // ... until the hanging ones stop counting.
@@ -1308,10 +1283,7 @@ mod tests {
         // The hanging start of the door with a stop command was killed, and
         // its stop command ran.
         assert!(read(&out).contains("stop 192.0.2.2"), "{}", read(&out));
-        assert!(log
-            .captured()
-            .iter()
-            .any(|l| l.starts_with("hang: command still running at shutdown")));
+        assert!(has_prefix(&log, "hang: command still running at shutdown"));
         for pid in &c.spawned {
             assert!(!is_our_zombie(*pid), "zombie {pid}");
         }
@@ -1322,24 +1294,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cmd = format!("echo %IP% > {}/%IP%", dir.path().display());
         let stop = format!("rm {}/%IP%", dir.path().display());
-        let plain = door(
-            "plain",
-            Some(&cmd),
-            None,
-            None,
-            None,
-            Duration::from_secs(1),
-        );
-        let tracked = door(
-            "tracked",
-            Some(&cmd),
-            None,
-            Some(&stop),
-            None,
-            Duration::from_secs(1),
-        );
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(8);
+        let plain = door_start("plain", &cmd, Duration::from_secs(1));
+        let tracked = door_start_stop("tracked", &cmd, &stop, Duration::from_secs(1));
+        let (log, mut c) = rig(8);
         let now = Instant::now();
         for i in 0..200u32 {
             let src = IpAddr::from([10, 1, (i / 250) as u8, (i % 250) as u8]);
@@ -1361,7 +1318,7 @@ mod tests {
         // The 100 tracked doors close after their timeout.
         let later = Instant::now() + Duration::from_secs(1);
         c.poll(later, &log);
-        assert!(wait_until(&mut c, &log, |c| c.running() == 0 && c.queued() == 0));
+        assert!(wait_idle(&mut c, &log));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 100);
         assert_eq!(c.spawned.len(), 300);
         for pid in &c.spawned {
@@ -1372,28 +1329,15 @@ mod tests {
 
     #[test]
     fn spawn_failure_is_logged_not_fatal() {
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(2);
+        let (log, mut c) = rig(2);
         c.shell = PathBuf::from("/nonexistent/sh");
-        let d = door(
-            "d",
-            Some("true"),
-            None,
-            Some("true"),
-            None,
-            Duration::from_secs(1),
-        );
+        let d = door_start_stop("d", "true", "true", Duration::from_secs(1));
         let src = ip("192.0.2.1");
-        assert_eq!(
-            c.open(0, &d, src, Instant::now(), &log),
-            OpenOutcome::Opened
-        );
+        assert_eq!(open_now(&mut c, 0, &d, src, &log), OpenOutcome::Opened);
         assert_eq!(c.running(), 0);
         assert!(!c.is_open(0, src), "a start that never ran opens nothing");
         assert!(
-            log.captured()
-                .iter()
-                .any(|l| l.starts_with("d: cannot run command: true: /nonexistent/sh:")),
+            has_prefix(&log, "d: cannot run command: true: /nonexistent/sh:"),
             "{:?}",
             log.captured()
         );
@@ -1407,18 +1351,10 @@ mod tests {
 
     #[test]
     fn a_million_completed_knocks_keep_queue_and_open_doors_at_their_bounds() {
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(1);
+        let (log, mut c) = rig(1);
         // One command occupies the only slot for the whole storm.
-        let tracked = door(
-            "tracked",
-            Some("sleep 30"),
-            None,
-            Some("true"),
-            None,
-            Duration::from_secs(60),
-        );
-        let plain = door("plain", Some("sleep 30"), None, None, None, Duration::ZERO);
+        let tracked = door_start_stop("tracked", "sleep 30", "true", Duration::from_secs(60));
+        let plain = door_start("plain", "sleep 30", Duration::ZERO);
         let now = Instant::now();
         let mut dropped = 0u32;
         for i in 0..1_000_000u32 {
@@ -1466,27 +1402,19 @@ mod tests {
 
     #[test]
     fn open_doors_are_bounded_and_never_forgotten() {
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(64);
+        let (log, mut c) = rig(64);
         c.set_bounds(1_000_000, 100);
-        let d = door(
-            "d",
-            Some("true"),
-            None,
-            Some("true"),
-            None,
-            Duration::from_secs(3600),
-        );
+        let d = door_start_stop("d", "true", "true", Duration::from_secs(3600));
         for i in 0..100u32 {
             assert_eq!(
-                c.open(0, &d, storm_source(i), Instant::now(), &log),
+                open_now(&mut c, 0, &d, storm_source(i), &log),
                 OpenOutcome::Opened
             );
         }
-        assert!(wait_until(&mut c, &log, |c| c.running() == 0 && c.queued() == 0));
+        assert!(wait_idle(&mut c, &log));
         for i in 100..10_000u32 {
             assert_eq!(
-                c.open(0, &d, storm_source(i), Instant::now(), &log),
+                open_now(&mut c, 0, &d, storm_source(i), &log),
                 OpenOutcome::Dropped(DropReason::TooManyOpen { limit: 100 })
             );
         }
@@ -1502,15 +1430,13 @@ mod tests {
             .any(|l| l == "10.0.0.100: d: knock not acted on: too many open doors (100)"));
         // A door already open still takes a re-knock (postponed stop).
         assert_eq!(
-            c.open(0, &d, storm_source(7), Instant::now(), &log),
+            open_now(&mut c, 0, &d, storm_source(7), &log),
             OpenOutcome::AlreadyOpen
         );
         // The pending drop count is reported by the shutdown at the latest.
         c.shutdown(&log, Duration::from_secs(5));
         assert!(
-            log.captured()
-                .iter()
-                .any(|l| l.starts_with("9899 more knocks not acted on")),
+            has_prefix(&log, "9899 more knocks not acted on"),
             "{:?}",
             log.captured()
         );
@@ -1519,46 +1445,31 @@ mod tests {
     #[test]
     fn a_knock_whose_command_is_already_waiting_is_merged() {
         let (_dir, out) = out_file();
-        let log = Logger::memory(false, false);
-        let mut c = Commands::new(1);
-        let blocker = door("block", Some("sleep 0.3"), None, None, None, Duration::ZERO);
+        let (log, mut c) = rig(1);
+        let blocker = door_start("block", "sleep 0.3", Duration::ZERO);
         let cmd = appends(&out, "%IP%");
-        let d = door("d", Some(&cmd), None, None, None, Duration::ZERO);
+        let d = door_start("d", &cmd, Duration::ZERO);
         let now = Instant::now();
-        assert_eq!(
-            c.open(9, &blocker, ip("192.0.2.9"), now, &log),
-            OpenOutcome::Opened
-        );
-        assert_eq!(
-            c.open(0, &d, ip("192.0.2.1"), now, &log),
-            OpenOutcome::Opened
-        );
+        let knock = |c: &mut Commands, idx, d, src| c.open(idx, d, ip(src), now, &log);
+        assert_eq!(knock(&mut c, 9, &blocker, "192.0.2.9"), OpenOutcome::Opened);
+        assert_eq!(knock(&mut c, 0, &d, "192.0.2.1"), OpenOutcome::Opened);
         for _ in 0..1000 {
-            assert_eq!(
-                c.open(0, &d, ip("192.0.2.1"), now, &log),
-                OpenOutcome::Merged
-            );
+            assert_eq!(knock(&mut c, 0, &d, "192.0.2.1"), OpenOutcome::Merged);
         }
         // Another source, or the same source on another door, is not merged.
-        assert_eq!(
-            c.open(0, &d, ip("192.0.2.2"), now, &log),
-            OpenOutcome::Opened
-        );
-        assert_eq!(
-            c.open(1, &d, ip("192.0.2.1"), now, &log),
-            OpenOutcome::Opened
-        );
+        assert_eq!(knock(&mut c, 0, &d, "192.0.2.2"), OpenOutcome::Opened);
+        assert_eq!(knock(&mut c, 1, &d, "192.0.2.1"), OpenOutcome::Opened);
         assert_eq!(c.queued(), 3);
-        assert!(wait_until(&mut c, &log, |c| c.running() == 0 && c.queued() == 0));
+        assert!(wait_idle(&mut c, &log));
         let mut lines: Vec<_> = read(&out).lines().map(str::to_string).collect();
         lines.sort();
         assert_eq!(lines, ["192.0.2.1", "192.0.2.1", "192.0.2.2"]);
         // Once the merged command has started, the next knock runs it again.
         assert_eq!(
-            c.open(0, &d, ip("192.0.2.1"), Instant::now(), &log),
+            open_now(&mut c, 0, &d, ip("192.0.2.1"), &log),
             OpenOutcome::Opened
         );
-        assert!(wait_until(&mut c, &log, |c| c.running() == 0 && c.queued() == 0));
+        assert!(wait_idle(&mut c, &log));
         assert_eq!(read(&out).lines().count(), 4);
         assert!(c.waiting.is_empty());
     }

@@ -1250,21 +1250,18 @@ mod tests {
     }
 
     fn tcp(src: IpAddr, port: u16) -> Hit {
-        Hit {
-            src,
-            dst: LOCAL,
-            src_port: 40000,
-            dst_port: port,
-            proto: Proto::Tcp,
-            tcp_flags: SYN,
-        }
+        Hit::tcp(src, LOCAL, 40000, port, SYN)
     }
 
     fn udp(src: IpAddr, port: u16) -> Hit {
-        Hit {
-            proto: Proto::Udp,
-            tcp_flags: 0,
-            ..tcp(src, port)
+        Hit::udp(src, LOCAL, 40000, port)
+    }
+
+    /// The hit of `k` from `src` (a SYN for TCP).
+    fn hit_of(src: IpAddr, k: Knock) -> Hit {
+        match k.proto {
+            Proto::Tcp => tcp(src, k.port),
+            Proto::Udp => udp(src, k.port),
         }
     }
 
@@ -1277,6 +1274,18 @@ mod tests {
     impl Rig {
         fn new(doors: Vec<DoorRule>) -> Self {
             Rig::with_cap(doors, 1000)
+        }
+        /// One door with sequence `s` and timeout `timeout_secs`.
+        fn one(s: &str, timeout_secs: u64) -> Self {
+            Rig::new(vec![door(s, timeout_secs)])
+        }
+        /// A's attempt on door 0 ("7000,8000,9000", timeout
+        /// `timeout_secs`), two knocks in: 7000 at 0 ms, 8000 at `second_ms`.
+        fn two_knocks_in(timeout_secs: u64, second_ms: u64) -> Self {
+            let mut r = Rig::one("7000,8000,9000", timeout_secs);
+            r.hit(0, tcp(A, 7000));
+            r.hit(second_ms, tcp(A, 8000));
+            r
         }
         fn with_cap(doors: Vec<DoorRule>, cap: usize) -> Self {
             Rig {
@@ -1413,11 +1422,7 @@ mod tests {
         // The indexed door still works next to it.
         hit_with(&mut rig, &mut t, 60, tcp(A, 7000));
         let ev = hit_with(&mut rig, &mut t, 61, tcp(A, 8000));
-        assert!(ev.contains(&Event::Open {
-            door: 0,
-            src: A,
-            tag: 0
-        }));
+        assert!(ev.contains(&open(0, A)));
     }
 
     #[test]
@@ -1556,45 +1561,29 @@ mod tests {
         }
     }
 
-    fn stage(door: usize, src: IpAddr, stage: usize) -> Event {
-        Event::Stage {
-            door,
-            src,
-            tag: 0,
-            stage,
-        }
+    /// The events of candidate 0 (a fixed door's only one) that carry a
+    /// stage: `stage(door, src, n)` is `Event::Stage { door, src, tag: 0,
+    /// stage: n }`, and so on. A macro: a function cannot take the variant.
+    macro_rules! tag0_events {
+        ($($name:ident => $variant:ident),*) => {$(
+            fn $name(door: usize, src: IpAddr, stage: usize) -> Event {
+                Event::$variant { door, src, tag: 0, stage }
+            }
+        )*};
     }
+    tag0_events!(stage => Stage, fail => Fail, expired => Expired, evicted => Evicted);
+
     fn open(door: usize, src: IpAddr) -> Event {
-        Event::Open { door, src, tag: 0 }
+        open_tag(door, src, 0)
     }
-    fn fail(door: usize, src: IpAddr, stage: usize) -> Event {
-        Event::Fail {
-            door,
-            src,
-            tag: 0,
-            stage,
-        }
-    }
-    fn expired(door: usize, src: IpAddr, stage: usize) -> Event {
-        Event::Expired {
-            door,
-            src,
-            tag: 0,
-            stage,
-        }
-    }
-    fn evicted(door: usize, src: IpAddr, stage: usize) -> Event {
-        Event::Evicted {
-            door,
-            src,
-            tag: 0,
-            stage,
-        }
+
+    fn open_tag(door: usize, src: IpAddr, tag: Tag) -> Event {
+        Event::Open { door, src, tag }
     }
 
     #[test]
     fn simple_open() {
-        let mut r = Rig::new(vec![door("7000,8000:udp,9000", 25)]);
+        let mut r = Rig::one("7000,8000:udp,9000", 25);
         assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
         assert_eq!(r.m.attempts(), 1);
         assert_eq!(r.hit(100, udp(A, 8000)), [stage(0, A, 2)]);
@@ -1609,7 +1598,7 @@ mod tests {
 
     #[test]
     fn one_knock_door_opens_at_once() {
-        let mut r = Rig::new(vec![door("7000", 25)]);
+        let mut r = Rig::one("7000", 25);
         assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1), open(0, A)]);
         assert_eq!(r.m.attempts(), 0);
         // One knock, one open: a repeat within the timeout is a straggler.
@@ -1620,7 +1609,7 @@ mod tests {
 
     #[test]
     fn wrong_order_fails() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 25)]);
+        let mut r = Rig::one("7000,8000,9000", 25);
         r.hit(0, tcp(A, 7000));
         assert_eq!(r.hit(1, tcp(A, 9000)), [fail(0, A, 1)]);
         assert_eq!(r.m.attempts(), 0);
@@ -1634,23 +1623,8 @@ mod tests {
     }
 
     #[test]
-    fn wrong_protocol_of_own_port_fails_only_if_in_sequence() {
-        // 8000:udp is in the sequence, 8000:tcp is not: the TCP hit is ignored.
-        let mut r = Rig::new(vec![door("7000,8000:udp,9000", 25)]);
-        r.hit(0, tcp(A, 7000));
-        assert!(r.hit(1, tcp(A, 8000)).is_empty());
-        assert_eq!(r.hit(2, udp(A, 8000)), [stage(0, A, 2)]);
-        // 9000:udp is not in the sequence either.
-        assert!(r.hit(3, udp(A, 9000)).is_empty());
-        // 7000:tcp was matched already: a duplicate, ignored.
-        assert!(r.hit(4, tcp(A, 7000)).is_empty());
-        // 9000:tcp is expected: opens.
-        assert_eq!(r.hit(5, tcp(A, 9000)), [stage(0, A, 3), open(0, A)]);
-    }
-
-    #[test]
     fn wrong_port_of_own_sequence_fails() {
-        let mut r = Rig::new(vec![door("7000,8000,9000,10000", 25)]);
+        let mut r = Rig::one("7000,8000,9000,10000", 25);
         r.hit(0, tcp(A, 7000));
         r.hit(1, tcp(A, 8000));
         assert_eq!(r.hit(2, tcp(A, 10000)), [fail(0, A, 2)]);
@@ -1660,7 +1634,7 @@ mod tests {
 
     #[test]
     fn port_not_in_sequence_is_ignored() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 25)]);
+        let mut r = Rig::one("7000,8000,9000", 25);
         r.hit(0, tcp(A, 7000));
         for p in [22, 80, 443, 7001, 8999] {
             assert!(r.hit(1, tcp(A, p)).is_empty(), "port {p}");
@@ -1672,7 +1646,7 @@ mod tests {
 
     #[test]
     fn two_knockers_interleaved() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 25)]);
+        let mut r = Rig::one("7000,8000,9000", 25);
         assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
         assert_eq!(r.hit(1, tcp(B, 7000)), [stage(0, B, 1)]);
         assert_eq!(r.hit(2, tcp(A, 8000)), [stage(0, A, 2)]);
@@ -1715,36 +1689,70 @@ mod tests {
     }
 
     #[test]
-    fn repeated_first_knock_restarts() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 25)]);
-        assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
-        // A retransmitted SYN is a duplicate: ignored.
-        assert!(r.hit(1000, tcp(A, 7000)).is_empty());
-        assert_eq!(r.hit(2000, tcp(A, 8000)), [stage(0, A, 2)]);
-        assert_eq!(r.hit(3000, tcp(A, 9000)), [stage(0, A, 3), open(0, A)]);
+    fn duplicates_and_knocks_not_in_the_sequence_are_ignored() {
+        // (sequence, knocks by A one second apart, the stage each reaches:
+        // 0 if it is ignored; reaching stage 3 opens).
+        let cases: [(&str, &[&str], &[usize]); 4] = [
+            // A retransmitted SYN is a duplicate: ignored.
+            (
+                "7000,8000,9000",
+                &["7000", "7000", "8000", "9000"],
+                &[1, 0, 2, 3],
+            ),
+            // 7000 is not expected at the second knock (8000 is): a
+            // duplicate; at the third it is: it advances.
+            (
+                "7000,8000,7000",
+                &["7000", "7000", "8000", "7000"],
+                &[1, 0, 2, 3],
+            ),
+            // A third 7000 repeats a matched knock: ignored.
+            (
+                "7000,7000,8000",
+                &["7000", "7000", "7000", "7000", "8000"],
+                &[1, 2, 0, 0, 3],
+            ),
+            // 8000:udp is in the sequence, 8000:tcp is not: the TCP hit is
+            // ignored; 9000:udp is not in it either; 7000:tcp was matched
+            // already (a duplicate); 9000:tcp is expected: it opens.
+            (
+                "7000,8000:udp,9000",
+                &["7000", "8000", "8000:udp", "9000:udp", "7000", "9000"],
+                &[1, 0, 2, 0, 0, 3],
+            ),
+        ];
+        for (sequence, knocks, reached) in cases {
+            let mut r = Rig::one(sequence, 25);
+            for (i, (&knock, &n)) in knocks.iter().zip(reached).enumerate() {
+                let want = match n {
+                    0 => vec![],
+                    3 => vec![stage(0, A, 3), open(0, A)],
+                    n => vec![stage(0, A, n)],
+                };
+                let got = r.hit(i as u64 * 1000, hit_of(A, knock.parse().unwrap()));
+                assert_eq!(got, want, "{sequence}: knock {i} ({knock})");
+            }
+        }
     }
 
     #[test]
-    fn first_knock_mid_sequence_restarts_with_fresh_clock() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 10)]);
-        r.hit(0, tcp(A, 7000));
-        r.hit(1000, tcp(A, 8000));
-        // The knocker starts again: duplicates, but the clock restarts.
-        assert!(r.hit(8000, tcp(A, 7000)).is_empty());
-        assert!(r.hit(9000, tcp(A, 8000)).is_empty());
-        // 15 s after the very first knock, 7 s after the restart: still valid.
-        assert_eq!(r.hit(15000, tcp(A, 9000)), [stage(0, A, 3), open(0, A)]);
-    }
-
-    #[test]
-    fn repeated_knocks_inside_a_sequence() {
-        let mut r = Rig::new(vec![door("7000,7000,8000", 25)]);
-        assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
-        assert_eq!(r.hit(1, tcp(A, 7000)), [stage(0, A, 2)]);
-        // A third 7000 repeats a matched knock: ignored.
-        assert!(r.hit(2, tcp(A, 7000)).is_empty());
-        assert!(r.hit(3, tcp(A, 7000)).is_empty());
-        assert_eq!(r.hit(4, tcp(A, 8000)), [stage(0, A, 3), open(0, A)]);
+    fn starting_the_sequence_again_gets_a_fresh_clock() {
+        // (timeout s, restart at ms, last knock at ms): the last knock is
+        // past the timeout counted from the very first knock, within it
+        // counted from the restart.
+        for (timeout, restart, last) in [(10, 8000, 15_000), (25, 20_000, 26_000)] {
+            let case = format!("timeout {timeout} s");
+            let mut r = Rig::two_knocks_in(timeout, 1000);
+            // 9000 was lost; the knocker starts again: duplicates, but the
+            // clock restarts.
+            assert!(r.hit(restart, tcp(A, 7000)).is_empty(), "{case}");
+            assert!(r.hit(restart + 1000, tcp(A, 8000)).is_empty(), "{case}");
+            let opened = [stage(0, A, 3), open(0, A)];
+            assert_eq!(r.hit(last, tcp(A, 9000)), opened, "{case}");
+            // A wrong knock of the door still fails.
+            r.hit(60_000, tcp(A, 7000));
+            assert_eq!(r.hit(60_001, tcp(A, 9000)), [fail(0, A, 1)], "{case}");
+        }
     }
 
     #[test]
@@ -1843,9 +1851,7 @@ mod tests {
 
     #[test]
     fn timeout_boundary_exact_is_still_valid() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 5)]);
-        r.hit(0, tcp(A, 7000));
-        r.hit(2000, tcp(A, 8000));
+        let mut r = Rig::two_knocks_in(5, 2000);
         // Age == timeout: valid.
         assert!(r.expire(5000).is_empty());
         assert_eq!(r.hit(5000, tcp(A, 9000)), [stage(0, A, 3), open(0, A)]);
@@ -1853,9 +1859,7 @@ mod tests {
 
     #[test]
     fn timeout_just_after_boundary_expires() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 5)]);
-        r.hit(0, tcp(A, 7000));
-        r.hit(2000, tcp(A, 8000));
+        let mut r = Rig::two_knocks_in(5, 2000);
         let late = r.at(5000) + Duration::from_nanos(1);
         assert_eq!(r.m.next_deadline(), Some(late));
         let mut out = Vec::new();
@@ -1870,9 +1874,7 @@ mod tests {
 
     #[test]
     fn late_hit_without_expire_call_sees_no_attempt() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 5)]);
-        r.hit(0, tcp(A, 7000));
-        r.hit(1000, tcp(A, 8000));
+        let mut r = Rig::two_knocks_in(5, 1000);
         // No expire() call: the late 9000 must not open, and must not count
         // as a failure of a live attempt.
         assert_eq!(r.hit(5001, tcp(A, 9000)), [expired(0, A, 2)]);
@@ -1957,7 +1959,7 @@ mod tests {
 
     #[test]
     fn attempts_removed_early_do_not_pile_up() {
-        let mut r = Rig::new(vec![door("7000,8000", 25)]);
+        let mut r = Rig::one("7000,8000", 25);
         // A long-lived attempt stays at the front of the door's queue while
         // thousands of others start and open behind it.
         r.hit(0, tcp(A, 7000));
@@ -2026,7 +2028,7 @@ mod tests {
         let a6: IpAddr = "2001:db8::7".parse().unwrap();
         let b6: IpAddr = "2001:db8::8".parse().unwrap();
         let dst: IpAddr = "2001:db8::1".parse().unwrap();
-        let mut r = Rig::new(vec![door("7000,8000:udp", 25)]);
+        let mut r = Rig::one("7000,8000:udp", 25);
         let h = |src, port, proto| Hit {
             src,
             dst,
@@ -2046,7 +2048,7 @@ mod tests {
 
     #[test]
     fn every_hit_sent_twice_opens_once() {
-        let mut r = Rig::new(vec![door("7000,8000:udp,9000", 25)]);
+        let mut r = Rig::one("7000,8000:udp,9000", 25);
         assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
         assert!(r.hit(1, tcp(A, 7000)).is_empty());
         assert_eq!(r.hit(2, udp(A, 8000)), [stage(0, A, 2)]);
@@ -2097,32 +2099,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_sequence_repeating_a_port_still_works() {
-        let mut r = Rig::new(vec![door("7000,8000,7000", 25)]);
-        assert_eq!(r.hit(0, tcp(A, 7000)), [stage(0, A, 1)]);
-        // Not expected yet (8000 is): a duplicate.
-        assert!(r.hit(1, tcp(A, 7000)).is_empty());
-        assert_eq!(r.hit(2, tcp(A, 8000)), [stage(0, A, 2)]);
-        // Expected now: advances.
-        assert_eq!(r.hit(3, tcp(A, 7000)), [stage(0, A, 3), open(0, A)]);
-    }
-
-    #[test]
-    fn starting_the_whole_sequence_again_gets_a_fresh_clock() {
-        let mut r = Rig::new(vec![door("7000,8000,9000", 25)]);
-        r.hit(0, tcp(A, 7000));
-        r.hit(1000, tcp(A, 8000));
-        // 9000 was lost; the knocker starts again 20 s later.
-        assert!(r.hit(20_000, tcp(A, 7000)).is_empty());
-        assert!(r.hit(21_000, tcp(A, 8000)).is_empty());
-        // 26 s after the very first hit, 6 s after the restart.
-        assert_eq!(r.hit(26_000, tcp(A, 9000)), [stage(0, A, 3), open(0, A)]);
-        // A wrong knock of the door still fails.
-        r.hit(60_000, tcp(A, 7000));
-        assert_eq!(r.hit(60_001, tcp(A, 9000)), [fail(0, A, 1)]);
-    }
-
     /// Door 0 accepts candidates 10 (current) and 11 (the next line).
     fn two_lines() -> DoorRule {
         DoorRule {
@@ -2166,11 +2142,7 @@ mod tests {
                     tag: 11,
                     stage: 3
                 },
-                Event::Open {
-                    door: 0,
-                    src: A,
-                    tag: 11
-                },
+                open_tag(0, A, 11),
                 // Seen on the wire past its first hit: the server burns it.
                 Event::Fail {
                     door: 0,
@@ -2202,14 +2174,7 @@ mod tests {
         assert_eq!(r.m.progress(A, 0, 11), Some(1));
         assert!(r.hit(2, tcp(A, 1002)).is_empty(), "no longer a candidate");
         r.hit(3, tcp(A, 2002));
-        assert_eq!(
-            r.hit(4, tcp(A, 2003)).last(),
-            Some(&Event::Open {
-                door: 0,
-                src: A,
-                tag: 11
-            })
-        );
+        assert_eq!(r.hit(4, tcp(A, 2003)).last(), Some(&open_tag(0, A, 11)));
     }
 
     fn guarded(s: &str, threshold: usize) -> DoorRule {
@@ -2348,14 +2313,7 @@ mod tests {
         }
         r.hit(1, tcp(A, 2001));
         r.hit(2, tcp(A, 2002));
-        assert_eq!(
-            r.hit(3, tcp(A, 2003)).last(),
-            Some(&Event::Open {
-                door: 0,
-                src: A,
-                tag: 2
-            })
-        );
+        assert_eq!(r.hit(3, tcp(A, 2003)).last(), Some(&open_tag(0, A, 2)));
         // Three ports nobody ever used are.
         sweep(&mut r, B, 10, [5001, 5002, 5003]);
         assert!(r.hit(20, tcp(B, 2001)).is_empty());
@@ -2797,6 +2755,51 @@ mod tests {
         }
     }
 
+    /// What the property tests feed steps to: the matcher (its doors
+    /// indexed, or source-bound with a table) and the model.
+    trait Feed {
+        fn expire_at(&mut self, now: Instant, out: &mut Vec<Event>);
+        fn hit_at(&mut self, h: &Hit, now: Instant, out: &mut Vec<Event>);
+        /// Step `s` at `now`: an expiry, or its hit.
+        fn feed(&mut self, s: &Step, now: Instant, out: &mut Vec<Event>) {
+            if s.expire {
+                self.expire_at(now, out);
+            } else {
+                self.hit_at(&step_hit(s), now, out);
+            }
+        }
+    }
+
+    impl Feed for Matcher {
+        fn expire_at(&mut self, now: Instant, out: &mut Vec<Event>) {
+            self.expire(now, out);
+        }
+        fn hit_at(&mut self, h: &Hit, now: Instant, out: &mut Vec<Event>) {
+            self.on_hit(h, now, &local, out);
+        }
+    }
+
+    impl Feed for Model {
+        fn expire_at(&mut self, now: Instant, out: &mut Vec<Event>) {
+            self.expire(now, out);
+        }
+        fn hit_at(&mut self, h: &Hit, now: Instant, out: &mut Vec<Event>) {
+            self.hit(h, now, out);
+        }
+    }
+
+    /// A matcher with source-bound doors and the table their source answers from.
+    struct WithTable<'a>(&'a mut Matcher, &'a mut Fixed);
+
+    impl Feed for WithTable<'_> {
+        fn expire_at(&mut self, now: Instant, out: &mut Vec<Event>) {
+            self.0.expire(now, out);
+        }
+        fn hit_at(&mut self, h: &Hit, now: Instant, out: &mut Vec<Event>) {
+            self.0.on_hit_with(h, now, &local, self.1, out);
+        }
+    }
+
     fn non_expiry(v: &[Event]) -> Vec<Event> {
         v.iter()
             .filter(|e| !matches!(e, Event::Expired { .. }))
@@ -2840,15 +2843,11 @@ mod tests {
                 now += Duration::from_millis(s.dt_ms);
                 let mut out = Vec::new();
                 let mut want = Vec::new();
+                m.feed(s, now, &mut out);
+                model.feed(s, now, &mut want);
                 if s.expire {
-                    m.expire(now, &mut out);
-                    model.expire(now, &mut want);
                     let only_expired = out.iter().all(|e| matches!(e, Event::Expired { .. }));
                     prop_assert!(only_expired, "expire() emitted {:?}", out);
-                } else {
-                    let h = step_hit(s);
-                    m.on_hit(&h, now, &local, &mut out);
-                    model.hit(&h, now, &mut want);
                 }
                 prop_assert_eq!(non_expiry(&out), non_expiry(&want));
                 m.check();
@@ -2888,14 +2887,8 @@ mod tests {
             for s in &steps {
                 now += Duration::from_millis(s.dt_ms);
                 let (mut ea, mut eb) = (Vec::new(), Vec::new());
-                if s.expire {
-                    a.expire(now, &mut ea);
-                    b.expire(now, &mut eb);
-                } else {
-                    let h = step_hit(s);
-                    a.on_hit(&h, now, &local, &mut ea);
-                    b.on_hit_with(&h, now, &local, &mut table, &mut eb);
-                }
+                a.feed(s, now, &mut ea);
+                WithTable(&mut b, &mut table).feed(s, now, &mut eb);
                 prop_assert_eq!(ea, eb);
                 b.check();
                 prop_assert_eq!(a.attempts(), b.attempts());
@@ -3000,10 +2993,8 @@ mod tests {
                 };
                 if s.expire {
                     m.set_candidates(*door, cands.clone());
-                    m.expire(now, &mut out);
-                } else {
-                    m.on_hit(&step_hit(s), now, &local, &mut out);
                 }
+                m.feed(s, now, &mut out);
                 let _ = m.next_deadline();
                 m.check();
             }
@@ -3045,14 +3036,8 @@ mod tests {
                 }
                 let mut out = Vec::new();
                 let mut want = Vec::new();
-                if s.expire {
-                    m.expire(now, &mut out);
-                    model.expire(now, &mut want);
-                } else {
-                    let h = step_hit(s);
-                    m.on_hit(&h, now, &local, &mut out);
-                    model.hit(&h, now, &mut want);
-                }
+                m.feed(s, now, &mut out);
+                model.feed(s, now, &mut want);
                 prop_assert_eq!(out, want);
                 m.check();
                 prop_assert_eq!(m.attempts(), model.attempts.len());

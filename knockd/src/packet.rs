@@ -1,6 +1,6 @@
 //! Decoding captured frames into knock candidates ([`Hit`]s).
 //!
-//! Pure code: no I/O and no libpcap calls. Every length is checked with
+//! Pure code: no I/O and no libpcap calls.
 //! Every header's fields are named in [`field`] (smoltcp style) and its
 //! length is checked once, before any field is read, so a truncated or
 //! malformed frame is reported as a [`DropReason`] and never read past its end.
@@ -121,10 +121,14 @@ mod field {
         pub const MIN_LEN: usize = 8;
     }
 
-    pub mod tcp {
+    /// The ports that both TCP and UDP headers start with.
+    pub mod ports {
         use super::Field;
         pub const SRC_PORT: Field = 0..2;
         pub const DST_PORT: Field = 2..4;
+    }
+
+    pub mod tcp {
         /// Data offset in words (high nibble).
         pub const DATA_OFFSET: usize = 12;
         pub const FLAGS: usize = 13;
@@ -136,8 +140,6 @@ mod field {
 
     pub mod udp {
         use super::Field;
-        pub const SRC_PORT: Field = 0..2;
-        pub const DST_PORT: Field = 2..4;
         pub const LENGTH: Field = 4..6;
         pub const HEADER_LEN: usize = 8;
     }
@@ -197,6 +199,28 @@ pub struct Hit {
 }
 
 impl Hit {
+    /// A TCP segment's hit; `tcp_flags` as they should be kept (the
+    /// decoder keeps only the bits in `FLAGS_MASK`).
+    pub fn tcp(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, tcp_flags: u8) -> Hit {
+        Hit {
+            src,
+            dst,
+            src_port,
+            dst_port,
+            proto: Proto::Tcp,
+            tcp_flags,
+        }
+    }
+
+    /// A UDP datagram's hit (no flags).
+    pub fn udp(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16) -> Hit {
+        Hit {
+            proto: Proto::Udp,
+            tcp_flags: 0,
+            ..Hit::tcp(src, dst, src_port, dst_port, 0)
+        }
+    }
+
     /// The `port:proto` this hit knocks on (destination port and protocol).
     pub fn knock(&self) -> Knock {
         Knock::new(self.dst_port, self.proto)
@@ -365,13 +389,28 @@ fn addr6(h: &[u8], f: Field) -> Ipv6Addr {
     Ipv6Addr::from(o)
 }
 
+/// The IP packet as long as its header announces (`announced` bytes, the
+/// header included): a shorter frame is truncated, padding after it (the
+/// Ethernet minimum frame size) is ignored.
+fn announced_packet(pkt: &[u8], announced: usize) -> Result<&[u8], DropReason> {
+    pkt.get(..announced).ok_or(DropReason::TruncatedIpPayload {
+        announced,
+        captured: pkt.len(),
+    })
+}
+
+/// The IP version nibble of a header's first byte, which must be `expected`.
+fn check_version(first: u8, expected: u8) -> Result<(), DropReason> {
+    match first >> 4 {
+        v if v == expected => Ok(()),
+        v => Err(DropReason::BadIpVersion(v)),
+    }
+}
+
 fn ipv4(pkt: &[u8]) -> Result<Hit, DropReason> {
     use field::ipv4::*;
     let h = header(pkt, MIN_HEADER_LEN, Layer::Ipv4)?;
-    let version = h[VER_IHL] >> 4;
-    if version != 4 {
-        return Err(DropReason::BadIpVersion(version));
-    }
+    check_version(h[VER_IHL], 4)?;
     let ihl = h[VER_IHL] & 0x0f;
     if ihl < MIN_IHL {
         return Err(DropReason::BadIhl(ihl));
@@ -384,13 +423,7 @@ fn ipv4(pkt: &[u8]) -> Result<Hit, DropReason> {
             header: header_len,
         });
     }
-    // The total length bounds the packet; padding after it is ignored.
-    let packet = pkt
-        .get(..usize::from(total))
-        .ok_or(DropReason::TruncatedIpPayload {
-            announced: usize::from(total),
-            captured: pkt.len(),
-        })?;
+    let packet = announced_packet(pkt, usize::from(total))?;
     if be16(h, FLAGS_FRAG) & FRAG_OFFSET_MASK != 0 {
         return Err(DropReason::NonFirstFragment);
     }
@@ -403,15 +436,8 @@ fn ipv4(pkt: &[u8]) -> Result<Hit, DropReason> {
 fn ipv6(pkt: &[u8]) -> Result<Hit, DropReason> {
     use field::ipv6::*;
     let h = header(pkt, HEADER_LEN, Layer::Ipv6)?;
-    let version = h[VER_TC] >> 4;
-    if version != 6 {
-        return Err(DropReason::BadIpVersion(version));
-    }
-    let announced = HEADER_LEN + usize::from(be16(h, PAYLOAD_LEN));
-    let packet = pkt.get(..announced).ok_or(DropReason::TruncatedIpPayload {
-        announced,
-        captured: pkt.len(),
-    })?;
+    check_version(h[VER_TC], 6)?;
+    let packet = announced_packet(pkt, HEADER_LEN + usize::from(be16(h, PAYLOAD_LEN)))?;
     let src = IpAddr::V6(addr6(h, SRC_ADDR));
     let dst = IpAddr::V6(addr6(h, DST_ADDR));
     let (next, payload) = skip_extension_headers(h[NEXT_HEADER], &packet[HEADER_LEN..])?;
@@ -451,7 +477,8 @@ fn skip_extension_headers(mut next: u8, mut rest: &[u8]) -> Result<(u8, &[u8]), 
 }
 
 fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit, DropReason> {
-    match proto {
+    // The header after its length check, and the TCP flags (none for UDP).
+    let (h, tcp_flags) = match proto {
         IPPROTO_TCP => {
             use field::tcp::*;
             let h = header(payload, MIN_HEADER_LEN, Layer::Tcp)?;
@@ -459,14 +486,7 @@ fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit,
             if offset < MIN_DATA_OFFSET || usize::from(offset) * 4 > payload.len() {
                 return Err(DropReason::BadTcpOffset(offset));
             }
-            Ok(Hit {
-                src,
-                dst,
-                src_port: be16(h, SRC_PORT),
-                dst_port: be16(h, DST_PORT),
-                proto: Proto::Tcp,
-                tcp_flags: h[FLAGS] & FLAGS_MASK,
-            })
+            (h, Some(h[FLAGS] & FLAGS_MASK))
         }
         IPPROTO_UDP => {
             use field::udp::*;
@@ -475,17 +495,16 @@ fn transport(proto: u8, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<Hit,
             if usize::from(len) < HEADER_LEN {
                 return Err(DropReason::BadUdpLength(len));
             }
-            Ok(Hit {
-                src,
-                dst,
-                src_port: be16(h, SRC_PORT),
-                dst_port: be16(h, DST_PORT),
-                proto: Proto::Udp,
-                tcp_flags: 0,
-            })
+            (h, None)
         }
-        other => Err(DropReason::NotTcpUdp(other)),
-    }
+        other => return Err(DropReason::NotTcpUdp(other)),
+    };
+    use field::ports::{DST_PORT, SRC_PORT};
+    let (sport, dport) = (be16(h, SRC_PORT), be16(h, DST_PORT));
+    Ok(match tcp_flags {
+        Some(flags) => Hit::tcp(src, dst, sport, dport, flags),
+        None => Hit::udp(src, dst, sport, dport),
+    })
 }
 
 #[cfg(test)]
@@ -553,26 +572,45 @@ pub(crate) mod tests {
 
     pub(crate) use kit::{ethernet as ether, sll, sll2};
 
-    fn hit4(dport: u16, proto: Proto, flags: u8) -> Hit {
+    /// The hit a sample segment from `src` to `dst` decodes to (source
+    /// port 40000).
+    fn hit(src: IpAddr, dst: IpAddr, dport: u16, proto: Proto, flags: u8) -> Hit {
         Hit {
-            src: IpAddr::V4(SRC4.into()),
-            dst: IpAddr::V4(DST4.into()),
-            src_port: 40000,
-            dst_port: dport,
             proto,
-            tcp_flags: flags,
+            ..Hit::tcp(src, dst, 40000, dport, flags)
         }
     }
 
+    fn hit4(dport: u16, proto: Proto, flags: u8) -> Hit {
+        hit(SRC4.into(), DST4.into(), dport, proto, flags)
+    }
+
     fn hit6(dport: u16, proto: Proto, flags: u8) -> Hit {
-        Hit {
-            src: IpAddr::V6(src6()),
-            dst: IpAddr::V6(dst6()),
-            src_port: 40000,
-            dst_port: dport,
-            proto,
-            tcp_flags: flags,
+        hit(src6().into(), dst6().into(), dport, proto, flags)
+    }
+
+    /// Decode `frame` as raw IP.
+    fn raw(frame: &[u8]) -> Result<Hit, DropReason> {
+        decode(LinkType::RawIp, frame)
+    }
+
+    /// Decode each case's frame as `link`; a failure names its case.
+    fn check(link: LinkType, cases: Vec<(&str, Vec<u8>, Result<Hit, DropReason>)>) {
+        for (name, frame, want) in cases {
+            assert_eq!(decode(link, &frame), want, "{link}: {name}");
         }
+    }
+
+    /// `p` with the big-endian 16-bit field `f` set to `v`.
+    fn with_be16(mut p: Vec<u8>, f: Field, v: u16) -> Vec<u8> {
+        p[f].copy_from_slice(&v.to_be_bytes());
+        p
+    }
+
+    /// `p` with byte `at` set to `v`.
+    fn with_byte(mut p: Vec<u8>, at: usize, v: u8) -> Vec<u8> {
+        p[at] = v;
+        p
     }
 
     #[test]
@@ -606,19 +644,29 @@ pub(crate) mod tests {
 
     #[test]
     fn ethernet_padding_is_ignored() {
-        // A 54-byte TCP/IPv4 frame padded to the 60-byte Ethernet minimum.
-        let mut f = ether(ETHERTYPE_IPV4, &[], &ipv4(6, &tcp(40000, 7000, SYN, 0, 0)));
-        f.extend_from_slice(&[0xff; 6]);
-        assert_eq!(
-            decode(LinkType::Ethernet, &f).unwrap(),
-            hit4(7000, Proto::Tcp, SYN)
-        );
-        // Padding after a UDP datagram, too.
-        let mut f = ether(ETHERTYPE_IPV4, &[], &ipv4(17, &udp(40000, 9000, 0)));
-        f.extend_from_slice(&[0; 18]);
-        assert_eq!(
-            decode(LinkType::Ethernet, &f).unwrap(),
-            hit4(9000, Proto::Udp, 0)
+        let padded = |proto, l4: Vec<u8>, pad: &[u8]| {
+            let mut f = ether(ETHERTYPE_IPV4, &[], &ipv4(proto, &l4));
+            f.extend_from_slice(pad);
+            f
+        };
+        let t = tcp(40000, 7000, SYN, 0, 0);
+        let u = udp(40000, 9000, 0);
+        check(
+            LinkType::Ethernet,
+            vec![
+                // A 54-byte TCP/IPv4 frame padded to the 60-byte Ethernet minimum.
+                (
+                    "TCP",
+                    padded(6, t, &[0xff; 6]),
+                    Ok(hit4(7000, Proto::Tcp, SYN)),
+                ),
+                // Padding after a UDP datagram, too.
+                (
+                    "UDP",
+                    padded(17, u, &[0; 18]),
+                    Ok(hit4(9000, Proto::Udp, 0)),
+                ),
+            ],
         );
     }
 
@@ -655,54 +703,50 @@ pub(crate) mod tests {
     fn linux_cooked_v1_and_v2() {
         let ip4 = ipv4(6, &tcp(40000, 7000, SYN, 0, 0));
         let ip6 = ipv6(6, &tcp(40000, 7000, FIN, 0, 0));
-        assert_eq!(
-            decode(LinkType::LinuxSll, &sll(ETHERTYPE_IPV4, &ip4)).unwrap(),
-            hit4(7000, Proto::Tcp, SYN)
-        );
-        assert_eq!(
-            decode(LinkType::LinuxSll, &sll(ETHERTYPE_IPV6, &ip6)).unwrap(),
-            hit6(7000, Proto::Tcp, FIN)
-        );
-        assert_eq!(
-            decode(LinkType::LinuxSll2, &sll2(ETHERTYPE_IPV4, &ip4)).unwrap(),
-            hit4(7000, Proto::Tcp, SYN)
-        );
-        assert_eq!(
-            decode(LinkType::LinuxSll2, &sll2(ETHERTYPE_IPV6, &ip6)).unwrap(),
-            hit6(7000, Proto::Tcp, FIN)
-        );
-        // ARP on a cooked capture.
-        assert_eq!(
-            decode(LinkType::LinuxSll, &sll(0x0806, &[0; 28])),
-            Err(DropReason::NotIp { ethertype: 0x0806 })
-        );
-        assert_eq!(
-            decode(LinkType::LinuxSll2, &sll2(0x0806, &[0; 28])),
-            Err(DropReason::NotIp { ethertype: 0x0806 })
-        );
+        // How each cooked capture frames a payload of an ethertype.
+        type Framing = fn(u16, &[u8]) -> Vec<u8>;
+        let cooked: [(LinkType, Framing); 2] =
+            [(LinkType::LinuxSll, sll), (LinkType::LinuxSll2, sll2)];
+        for (link, frame) in cooked {
+            check(
+                link,
+                vec![
+                    (
+                        "IPv4",
+                        frame(ETHERTYPE_IPV4, &ip4),
+                        Ok(hit4(7000, Proto::Tcp, SYN)),
+                    ),
+                    (
+                        "IPv6",
+                        frame(ETHERTYPE_IPV6, &ip6),
+                        Ok(hit6(7000, Proto::Tcp, FIN)),
+                    ),
+                    (
+                        "ARP",
+                        frame(0x0806, &[0; 28]),
+                        Err(DropReason::NotIp { ethertype: 0x0806 }),
+                    ),
+                ],
+            );
+        }
     }
 
     #[test]
     fn raw_ip_by_version_nibble() {
         let ip4 = ipv4(17, &udp(40000, 5353, 4));
         let ip6 = ipv6(6, &tcp(40000, 22, SYN, 0, 0));
-        assert_eq!(
-            decode(LinkType::RawIp, &ip4).unwrap(),
-            hit4(5353, Proto::Udp, 0)
-        );
-        assert_eq!(
-            decode(LinkType::RawIp, &ip6).unwrap(),
-            hit6(22, Proto::Tcp, SYN)
-        );
-        let mut bad = ip4.clone();
-        bad[0] = 0x55;
-        assert_eq!(
-            decode(LinkType::RawIp, &bad),
-            Err(DropReason::BadIpVersion(5))
-        );
-        assert_eq!(
-            decode(LinkType::RawIp, &[]),
-            Err(DropReason::Truncated(Layer::Link))
+        check(
+            LinkType::RawIp,
+            vec![
+                ("IPv4", ip4.clone(), Ok(hit4(5353, Proto::Udp, 0))),
+                ("IPv6", ip6, Ok(hit6(22, Proto::Tcp, SYN))),
+                (
+                    "version 5",
+                    with_byte(ip4, 0, 0x55),
+                    Err(DropReason::BadIpVersion(5)),
+                ),
+                ("empty", Vec::new(), Err(DropReason::Truncated(Layer::Link))),
+            ],
         );
     }
 
@@ -730,124 +774,113 @@ pub(crate) mod tests {
         );
         // Maximum IHL (15 words = 40 bytes of options).
         let f = ipv4_with(17, 10, 0, &udp(40000, 7001, 0));
-        assert_eq!(
-            decode(LinkType::RawIp, &f).unwrap(),
-            hit4(7001, Proto::Udp, 0)
-        );
+        assert_eq!(raw(&f).unwrap(), hit4(7001, Proto::Udp, 0));
     }
 
     #[test]
     fn ipv4_bad_header_lengths() {
-        let mut p = ipv4(6, &tcp(1, 2, SYN, 0, 0));
-        p[0] = 0x44;
-        assert_eq!(decode(LinkType::RawIp, &p), Err(DropReason::BadIhl(4)));
-        let mut p = ipv4(6, &tcp(1, 2, SYN, 0, 0));
-        p[2..4].copy_from_slice(&19u16.to_be_bytes());
-        assert_eq!(
-            decode(LinkType::RawIp, &p),
-            Err(DropReason::BadTotalLength {
-                total: 19,
-                header: 20
-            })
-        );
-        // Total length cuts the TCP header short (frame has more, as padding).
-        let mut p = ipv4(6, &tcp(1, 2, SYN, 0, 0));
-        p[2..4].copy_from_slice(&30u16.to_be_bytes());
-        assert_eq!(
-            decode(LinkType::RawIp, &p),
-            Err(DropReason::Truncated(Layer::Tcp))
-        );
-        // Total length larger than the frame.
-        let mut p = ipv4(6, &tcp(1, 2, SYN, 0, 0));
-        p[2..4].copy_from_slice(&100u16.to_be_bytes());
-        assert_eq!(
-            decode(LinkType::RawIp, &p),
-            Err(DropReason::TruncatedIpPayload {
-                announced: 100,
-                captured: 40
-            })
+        use field::ipv4::{TOTAL_LEN, VER_IHL};
+        let p = ipv4(6, &tcp(1, 2, SYN, 0, 0));
+        let total = |v| with_be16(p.clone(), TOTAL_LEN, v);
+        check(
+            LinkType::RawIp,
+            vec![
+                (
+                    "IHL 4",
+                    with_byte(p.clone(), VER_IHL, 0x44),
+                    Err(DropReason::BadIhl(4)),
+                ),
+                (
+                    "total length below the header",
+                    total(19),
+                    Err(DropReason::BadTotalLength {
+                        total: 19,
+                        header: 20,
+                    }),
+                ),
+                // The frame has more, as padding.
+                (
+                    "total length cuts the TCP header short",
+                    total(30),
+                    Err(DropReason::Truncated(Layer::Tcp)),
+                ),
+                (
+                    "total length larger than the frame",
+                    total(100),
+                    Err(DropReason::TruncatedIpPayload {
+                        announced: 100,
+                        captured: 40,
+                    }),
+                ),
+            ],
         );
     }
 
     #[test]
     fn tcp_bad_data_offset() {
-        let mut t = tcp(1, 7000, SYN, 0, 0);
-        t[12] = 4 << 4;
-        assert_eq!(
-            decode(LinkType::RawIp, &ipv4(6, &t)),
-            Err(DropReason::BadTcpOffset(4))
-        );
-        let mut t = tcp(1, 7000, SYN, 0, 8);
-        t[12] = 8 << 4; // 32 bytes > 28 available
-        assert_eq!(
-            decode(LinkType::RawIp, &ipv4(6, &t)),
-            Err(DropReason::BadTcpOffset(8))
-        );
-        t[12] = 7 << 4; // 28 bytes: exactly the segment
-        assert!(decode(LinkType::RawIp, &ipv4(6, &t)).is_ok());
+        use field::tcp::DATA_OFFSET;
+        let offset = |data, words: u8| {
+            ipv4(
+                6,
+                &with_byte(tcp(1, 7000, SYN, 0, data), DATA_OFFSET, words << 4),
+            )
+        };
+        assert_eq!(raw(&offset(0, 4)), Err(DropReason::BadTcpOffset(4)));
+        // 32 bytes > 28 available.
+        assert_eq!(raw(&offset(8, 8)), Err(DropReason::BadTcpOffset(8)));
+        // 28 bytes: exactly the segment.
+        assert!(raw(&offset(8, 7)).is_ok());
     }
 
     #[test]
     fn udp_bad_length() {
-        let mut u = udp(1, 7000, 0);
-        u[4..6].copy_from_slice(&7u16.to_be_bytes());
-        assert_eq!(
-            decode(LinkType::RawIp, &ipv4(17, &u)),
-            Err(DropReason::BadUdpLength(7))
-        );
+        let u = with_be16(udp(1, 7000, 0), field::udp::LENGTH, 7);
+        assert_eq!(raw(&ipv4(17, &u)), Err(DropReason::BadUdpLength(7)));
     }
 
     #[test]
     fn ipv4_fragments() {
         let t = tcp(40000, 7000, SYN, 0, 16);
         // First fragment with more-fragments set: decoded.
-        let first = ipv4_with(6, 0, 0x2000, &t);
         assert_eq!(
-            decode(LinkType::RawIp, &first).unwrap(),
-            hit4(7000, Proto::Tcp, SYN)
+            raw(&ipv4_with(6, 0, 0x2000, &t)),
+            Ok(hit4(7000, Proto::Tcp, SYN))
         );
         // Non-first fragments (with and without MF): dropped, even though the
         // bytes would look like a header.
         for frag in [0x2001u16, 0x0001, 0x1fff, 0x0100] {
             let p = ipv4_with(6, 0, frag, &t);
-            assert_eq!(
-                decode(LinkType::RawIp, &p),
-                Err(DropReason::NonFirstFragment),
-                "frag {frag:#x}"
-            );
+            assert_eq!(raw(&p), Err(DropReason::NonFirstFragment), "frag {frag:#x}");
         }
         // First fragment too short to hold the TCP header.
         let p = ipv4_with(6, 0, 0x2000, &t[..12]);
-        assert_eq!(
-            decode(LinkType::RawIp, &p),
-            Err(DropReason::Truncated(Layer::Tcp))
-        );
+        assert_eq!(raw(&p), Err(DropReason::Truncated(Layer::Tcp)));
         // Don't-fragment bit alone is fine.
         let p = ipv4_with(17, 0, 0x4000, &udp(1, 9, 0));
-        assert!(decode(LinkType::RawIp, &p).is_ok());
+        assert!(raw(&p).is_ok());
     }
 
     #[test]
     fn icmp_and_others_ignored() {
         let icmp = [8u8, 0, 0, 0, 0, 1, 0, 1];
-        assert_eq!(
-            decode(LinkType::RawIp, &ipv4(1, &icmp)),
-            Err(DropReason::NotTcpUdp(1))
-        );
-        assert_eq!(
-            decode(LinkType::RawIp, &ipv6(58, &icmp)),
-            Err(DropReason::NotTcpUdp(58))
-        );
         // ESP after hop-by-hop.
         let hbh = [50u8, 0, 1, 4, 0, 0, 0, 0];
-        assert_eq!(
-            decode(LinkType::RawIp, &ipv6_with(0, &hbh, &[0; 16])),
-            Err(DropReason::NotTcpUdp(50))
-        );
-        // No next header.
-        assert_eq!(
-            decode(LinkType::RawIp, &ipv6(59, &[])),
-            Err(DropReason::NotTcpUdp(59))
+        check(
+            LinkType::RawIp,
+            vec![
+                ("ICMP", ipv4(1, &icmp), Err(DropReason::NotTcpUdp(1))),
+                ("ICMPv6", ipv6(58, &icmp), Err(DropReason::NotTcpUdp(58))),
+                (
+                    "ESP after hop-by-hop",
+                    ipv6_with(0, &hbh, &[0; 16]),
+                    Err(DropReason::NotTcpUdp(50)),
+                ),
+                (
+                    "no next header",
+                    ipv6(59, &[]),
+                    Err(DropReason::NotTcpUdp(59)),
+                ),
+            ],
         );
         assert_eq!(
             decode(LinkType::Ethernet, &ether(0x0806, &[], &[0; 28])),
@@ -877,10 +910,7 @@ pub(crate) mod tests {
     fn ipv6_extension_chain() {
         let ext = ext_chain(6, 0);
         let p = ipv6_with(0, &ext, &tcp(40000, 7000, SYN, 0, 0));
-        assert_eq!(
-            decode(LinkType::RawIp, &p).unwrap(),
-            hit6(7000, Proto::Tcp, SYN)
-        );
+        assert_eq!(raw(&p).unwrap(), hit6(7000, Proto::Tcp, SYN));
         let f = ether(
             ETHERTYPE_IPV6,
             &[ETHERTYPE_8021Q],
@@ -892,63 +922,61 @@ pub(crate) mod tests {
         );
         // Non-first IPv6 fragment.
         let p = ipv6_with(0, &ext_chain(6, 185), &tcp(40000, 7000, SYN, 0, 0));
-        assert_eq!(
-            decode(LinkType::RawIp, &p),
-            Err(DropReason::NonFirstFragment)
-        );
+        assert_eq!(raw(&p), Err(DropReason::NonFirstFragment));
+    }
+
+    /// A UDP datagram after `n` destination-options headers (8 bytes each).
+    fn after_dstopts(n: usize) -> Vec<u8> {
+        let mut ext = Vec::new();
+        for i in 1..=n {
+            let next = if i == n { 17 } else { 60 };
+            ext.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        ipv6_with(60, &ext, &udp(1, 7000, 0))
     }
 
     #[test]
     fn ipv6_extension_header_limit() {
-        let mut ext = Vec::new();
-        for _ in 0..MAX_IPV6_EXT_HEADERS - 1 {
-            ext.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
-        }
-        ext.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-        let p = ipv6_with(60, &ext, &udp(1, 7000, 0));
-        assert!(decode(LinkType::RawIp, &p).is_ok());
-        let mut ext = vec![60, 0, 1, 4, 0, 0, 0, 0];
-        for _ in 0..MAX_IPV6_EXT_HEADERS - 1 {
-            ext.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
-        }
-        ext.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-        let p = ipv6_with(60, &ext, &udp(1, 7000, 0));
+        assert!(raw(&after_dstopts(MAX_IPV6_EXT_HEADERS)).is_ok());
         assert_eq!(
-            decode(LinkType::RawIp, &p),
+            raw(&after_dstopts(MAX_IPV6_EXT_HEADERS + 1)),
             Err(DropReason::TooManyExtensionHeaders)
         );
     }
 
     #[test]
     fn ipv6_payload_length_bounds() {
-        // Extension header length pointing past the payload.
+        use field::ipv6::PAYLOAD_LEN;
+        let p = ipv6(6, &tcp(1, 7000, SYN, 0, 0));
         let hbh = [6u8, 4, 0, 0, 0, 0, 0, 0];
-        let p = ipv6_with(0, &hbh, &tcp(1, 7000, SYN, 0, 0));
-        assert_eq!(
-            decode(LinkType::RawIp, &p),
-            Err(DropReason::Truncated(Layer::Ipv6Extension))
-        );
-        // Payload length shorter than the TCP header, rest is padding.
-        let mut p = ipv6(6, &tcp(1, 7000, SYN, 0, 0));
-        p[4..6].copy_from_slice(&10u16.to_be_bytes());
-        assert_eq!(
-            decode(LinkType::RawIp, &p),
-            Err(DropReason::Truncated(Layer::Tcp))
-        );
-        // Payload length longer than the frame.
-        let mut p = ipv6(6, &tcp(1, 7000, SYN, 0, 0));
-        p[4..6].copy_from_slice(&21u16.to_be_bytes());
-        assert_eq!(
-            decode(LinkType::RawIp, &p),
-            Err(DropReason::TruncatedIpPayload {
-                announced: 61,
-                captured: 60
-            })
+        let mut padded = ipv6(17, &udp(1, 7000, 0));
+        padded.extend_from_slice(&[0; 10]);
+        check(
+            LinkType::RawIp,
+            vec![
+                (
+                    "extension header length pointing past the payload",
+                    ipv6_with(0, &hbh, &tcp(1, 7000, SYN, 0, 0)),
+                    Err(DropReason::Truncated(Layer::Ipv6Extension)),
+                ),
+                // The rest is padding.
+                (
+                    "payload length shorter than the TCP header",
+                    with_be16(p.clone(), PAYLOAD_LEN, 10),
+                    Err(DropReason::Truncated(Layer::Tcp)),
+                ),
+                (
+                    "payload length longer than the frame",
+                    with_be16(p, PAYLOAD_LEN, 21),
+                    Err(DropReason::TruncatedIpPayload {
+                        announced: 61,
+                        captured: 60,
+                    }),
+                ),
+            ],
         );
         // Padding after the announced payload is ignored.
-        let mut p = ipv6(17, &udp(1, 7000, 0));
-        p.extend_from_slice(&[0; 10]);
-        assert!(decode(LinkType::RawIp, &p).is_ok());
+        assert!(raw(&padded).is_ok());
     }
 
     /// Valid frames of every kind; the usize is the length of the IP packet

@@ -163,24 +163,40 @@ mod tests {
     use std::os::unix::process::CommandExt;
     use std::process::Command;
 
-    #[test]
-    fn writes_pid_and_removes_on_drop() {
+    /// A fresh temporary directory and the pid file path inside it (the
+    /// directory lives as long as the returned guard).
+    fn pid_path() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("knockd.pid");
-        let pf = PidFile::create(&path).unwrap();
-        assert_eq!(pf.path(), path);
+        (dir, path)
+    }
+
+    /// Asserts that `path` holds exactly our pid and a newline.
+    fn assert_holds_our_pid(path: &Path) {
         assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
+            std::fs::read_to_string(path).unwrap(),
             format!("{}\n", std::process::id())
         );
+    }
+
+    /// Drops `pf` and asserts that its file is gone.
+    fn assert_removed_on_drop(pf: PidFile, path: &Path) {
         drop(pf);
         assert!(!path.exists());
     }
 
     #[test]
+    fn writes_pid_and_removes_on_drop() {
+        let (_dir, path) = pid_path();
+        let pf = PidFile::create(&path).unwrap();
+        assert_eq!(pf.path(), path);
+        assert_holds_our_pid(&path);
+        assert_removed_on_drop(pf, &path);
+    }
+
+    #[test]
     fn second_instance_is_refused_while_first_lives() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("knockd.pid");
+        let (_dir, path) = pid_path();
         let first = PidFile::create(&path).unwrap();
         let err = PidFile::create(&path).unwrap_err();
         match &err {
@@ -197,10 +213,7 @@ mod tests {
         );
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         // The refused attempt must leave the first one's file alone.
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{}\n", std::process::id())
-        );
+        assert_holds_our_pid(&path);
         // Another process sees the lock too.
         let st = Command::new("flock")
             .arg("-n")
@@ -209,30 +222,23 @@ mod tests {
             .status()
             .unwrap();
         assert!(!st.success());
-        drop(first);
-        assert!(!path.exists());
+        assert_removed_on_drop(first, &path);
         let again = PidFile::create(&path).unwrap();
         drop(again);
     }
 
     #[test]
     fn stale_file_is_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("knockd.pid");
+        let (_dir, path) = pid_path();
         std::fs::write(&path, "999999999\nleft over by a crash\n").unwrap();
         let pf = PidFile::create(&path).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("{}\n", std::process::id())
-        );
-        drop(pf);
-        assert!(!path.exists());
+        assert_holds_our_pid(&path);
+        assert_removed_on_drop(pf, &path);
     }
 
     #[test]
     fn lock_held_by_other_process_with_garbage_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("knockd.pid");
+        let (dir, path) = pid_path();
         std::fs::write(&path, "not a pid\n").unwrap();
         let ready = dir.path().join("ready");
         let mut holder = Command::new("flock")
@@ -273,8 +279,7 @@ mod tests {
 
     #[test]
     fn replaced_file_is_not_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("knockd.pid");
+        let (_dir, path) = pid_path();
         let pf = PidFile::create(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, "someone else's\n").unwrap();

@@ -118,6 +118,38 @@ struct Slot {
     left_out: u64,
 }
 
+impl Slot {
+    /// The summary of the lines this slot left out, over `span`; none if
+    /// it left none out.
+    fn summary(&self, door: usize, kind: LineKind, span: Duration) -> Option<Summary> {
+        (self.left_out > 0).then_some(Summary {
+            door,
+            kind,
+            left_out: self.left_out,
+            span,
+        })
+    }
+
+    /// If this slot's window of length `window` has ended by `now`, sum it
+    /// up into `out` and start over (quiet); returns whether it ended.
+    fn roll(
+        &mut self,
+        (door, kind): (usize, LineKind),
+        now: Instant,
+        window: Duration,
+        out: &mut Vec<Summary>,
+    ) -> bool {
+        match self.start {
+            Some(start) if now.saturating_duration_since(start) >= window => {
+                out.extend(self.summary(door, kind, window));
+                *self = Slot::default();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The limiter: one slot per (door, kind). See the module documentation.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
@@ -128,6 +160,22 @@ pub struct RateLimiter {
 }
 
 const KINDS: usize = LineKind::ALL.len();
+
+/// Make `due` (the earliest end of a window with lines left out) no later
+/// than `end`.
+fn due_by(due: &mut Option<Instant>, end: Instant) {
+    *due = Some(due.map_or(end, |d| d.min(end)));
+}
+
+/// The slot of (`door`, `kind`): the slots are per door, then per kind.
+fn slot_index(door: usize, kind: LineKind) -> usize {
+    door * KINDS + kind.index()
+}
+
+/// The (door, kind) of slot `i` (the inverse of [`slot_index`]).
+fn door_kind(i: usize) -> (usize, LineKind) {
+    (i / KINDS, LineKind::ALL[i % KINDS])
+}
 
 impl RateLimiter {
     /// A limiter for `doors` doors.
@@ -156,22 +204,10 @@ impl RateLimiter {
     ) -> bool {
         let window = self.limits.window;
         let burst = self.limits.burst;
-        let Some(slot) = self.slots.get_mut(door * KINDS + kind.index()) else {
+        let Some(slot) = self.slots.get_mut(slot_index(door, kind)) else {
             return true;
         };
-        if let Some(start) = slot.start {
-            if now.saturating_duration_since(start) >= window {
-                if slot.left_out > 0 {
-                    out.push(Summary {
-                        door,
-                        kind,
-                        left_out: slot.left_out,
-                        span: window,
-                    });
-                }
-                *slot = Slot::default();
-            }
-        }
+        slot.roll((door, kind), now, window, out);
         let start = *slot.start.get_or_insert(now);
         if slot.written < burst {
             slot.written += 1;
@@ -179,8 +215,7 @@ impl RateLimiter {
         }
         slot.left_out += 1;
         if slot.left_out == 1 {
-            let end = start + window;
-            self.due = Some(self.due.map_or(end, |d| d.min(end)));
+            due_by(&mut self.due, start + window);
         }
         false
     }
@@ -199,20 +234,11 @@ impl RateLimiter {
         let window = self.limits.window;
         self.due = None;
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(start) = slot.start else { continue };
-            if now.saturating_duration_since(start) >= window {
-                if slot.left_out > 0 {
-                    out.push(Summary {
-                        door: i / KINDS,
-                        kind: LineKind::ALL[i % KINDS],
-                        left_out: slot.left_out,
-                        span: window,
-                    });
-                }
-                *slot = Slot::default();
-            } else if slot.left_out > 0 {
-                let end = start + window;
-                self.due = Some(self.due.map_or(end, |d| d.min(end)));
+            if slot.roll(door_kind(i), now, window, out) {
+                continue;
+            }
+            if let (Some(start), true) = (slot.start, slot.left_out > 0) {
+                due_by(&mut self.due, start + window);
             }
         }
     }
@@ -221,13 +247,10 @@ impl RateLimiter {
     /// reload), and forget all windows.
     pub fn drain(&mut self, now: Instant, out: &mut Vec<Summary>) {
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if let (Some(start), true) = (slot.start, slot.left_out > 0) {
-                out.push(Summary {
-                    door: i / KINDS,
-                    kind: LineKind::ALL[i % KINDS],
-                    left_out: slot.left_out,
-                    span: now.saturating_duration_since(start).min(self.limits.window),
-                });
+            if let Some(start) = slot.start {
+                let (door, kind) = door_kind(i);
+                let span = now.saturating_duration_since(start).min(self.limits.window);
+                out.extend(slot.summary(door, kind, span));
             }
             *slot = Slot::default();
         }
@@ -248,42 +271,61 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
-    fn lim(burst: u32, window_s: u64) -> RateLimiter {
-        RateLimiter::new(
-            2,
-            Limits {
+    /// A limiter for two doors, the time its tests start at, and the
+    /// summaries it has written.
+    struct Rig {
+        l: RateLimiter,
+        t0: Instant,
+        out: Vec<Summary>,
+    }
+
+    impl Rig {
+        fn new(burst: u32, window_s: u64) -> Rig {
+            let limits = Limits {
                 burst,
                 window: Duration::from_secs(window_s),
-            },
-        )
+            };
+            Rig {
+                l: RateLimiter::new(2, limits),
+                t0: Instant::now(),
+                out: Vec::new(),
+            }
+        }
+
+        fn admit(&mut self, door: usize, kind: LineKind, now: Instant) -> bool {
+            self.l.admit(door, kind, now, &mut self.out)
+        }
+
+        fn expire(&mut self, now: Instant) {
+            self.l.expire(now, &mut self.out);
+        }
+
+        fn drain(&mut self, now: Instant) {
+            self.l.drain(now, &mut self.out);
+        }
     }
 
     #[test]
     fn burst_then_suppression_then_summary_then_recovery() {
-        let t0 = Instant::now();
-        let mut l = lim(3, 60);
-        let mut out = Vec::new();
+        let mut r = Rig::new(3, 60);
         // Burst: the first 3 lines pass.
         for i in 0..3 {
-            assert!(
-                l.admit(0, LineKind::Stage, t0 + i * S, &mut out),
-                "line {i}"
-            );
+            assert!(r.admit(0, LineKind::Stage, r.t0 + i * S), "line {i}");
         }
-        assert_eq!(l.next_deadline(), None, "nothing left out, no timer");
+        assert_eq!(r.l.next_deadline(), None, "nothing left out, no timer");
         // Suppression: the rest of the window is counted.
         for i in 0..1000u32 {
-            assert!(!l.admit(0, LineKind::Stage, t0 + 10 * S + i * S / 100, &mut out));
+            assert!(!r.admit(0, LineKind::Stage, r.t0 + 10 * S + i * S / 100));
         }
-        assert!(out.is_empty());
-        assert_eq!(l.next_deadline(), Some(t0 + 60 * S));
+        assert!(r.out.is_empty());
+        assert_eq!(r.l.next_deadline(), Some(r.t0 + 60 * S));
         // Not yet due.
-        l.expire(t0 + 59 * S, &mut out);
-        assert!(out.is_empty());
+        r.expire(r.t0 + 59 * S);
+        assert!(r.out.is_empty());
         // Summary when the window ends.
-        l.expire(t0 + 60 * S, &mut out);
+        r.expire(r.t0 + 60 * S);
         assert_eq!(
-            out,
+            r.out,
             [Summary {
                 door: 0,
                 kind: LineKind::Stage,
@@ -292,126 +334,115 @@ mod tests {
             }]
         );
         assert_eq!(
-            out[0].message("ssh"),
+            r.out[0].message("ssh"),
             "ssh: 1000 similar lines left out in the last 60 s (Stage N)"
         );
-        assert_eq!(l.next_deadline(), None);
-        out.clear();
+        assert_eq!(r.l.next_deadline(), None);
+        r.out.clear();
         // Recovery: a fresh burst.
         for i in 0..3 {
-            assert!(l.admit(0, LineKind::Stage, t0 + 61 * S + i * S, &mut out));
+            assert!(r.admit(0, LineKind::Stage, r.t0 + 61 * S + i * S));
         }
-        assert!(!l.admit(0, LineKind::Stage, t0 + 65 * S, &mut out));
-        assert!(out.is_empty());
+        assert!(!r.admit(0, LineKind::Stage, r.t0 + 65 * S));
+        assert!(r.out.is_empty());
     }
 
     #[test]
     fn a_line_after_the_window_gets_the_summary_first_and_passes() {
-        let t0 = Instant::now();
-        let mut l = lim(1, 60);
-        let mut out = Vec::new();
-        assert!(l.admit(1, LineKind::Timeout, t0, &mut out));
-        assert!(!l.admit(1, LineKind::Timeout, t0 + S, &mut out));
-        assert!(!l.admit(1, LineKind::Timeout, t0 + 2 * S, &mut out));
+        let mut r = Rig::new(1, 60);
+        assert!(r.admit(1, LineKind::Timeout, r.t0));
+        assert!(!r.admit(1, LineKind::Timeout, r.t0 + S));
+        assert!(!r.admit(1, LineKind::Timeout, r.t0 + 2 * S));
         // Nobody called expire: the next line rolls the window itself.
-        assert!(l.admit(1, LineKind::Timeout, t0 + 70 * S, &mut out));
-        assert_eq!(out.len(), 1);
+        assert!(r.admit(1, LineKind::Timeout, r.t0 + 70 * S));
+        assert_eq!(r.out.len(), 1);
         assert_eq!(
-            (out[0].door, out[0].kind, out[0].left_out),
+            (r.out[0].door, r.out[0].kind, r.out[0].left_out),
             (1, LineKind::Timeout, 2)
         );
     }
 
     #[test]
     fn doors_and_kinds_are_limited_separately() {
-        let t0 = Instant::now();
-        let mut l = lim(2, 60);
-        let mut out = Vec::new();
+        let mut r = Rig::new(2, 60);
         for _ in 0..2 {
-            assert!(l.admit(0, LineKind::Stage, t0, &mut out));
+            assert!(r.admit(0, LineKind::Stage, r.t0));
         }
-        assert!(!l.admit(0, LineKind::Stage, t0, &mut out));
+        assert!(!r.admit(0, LineKind::Stage, r.t0));
         // Another kind of the same door, and the same kind of another door.
-        assert!(l.admit(0, LineKind::Timeout, t0, &mut out));
-        assert!(l.admit(0, LineKind::Incorrect, t0, &mut out));
-        assert!(l.admit(1, LineKind::Stage, t0, &mut out));
+        assert!(r.admit(0, LineKind::Timeout, r.t0));
+        assert!(r.admit(0, LineKind::Incorrect, r.t0));
+        assert!(r.admit(1, LineKind::Stage, r.t0));
         // A door the limiter does not know is never limited.
         for _ in 0..10 {
-            assert!(l.admit(7, LineKind::Stage, t0, &mut out));
+            assert!(r.admit(7, LineKind::Stage, r.t0));
         }
     }
 
     #[test]
     fn quiet_windows_end_silently_and_without_a_timer() {
-        let t0 = Instant::now();
-        let mut l = lim(5, 60);
-        let mut out = Vec::new();
-        assert!(l.admit(0, LineKind::Stage, t0, &mut out));
-        assert_eq!(l.next_deadline(), None);
-        l.expire(t0 + 3600 * S, &mut out);
-        l.drain(t0 + 3600 * S, &mut out);
-        assert!(out.is_empty());
+        let mut r = Rig::new(5, 60);
+        assert!(r.admit(0, LineKind::Stage, r.t0));
+        assert_eq!(r.l.next_deadline(), None);
+        r.expire(r.t0 + 3600 * S);
+        r.drain(r.t0 + 3600 * S);
+        assert!(r.out.is_empty());
     }
 
     #[test]
     fn drain_reports_open_windows_with_their_real_span() {
-        let t0 = Instant::now();
-        let mut l = lim(1, 60);
-        let mut out = Vec::new();
-        assert!(l.admit(0, LineKind::Stage, t0, &mut out));
-        assert!(!l.admit(0, LineKind::Stage, t0, &mut out));
-        assert!(l.admit(1, LineKind::Incorrect, t0, &mut out));
-        assert!(!l.admit(1, LineKind::Incorrect, t0, &mut out));
-        assert!(!l.admit(1, LineKind::Incorrect, t0, &mut out));
-        l.drain(t0 + 2500 * Duration::from_millis(1), &mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].left_out, 1);
-        assert_eq!(out[1].left_out, 2);
+        let mut r = Rig::new(1, 60);
+        assert!(r.admit(0, LineKind::Stage, r.t0));
+        assert!(!r.admit(0, LineKind::Stage, r.t0));
+        assert!(r.admit(1, LineKind::Incorrect, r.t0));
+        assert!(!r.admit(1, LineKind::Incorrect, r.t0));
+        assert!(!r.admit(1, LineKind::Incorrect, r.t0));
+        r.drain(r.t0 + 2500 * Duration::from_millis(1));
+        assert_eq!(r.out.len(), 2);
+        assert_eq!(r.out[0].left_out, 1);
+        assert_eq!(r.out[1].left_out, 2);
         assert_eq!(
-            out[1].message("web"),
+            r.out[1].message("web"),
             "web: 2 similar lines left out in the last 3 s (incorrect knock)"
         );
-        assert_eq!(l.next_deadline(), None);
+        assert_eq!(r.l.next_deadline(), None);
         // Everything starts over.
-        out.clear();
-        assert!(l.admit(0, LineKind::Stage, t0 + 3 * S, &mut out));
-        l.reset(1);
-        assert!(l.admit(0, LineKind::Stage, t0 + 3 * S, &mut out));
-        assert!(!l.admit(0, LineKind::Stage, t0 + 3 * S, &mut out));
+        r.out.clear();
+        assert!(r.admit(0, LineKind::Stage, r.t0 + 3 * S));
+        r.l.reset(1);
+        assert!(r.admit(0, LineKind::Stage, r.t0 + 3 * S));
+        assert!(!r.admit(0, LineKind::Stage, r.t0 + 3 * S));
         assert!(
-            l.admit(1, LineKind::Stage, t0 + 3 * S, &mut out),
+            r.admit(1, LineKind::Stage, r.t0 + 3 * S),
             "door 1 is gone: unlimited"
         );
     }
 
     #[test]
     fn deadline_is_the_earliest_window_with_lines_left_out() {
-        let t0 = Instant::now();
-        let mut l = lim(1, 60);
-        let mut out = Vec::new();
-        l.admit(1, LineKind::Stage, t0, &mut out);
-        l.admit(0, LineKind::Timeout, t0 + 5 * S, &mut out);
-        l.admit(0, LineKind::Timeout, t0 + 6 * S, &mut out);
-        assert_eq!(l.next_deadline(), Some(t0 + 65 * S));
-        l.admit(1, LineKind::Stage, t0 + 7 * S, &mut out);
-        assert_eq!(l.next_deadline(), Some(t0 + 60 * S));
-        l.expire(t0 + 60 * S, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(l.next_deadline(), Some(t0 + 65 * S));
+        let mut r = Rig::new(1, 60);
+        r.admit(1, LineKind::Stage, r.t0);
+        r.admit(0, LineKind::Timeout, r.t0 + 5 * S);
+        r.admit(0, LineKind::Timeout, r.t0 + 6 * S);
+        assert_eq!(r.l.next_deadline(), Some(r.t0 + 65 * S));
+        r.admit(1, LineKind::Stage, r.t0 + 7 * S);
+        assert_eq!(r.l.next_deadline(), Some(r.t0 + 60 * S));
+        r.expire(r.t0 + 60 * S);
+        assert_eq!(r.out.len(), 1);
+        assert_eq!(r.l.next_deadline(), Some(r.t0 + 65 * S));
     }
 
     #[test]
     fn clock_going_back_never_panics_or_rolls() {
-        let t0 = Instant::now() + 100 * S;
-        let mut l = lim(1, 60);
-        let mut out = Vec::new();
-        assert!(l.admit(0, LineKind::Stage, t0, &mut out));
-        assert!(!l.admit(0, LineKind::Stage, t0 - 50 * S, &mut out));
-        l.expire(t0 - 90 * S, &mut out);
-        l.drain(t0 - 90 * S, &mut out);
-        assert_eq!(out.len(), 1);
+        let mut r = Rig::new(1, 60);
+        r.t0 += 100 * S;
+        assert!(r.admit(0, LineKind::Stage, r.t0));
+        assert!(!r.admit(0, LineKind::Stage, r.t0 - 50 * S));
+        r.expire(r.t0 - 90 * S);
+        r.drain(r.t0 - 90 * S);
+        assert_eq!(r.out.len(), 1);
         assert_eq!(
-            out[0].message("d"),
+            r.out[0].message("d"),
             "d: 1 similar lines left out in the last 1 s (Stage N)"
         );
     }

@@ -586,6 +586,19 @@ mod tests {
         }
     }
 
+    /// A door's spec (see [`spec`]) in a fresh directory, which lives as
+    /// long as the returned guard.
+    fn door_spec(bind: bool) -> (tempfile::TempDir, RotatingSpec) {
+        let d = tempfile::tempdir().unwrap();
+        let s = spec(d.path(), bind);
+        (d, s)
+    }
+
+    /// The windows of door "ssh" at `secs`, and the problem reported.
+    fn windows_at(s: &RotatingSpec, secs: u64) -> (Windows, Option<RotatingError>) {
+        Windows::new("ssh", s, at(secs)).unwrap()
+    }
+
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
@@ -602,8 +615,8 @@ mod tests {
 
     #[test]
     fn candidates_are_the_skew_windows_with_the_derived_ports() {
-        let d = tempfile::tempdir().unwrap();
-        let (w, problem) = Windows::new("ssh", &spec(d.path(), false), at(T0 + 5)).unwrap();
+        let (_d, s) = door_spec(false);
+        let (w, problem) = windows_at(&s, T0 + 5);
         assert!(problem.is_none());
         assert_eq!(windows(&w), vec![58_999_999, 59_000_000, 59_000_001]);
         let k = Key::parse(KEY).unwrap();
@@ -617,8 +630,8 @@ mod tests {
 
     #[test]
     fn refresh_recomputes_only_at_a_window_change() {
-        let d = tempfile::tempdir().unwrap();
-        let (mut w, _) = Windows::new("ssh", &spec(d.path(), false), at(T0)).unwrap();
+        let (_d, s) = door_spec(false);
+        let (mut w, _) = windows_at(&s, T0);
         assert_eq!(w.refresh(at(T0 + 29)), None);
         assert_eq!(w.refresh(at(T0 + 30)), Some(Change::Rotated));
         assert_eq!(windows(&w), vec![59_000_000, 59_000_001, 59_000_002]);
@@ -631,9 +644,8 @@ mod tests {
 
     #[test]
     fn consume_records_durably_and_removes_older_windows() {
-        let d = tempfile::tempdir().unwrap();
-        let s = spec(d.path(), false);
-        let (mut w, _) = Windows::new("ssh", &s, at(T0)).unwrap();
+        let (_d, s) = door_spec(false);
+        let (mut w, _) = windows_at(&s, T0);
         w.consume(59_000_000).unwrap();
         assert_eq!(windows(&w), vec![59_000_001]);
         let text = fs::read_to_string(&s.state).unwrap();
@@ -641,11 +653,11 @@ mod tests {
         // No temporary file left behind.
         assert_eq!(fs::read_dir(s.state.parent().unwrap()).unwrap().count(), 1);
         // A restart (new Windows) keeps the rule, even with the clock back.
-        let (w2, p) = Windows::new("ssh", &s, at(T0 + 1)).unwrap();
+        let (w2, p) = windows_at(&s, T0 + 1);
         assert!(p.is_none());
         assert_eq!(windows(&w2), vec![59_000_001]);
         // An older window, or the used one, is refused and changes nothing.
-        let (mut w3, _) = Windows::new("ssh", &s, at(T0)).unwrap();
+        let (mut w3, _) = windows_at(&s, T0);
         for old in [58_999_999, 59_000_000] {
             assert!(matches!(
                 w3.consume(old),
@@ -662,9 +674,8 @@ mod tests {
 
     #[test]
     fn a_clock_set_far_back_closes_the_door_until_it_catches_up() {
-        let d = tempfile::tempdir().unwrap();
-        let s = spec(d.path(), false);
-        let (mut w, _) = Windows::new("ssh", &s, at(T0)).unwrap();
+        let (_d, s) = door_spec(false);
+        let (mut w, _) = windows_at(&s, T0);
         w.consume(59_000_001).unwrap();
         assert!(windows(&w).is_empty());
         // Using the newest accepted window is normal: nothing to report.
@@ -681,11 +692,10 @@ mod tests {
 
     #[test]
     fn a_broken_state_file_burns_the_windows_accepted_now() {
-        let d = tempfile::tempdir().unwrap();
-        let s = spec(d.path(), false);
+        let (_d, s) = door_spec(false);
         fs::create_dir_all(s.state.parent().unwrap()).unwrap();
         fs::write(&s.state, "garbage\n").unwrap();
-        let (mut w, problem) = Windows::new("ssh", &s, at(T0)).unwrap();
+        let (mut w, problem) = windows_at(&s, T0);
         assert!(matches!(problem, Some(RotatingError::StateSyntax { .. })));
         assert!(windows(&w).is_empty());
         w.refresh(at(T0 + 60));
@@ -696,9 +706,8 @@ mod tests {
 
     #[test]
     fn a_failed_write_refuses_but_still_burns() {
-        let d = tempfile::tempdir().unwrap();
-        let s = spec(d.path(), false);
-        let (mut w, problem) = Windows::new("ssh", &s, at(T0)).unwrap();
+        let (_d, s) = door_spec(false);
+        let (mut w, problem) = windows_at(&s, T0);
         assert!(problem.is_none());
         // The state "directory" becomes a regular file: the write must fail.
         fs::write(s.state.parent().unwrap(), "").unwrap();
@@ -711,8 +720,8 @@ mod tests {
 
     #[test]
     fn bind_source_candidates_depend_on_the_source_and_are_cached() {
-        let d = tempfile::tempdir().unwrap();
-        let (mut w, _) = Windows::new("ssh", &spec(d.path(), true), at(T0)).unwrap();
+        let (_d, s) = door_spec(true);
+        let (mut w, _) = windows_at(&s, T0);
         assert!(w.candidates().is_empty());
         let a: IpAddr = "192.0.2.7".parse().unwrap();
         let b: IpAddr = "2001:db8::7".parse().unwrap();
@@ -732,8 +741,8 @@ mod tests {
 
     #[test]
     fn the_per_source_cache_is_bounded() {
-        let d = tempfile::tempdir().unwrap();
-        let (mut w, _) = Windows::new("ssh", &spec(d.path(), true), at(T0)).unwrap();
+        let (_d, s) = door_spec(true);
+        let (mut w, _) = windows_at(&s, T0);
         for i in 0..(MAX_BOUND_SOURCES as u32 + 10) {
             let ip = IpAddr::from(i.to_be_bytes());
             assert_eq!(w.candidates_for(ip).len(), 3);
@@ -743,8 +752,7 @@ mod tests {
 
     #[test]
     fn source_consumes_each_window_once_and_refuses_replays() {
-        let d = tempfile::tempdir().unwrap();
-        let s = spec(d.path(), false);
+        let (_d, s) = door_spec(false);
         let (mut src, notes) = RotatingSource::new("ssh", &s);
         assert!(notes.is_empty(), "{notes:?}");
         let tags: Vec<Tag> = src.candidates().iter().map(|c| c.tag).collect();
@@ -765,8 +773,7 @@ mod tests {
 
     #[test]
     fn source_without_a_key_is_disabled_with_a_note() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = spec(d.path(), true);
+        let (_d, mut s) = door_spec(true);
         s.key = None;
         let (mut src, notes) = RotatingSource::new("ssh", &s);
         assert!(src.candidates().is_empty());
@@ -780,8 +787,8 @@ mod tests {
 
     #[test]
     fn bound_source_declares_its_range() {
-        let d = tempfile::tempdir().unwrap();
-        let (mut src, _) = RotatingSource::new("ssh", &spec(d.path(), true));
+        let (_d, s) = door_spec(true);
+        let (mut src, _) = RotatingSource::new("ssh", &s);
         assert_eq!(
             src.bound(),
             Some(BoundRange {
@@ -796,8 +803,8 @@ mod tests {
 
     #[test]
     fn describe_shows_neither_key_nor_ports() {
-        let d = tempfile::tempdir().unwrap();
-        let (w, _) = Windows::new("ssh", &spec(d.path(), false), at(T0)).unwrap();
+        let (_d, s) = door_spec(false);
+        let (w, _) = windows_at(&s, T0);
         let text = w.describe();
         assert!(!text.contains("JBSW"));
         for c in w.candidates() {

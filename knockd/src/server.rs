@@ -358,11 +358,7 @@ impl Server<'_> {
         }
         for s in self.summaries.drain(..) {
             let name = self.cfg.doors.get(s.door).map_or("?", |d| d.name.as_str());
-            let msg = s.message(name);
-            match s.kind {
-                LineKind::Incorrect => self.log.verbose(&msg),
-                LineKind::Stage | LineKind::Timeout => self.log.log(&msg),
-            }
+            write_line(self.log, s.kind, &s.message(name));
         }
     }
 
@@ -383,15 +379,28 @@ impl Server<'_> {
         self.write_summaries();
         if admitted {
             let m = msg(self);
-            match kind {
-                LineKind::Incorrect => self.log.verbose(&m),
-                LineKind::Stage | LineKind::Timeout => self.log.log(&m),
-            }
+            write_line(self.log, kind, &m);
         } else if self.settings.debug {
             let m = msg(self);
             self.log
                 .debug(&format!("{m} (left out of the log: rate limit)"));
         }
+    }
+
+    /// [`per_packet`](Self::per_packet) for a line about `src` (its name
+    /// looked up, see `lookup`): "`src`: door name: `what`".
+    fn per_packet_from(
+        &mut self,
+        door: usize,
+        kind: LineKind,
+        src: IpAddr,
+        now: Instant,
+        what: std::fmt::Arguments<'_>,
+    ) {
+        self.per_packet(door, kind, now, |me| {
+            let s = me.src_text(src);
+            format!("{s}: {}: {what}", me.cfg.doors[door].name)
+        });
     }
 
     fn debug_config(&self) {
@@ -658,26 +667,22 @@ impl Server<'_> {
                 }
                 Event::Fail {
                     door, src, stage, ..
-                } => {
-                    self.per_packet(door, LineKind::Incorrect, now, |me| {
-                        let s = me.src_text(src);
-                        format!(
-                            "{s}: {}: incorrect knock (stage {stage}), attempt discarded",
-                            me.cfg.doors[door].name
-                        )
-                    });
-                }
+                } => self.per_packet_from(
+                    door,
+                    LineKind::Incorrect,
+                    src,
+                    now,
+                    format_args!("incorrect knock (stage {stage}), attempt discarded"),
+                ),
                 Event::Expired {
                     door, src, stage, ..
-                } => {
-                    self.per_packet(door, LineKind::Timeout, now, |me| {
-                        let s = me.src_text(src);
-                        format!(
-                            "{s}: {}: sequence timeout (stage {stage})",
-                            me.cfg.doors[door].name
-                        )
-                    });
-                }
+                } => self.per_packet_from(
+                    door,
+                    LineKind::Timeout,
+                    src,
+                    now,
+                    format_args!("sequence timeout (stage {stage})"),
+                ),
                 Event::Open { door, src, tag } => self.open(door, src, tag, now),
                 Event::Evicted {
                     door, src, stage, ..
@@ -781,6 +786,15 @@ impl Server<'_> {
     }
 }
 
+/// Write a per-packet line of `kind` where that kind goes: incorrect knocks
+/// are `-v` lines, stages and timeouts normal log lines.
+fn write_line(log: &Logger, kind: LineKind, msg: &str) {
+    match kind {
+        LineKind::Incorrect => log.verbose(msg),
+        LineKind::Stage | LineKind::Timeout => log.log(msg),
+    }
+}
+
 fn log_notes(log: &Logger, door: &str, notes: &[Note]) {
     for n in notes {
         match n {
@@ -820,6 +834,14 @@ mod tests {
         Some(Server::new(settings, cfg, &lo, log).unwrap())
     }
 
+    /// Handle `ev` alone; returns how many reverse lookups have been
+    /// requested so far.
+    fn handle(s: &mut Server<'_>, ev: Event, now: Instant) -> u64 {
+        s.events.push(ev);
+        s.handle_events(now);
+        s.names.as_ref().unwrap().lookups_requested()
+    }
+
     #[test]
     fn stage_lines_request_no_lookup_and_show_the_bare_address_open_does() {
         let log = Logger::memory(false, false);
@@ -827,35 +849,26 @@ mod tests {
         s.names = Some(Names::start_with(fake_name));
         let src: IpAddr = "192.0.2.7".parse().unwrap();
         let now = Instant::now();
-        s.events.push(Event::Stage {
+        let stage = Event::Stage {
             door: 0,
             src,
             tag: 0,
             stage: 1,
-        });
-        s.handle_events(now);
-        assert_eq!(s.names.as_ref().unwrap().lookups_requested(), 0);
-        s.events.push(Event::Open {
+        };
+        let open = Event::Open {
             door: 0,
             src,
             tag: 0,
-        });
-        s.handle_events(now);
-        assert_eq!(s.names.as_ref().unwrap().lookups_requested(), 1);
+        };
+        assert_eq!(handle(&mut s, stage, now), 0);
+        assert_eq!(handle(&mut s, open, now), 1);
         // Once the name is known, Stage lines still show the address only.
         let deadline = Instant::now() + Duration::from_secs(5);
         while s.src_text(src) == "192.0.2.7" && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(s.src_text(src), "192.0.2.7 (knocker.example)");
-        s.events.push(Event::Stage {
-            door: 0,
-            src,
-            tag: 0,
-            stage: 1,
-        });
-        s.handle_events(now);
-        assert_eq!(s.names.as_ref().unwrap().lookups_requested(), 1);
+        assert_eq!(handle(&mut s, stage, now), 1);
         let lines = log.captured();
         let stages: Vec<_> = lines.iter().filter(|l| l.contains("Stage")).collect();
         assert_eq!(

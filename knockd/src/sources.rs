@@ -423,6 +423,28 @@ mod tests {
         }
     }
 
+    /// A one-time source over " 1000\n 2000\n" whose file was then
+    /// removed, so that marking a line fails (the directory lives as long
+    /// as the returned guard).
+    fn source_of_removed_file() -> (tempfile::TempDir, PathBuf, Box<dyn SequenceSource>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seqs");
+        std::fs::write(&p, " 1000\n 2000\n").unwrap();
+        let (s, _) = otp_source(&p);
+        std::fs::remove_file(&p).unwrap();
+        (dir, p, s)
+    }
+
+    /// Whether `n` is an error note containing `text`.
+    fn error_with(n: &Note, text: &str) -> bool {
+        matches!(n, Note::Error(m) if m.contains(text))
+    }
+
+    /// Whether `n` is an informational note containing `text`.
+    fn info_with(n: &Note, text: &str) -> bool {
+        matches!(n, Note::Info(m) if m.contains(text))
+    }
+
     /// No note quotes a sequence of the file.
     fn no_secret(notes: &[Note], secrets: &[&str]) {
         for n in notes {
@@ -465,7 +487,7 @@ mod tests {
         assert!(
             notes
                 .iter()
-                .any(|n| matches!(n, Note::Error(m) if m.contains("no one-time sequences left"))),
+                .any(|n| error_with(n, "no one-time sequences left")),
             "{notes:?}"
         );
     }
@@ -504,10 +526,7 @@ mod tests {
         let (mut s, _) = otp_source(f.path());
         let notes = s.burn(2);
         no_secret(&notes, &["1002"]);
-        assert!(
-            matches!(&notes[0], Note::Info(m) if m.contains(":2 marked used")),
-            "{notes:?}"
-        );
+        assert!(info_with(&notes[0], ":2 marked used"), "{notes:?}");
         assert_eq!(
             std::fs::read_to_string(f.path()).unwrap(),
             " 1001\n#1002\n 1003\n"
@@ -529,24 +548,15 @@ mod tests {
         otp::append(f.path(), &["4000:udp".parse().unwrap()]).unwrap();
         let notes = s.refresh();
         assert_eq!(cands(&*s), [(2, "4000:udp".into())]);
-        assert!(
-            matches!(&notes[0], Note::Info(m) if m.contains("door enabled")),
-            "{notes:?}"
-        );
+        assert!(info_with(&notes[0], "door enabled"), "{notes:?}");
     }
 
     #[test]
     fn unwritable_file_refuses_the_knock_and_disables() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("seqs");
-        std::fs::write(&p, " 1000\n 2000\n").unwrap();
-        let (mut s, _) = otp_source(&p);
-        std::fs::remove_file(&p).unwrap();
+        let (_dir, _p, mut s) = source_of_removed_file();
         let notes = refused(s.consume(1));
         assert!(
-            notes
-                .iter()
-                .any(|n| matches!(n, Note::Error(m) if m.contains("knock refused"))),
+            notes.iter().any(|n| error_with(n, "knock refused")),
             "{notes:?}"
         );
         assert!(s.candidates().is_empty());
@@ -554,11 +564,7 @@ mod tests {
 
     #[test]
     fn refused_line_never_works_once_the_file_is_writable_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("seqs");
-        std::fs::write(&p, " 1000\n 2000\n").unwrap();
-        let (mut s, _) = otp_source(&p);
-        std::fs::remove_file(&p).unwrap();
+        let (_dir, p, mut s) = source_of_removed_file();
         refused(s.consume(1));
         // Still unwritable: still disabled, said once.
         assert!(s.refresh().is_empty());
@@ -577,7 +583,7 @@ mod tests {
         assert!(
             notes
                 .iter()
-                .any(|n| matches!(n, Note::Info(m) if m.contains("seqs:1 (seen on the wire) is now marked used"))),
+                .any(|n| info_with(n, "seqs:1 (seen on the wire) is now marked used")),
             "{notes:?}"
         );
         // A rewritten file simply counts as it is.
@@ -592,16 +598,10 @@ mod tests {
 
     #[test]
     fn burn_on_an_unwritable_file_keeps_the_door_disabled_until_marked() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("seqs");
-        std::fs::write(&p, " 1000\n 2000\n").unwrap();
-        let (mut s, _) = otp_source(&p);
-        std::fs::remove_file(&p).unwrap();
+        let (_dir, p, mut s) = source_of_removed_file();
         let notes = s.burn(1);
         assert!(
-            notes
-                .iter()
-                .any(|n| matches!(n, Note::Error(m) if m.contains("not writable"))),
+            notes.iter().any(|n| error_with(n, "not writable")),
             "{notes:?}"
         );
         assert!(s.candidates().is_empty());
@@ -627,7 +627,7 @@ mod tests {
         let (mut s, notes) = otp_source(f.path());
         assert_eq!(notes.len(), 1);
         assert!(
-            matches!(&notes[0], Note::Error(m) if m.contains(":1: skipping line: a port is not a number")),
+            error_with(&notes[0], ":1: skipping line: a port is not a number"),
             "{notes:?}"
         );
         no_secret(&notes, &["80x", "80"]);

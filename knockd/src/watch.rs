@@ -262,13 +262,20 @@ mod tests {
         false
     }
 
-    #[test]
-    fn file_appended_deleted_recreated_and_renamed_over_are_seen() {
+    /// A file "otp" in a fresh directory, and a watcher watching it
+    /// (without errors).
+    fn watched_file() -> (tempfile::TempDir, PathBuf, Watcher) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("otp");
         std::fs::write(&file, "1,2,3\n").unwrap();
         let (mut w, _) = Watcher::new();
         assert!(w.watch_files(std::slice::from_ref(&file)).is_empty());
+        (dir, file, w)
+    }
+
+    #[test]
+    fn file_appended_deleted_recreated_and_renamed_over_are_seen() {
+        let (dir, file, mut w) = watched_file();
         assert!(!w.needs_polling() || w.netlink.is_none());
 
         // Appended to.
@@ -297,11 +304,7 @@ mod tests {
 
     #[test]
     fn other_files_in_the_directory_do_not_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("otp");
-        std::fs::write(&file, "1,2,3\n").unwrap();
-        let (mut w, _) = Watcher::new();
-        assert!(w.watch_files(std::slice::from_ref(&file)).is_empty());
+        let (dir, file, mut w) = watched_file();
         // inotify queues an event before the write returns: it is there to
         // be read now, and it does not count.
         std::fs::write(dir.path().join("knockd.log"), "x\n").unwrap();
