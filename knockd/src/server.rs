@@ -88,7 +88,11 @@ impl Signals {
     }
 }
 
+/// A door: its configuration and the source of its sequences, kept
+/// together so one index names both; the matcher's door of the same index
+/// is built from them in [`Server::install_doors`].
 struct Door {
+    conf: config::Door,
     source: Box<dyn SequenceSource>,
 }
 
@@ -117,8 +121,8 @@ fn instant_of(at: SystemTime) -> Instant {
 /// The daemon: configuration, doors, captures and timers.
 pub struct Server<'a> {
     settings: Settings,
-    cfg: Config,
     log: &'a Logger,
+    /// Indexed like the matcher's doors.
     doors: Vec<Door>,
     matcher: Matcher,
     commands: Commands,
@@ -159,7 +163,6 @@ impl<'a> Server<'a> {
             matcher: Matcher::new(Vec::new(), settings.attempt_cap),
             doors: Vec::new(),
             settings,
-            cfg,
             log,
             captures,
             rotation_at: None,
@@ -173,8 +176,8 @@ impl<'a> Server<'a> {
             log.error(&e.to_string());
         }
         // Watch before the files are first read, so no change falls between.
-        server.watch_files(now);
-        server.install_doors();
+        server.watch_files(&cfg.doors, now);
+        server.install_doors(cfg.doors);
         server.apply_filter();
         Ok(server)
     }
@@ -305,11 +308,12 @@ fn describe(names: &mut Option<Names>, ip: IpAddr) -> String {
 }
 
 impl Server<'_> {
-    /// Build sources and the matcher from the configuration.
-    fn install_doors(&mut self) {
-        let mut rules = Vec::with_capacity(self.cfg.doors.len());
+    /// Build the doors' sources and the matcher from the configuration's
+    /// doors, in one pass so the two stay indexed alike.
+    fn install_doors(&mut self, doors: Vec<config::Door>) {
+        let mut rules = Vec::with_capacity(doors.len());
         self.doors.clear();
-        for d in &self.cfg.doors {
+        for d in doors {
             let (source, notes) = sources::from_spec(&d.name, &d.sequence);
             log_notes(self.log, &d.name, &notes);
             rules.push(DoorRule {
@@ -319,7 +323,7 @@ impl Server<'_> {
                 target: d.target,
                 scan_threshold: d.scan_threshold,
             });
-            self.doors.push(Door { source });
+            self.doors.push(Door { conf: d, source });
         }
         self.matcher = Matcher::new(rules, self.settings.attempt_cap);
         for (i, door) in self.doors.iter().enumerate() {
@@ -331,10 +335,8 @@ impl Server<'_> {
 
     /// Watch the one-time files of the configuration; fall back to
     /// re-checking once a second if a notification is missing.
-    fn watch_files(&mut self, now: Instant) {
-        let files: Vec<PathBuf> = self
-            .cfg
-            .doors
+    fn watch_files(&mut self, doors: &[config::Door], now: Instant) {
+        let files: Vec<PathBuf> = doors
             .iter()
             .filter_map(|d| match &d.sequence {
                 config::SequenceSpec::OneTime(path) => Some(path.clone()),
@@ -357,7 +359,7 @@ impl Server<'_> {
             return;
         }
         for s in self.summaries.drain(..) {
-            let name = self.cfg.doors.get(s.door).map_or("?", |d| d.name.as_str());
+            let name = self.doors.get(s.door).map_or("?", |d| d.conf.name.as_str());
             write_line(self.log, s.kind, &s.message(name));
         }
     }
@@ -399,7 +401,7 @@ impl Server<'_> {
     ) {
         self.per_packet(door, kind, now, |me| {
             let s = me.src_text(src);
-            format!("{s}: {}: {what}", me.cfg.doors[door].name)
+            format!("{s}: {}: {what}", me.doors[door].conf.name)
         });
     }
 
@@ -407,7 +409,8 @@ impl Server<'_> {
         if !self.settings.debug {
             return;
         }
-        for (d, door) in self.cfg.doors.iter().zip(&self.doors) {
+        for door in &self.doors {
+            let d = &door.conf;
             self.log.debug(&format!(
                 "config: door {}: sequence {}, seq_timeout {}s, tcpflags {}, target {}, cmd_timeout {}s",
                 d.name,
@@ -468,13 +471,7 @@ impl Server<'_> {
             own_addresses: false,
         };
         let spec = &mut plan.base;
-        for ((rule, door), d) in self
-            .matcher
-            .doors()
-            .iter()
-            .zip(&self.cfg.doors)
-            .zip(&self.doors)
-        {
+        for (rule, d) in self.matcher.doors().iter().zip(&self.doors) {
             let bound = d.source.bound();
             if rule.candidates.is_empty() && bound.is_none() {
                 continue;
@@ -492,7 +489,7 @@ impl Server<'_> {
                 };
                 ports.extend(b.lo..=b.hi);
             }
-            match door.target {
+            match d.conf.target {
                 Some(t) if !(self.settings.ipv4_only && t.is_ipv6()) => {
                     spec.hosts.insert(t);
                 }
@@ -563,7 +560,7 @@ impl Server<'_> {
     /// its candidates; whether they changed.
     fn refresh_door(&mut self, i: usize) -> bool {
         let notes = self.doors[i].source.refresh();
-        log_notes(self.log, &self.cfg.doors[i].name, &notes);
+        log_notes(self.log, &self.doors[i].conf.name, &notes);
         self.sync_sequence(i)
     }
 
@@ -662,7 +659,7 @@ impl Server<'_> {
                     // The bare address, and no lookup: a DNS query per hit
                     // would show how far a knock got (see `lookup`).
                     self.per_packet(door, LineKind::Stage, now, |me| {
-                        format!("{src}: {}: Stage {stage}", me.cfg.doors[door].name)
+                        format!("{src}: {}: Stage {stage}", me.doors[door].conf.name)
                     });
                 }
                 Event::Fail {
@@ -690,7 +687,7 @@ impl Server<'_> {
                     if self.settings.debug {
                         self.log.debug(&format!(
                             "{src}: {}: attempt at stage {stage} evicted (attempt cap {} reached)",
-                            self.cfg.doors[door].name, self.settings.attempt_cap
+                            self.doors[door].conf.name, self.settings.attempt_cap
                         ));
                     }
                 }
@@ -700,7 +697,7 @@ impl Server<'_> {
             if let Some((door, tag, stage)) = ev.ended() {
                 if stage >= 2 {
                     let notes = self.doors[door].source.burn(tag);
-                    log_notes(self.log, &self.cfg.doors[door].name, &notes);
+                    log_notes(self.log, &self.doors[door].conf.name, &notes);
                     self.source_used(door);
                 }
             }
@@ -713,7 +710,7 @@ impl Server<'_> {
             n.request(src);
         }
         let s = self.src_text(src);
-        let name = self.cfg.doors[i].name.clone();
+        let name = self.doors[i].conf.name.clone();
         self.log.log(&format!("{s}: {name}: OPEN SESAME"));
         // A one-time sequence is marked used and on disk before the command.
         let consumed = self.doors[i].source.consume(tag);
@@ -730,7 +727,7 @@ impl Server<'_> {
         self.source_used(i);
         if ok {
             self.commands
-                .open(i, &self.cfg.doors[i], src, now, self.log);
+                .open(i, &self.doors[i].conf, src, now, self.log);
         }
     }
 
@@ -768,9 +765,8 @@ impl Server<'_> {
                 self.write_summaries();
                 self.log
                     .set_sinks(resolved.log_file.map(|l| l.value), cfg.options.use_syslog);
-                self.cfg = cfg;
-                self.watch_files(Instant::now());
-                self.install_doors();
+                self.watch_files(&cfg.doors, Instant::now());
+                self.install_doors(cfg.doors);
                 self.captures
                     .set_list(&interfaces, Instant::now(), self.log);
                 self.captures.reread_addresses(self.log);
@@ -778,7 +774,7 @@ impl Server<'_> {
                 self.log.log(&format!(
                     "configuration reloaded from {} ({} doors)",
                     self.settings.config_path.display(),
-                    self.cfg.doors.len()
+                    self.doors.len()
                 ));
                 self.debug_config();
             }
