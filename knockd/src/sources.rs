@@ -149,7 +149,7 @@ pub struct OneTimeFile {
     lines: Vec<OtpLine>,
     candidates: Vec<Candidate>,
     /// Why the door is disabled, to log a change of state only once.
-    disabled: Option<String>,
+    disabled: Option<Disabled>,
     /// Line numbers already warned about, to warn once per bad line.
     warned: Vec<usize>,
     /// Lines seen on the wire that could not be marked used (knock refused,
@@ -160,6 +160,25 @@ pub struct OneTimeFile {
     /// read-only or full file system takes writes again, so the lines are
     /// retried every [`MARK_RETRY`] while any is pending (and only then).
     retry_at: Option<SystemTime>,
+}
+
+/// Why a one-time door has no candidates. Two reasons are the same state
+/// when they read the same (an error's text included), so a repeated
+/// failure is logged once and a different one again.
+#[derive(Debug, thiserror::Error)]
+enum Disabled {
+    #[error("one-time sequence file {} is not writable", .0.display())]
+    NotWritable(PathBuf),
+    #[error("cannot read one-time sequences: {0}")]
+    Unreadable(#[source] OtpError),
+    #[error("no one-time sequences left in {}", .0.display())]
+    Exhausted(PathBuf),
+}
+
+impl PartialEq for Disabled {
+    fn eq(&self, other: &Disabled) -> bool {
+        self.to_string() == other.to_string()
+    }
 }
 
 /// How often a refused one-time line is retried (see `retry_at`).
@@ -189,22 +208,16 @@ impl OneTimeFile {
         self.lines = lines;
     }
 
-    fn disable(&mut self, why: String, notes: &mut Vec<Note>) {
+    fn disable(&mut self, why: Disabled, notes: &mut Vec<Note>) {
         self.set_lines(Vec::new());
-        if self.disabled.as_deref() != Some(why.as_str()) {
+        if self.disabled.as_ref() != Some(&why) {
             notes.push(Note::Error(format!("{why}; door disabled")));
             self.disabled = Some(why);
         }
     }
 
     fn not_writable(&mut self, notes: &mut Vec<Note>) {
-        self.disable(
-            format!(
-                "one-time sequence file {} is not writable",
-                self.path.display()
-            ),
-            notes,
-        );
+        self.disable(Disabled::NotWritable(self.path.clone()), notes);
     }
 
     /// Mark `line` used. `Ok(false)`: the line changed on disk (the file
@@ -257,7 +270,7 @@ impl OneTimeFile {
         let scan = match otp::scan(&self.path) {
             Ok(s) => s,
             Err(e) => {
-                self.disable(format!("cannot read one-time sequences: {e}"), notes);
+                self.disable(Disabled::Unreadable(e), notes);
                 return;
             }
         };
@@ -288,10 +301,7 @@ impl OneTimeFile {
                 }
                 self.set_lines(lines);
             }
-            None => self.disable(
-                format!("no one-time sequences left in {}", self.path.display()),
-                notes,
-            ),
+            None => self.disable(Disabled::Exhausted(self.path.clone()), notes),
         }
     }
 }
