@@ -164,14 +164,17 @@ pub fn all_sequences_bytes(bytes: &[u8]) -> Vec<Sequence> {
 /// five hits take about 40 MB).
 const MAX_FILE_BYTES: u64 = 64 << 20;
 
-/// Read a one-time file: a regular file of at most [`MAX_FILE_BYTES`],
-/// owned by root or the effective user and not writable by group or others
-/// ([`crate::fsafe::check_readable_meta`]). Anything else (a FIFO, a device such as `/dev/zero`, a directory) is an
-/// error instead of a read that blocks forever or never ends. The open does
-/// not block either (`O_NONBLOCK`, which does not affect regular files).
-pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+/// Open a one-time file, to read it or (`write`) to mark a line in it: it
+/// must be a regular file owned by root or the effective user and not
+/// writable by group or others ([`crate::fsafe::check_readable_meta`]),
+/// whoever may change it may choose what opens the door. Anything else (a
+/// FIFO, a device such as `/dev/zero`, a directory) is an error instead of
+/// a read that blocks forever or never ends. The open does not block either
+/// (`O_NONBLOCK`, which does not affect regular files).
+fn open_trusted(path: &Path, write: bool) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
+        .write(write)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
     let meta = file.metadata()?;
@@ -181,9 +184,15 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
             "not a regular file",
         ));
     }
-    // Whoever may change the file may choose what opens the door.
     crate::fsafe::check_readable_meta(&meta, nix::unistd::geteuid().as_raw())
         .map_err(crate::fsafe::Refusal::into_io)?;
+    Ok(file)
+}
+
+/// Read a one-time file (see [`open_trusted`]) of at most
+/// [`MAX_FILE_BYTES`].
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let file = open_trusted(path, false)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
@@ -207,11 +216,7 @@ pub fn scan(path: &Path) -> Result<OtpScan, OtpError> {
 /// wrong line is never marked.
 pub fn mark_used(path: &Path, line: &OtpLine) -> Result<(), OtpError> {
     let err = io_err(path);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
+    let mut file = open_trusted(path, true).map_err(io_err(path))?;
     let mut on_disk = vec![0u8; line.raw.len()];
     file.seek(SeekFrom::Start(line.offset))
         .and_then(|_| file.read_exact(&mut on_disk))
@@ -377,6 +382,26 @@ mod tests {
         assert!(matches!(e, OtpError::Changed { .. }), "{e}");
     }
 
+    /// A line is marked only in a file that passes the same checks as the
+    /// read: the path swapped for a FIFO, or made writable by others,
+    /// between the scan and the mark is refused and left as it is.
+    #[test]
+    fn marking_refuses_a_file_that_the_read_would_refuse() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = write(b" 1000\n 2000\n");
+        let line = scan(f.path()).unwrap().current().unwrap().clone();
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o646)).unwrap();
+        let e = mark_used(f.path(), &line).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        assert_eq!(std::fs::read(f.path()).unwrap(), b" 1000\n 2000\n");
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        let e = mark_used(&fifo, &line).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
     #[test]
     fn append_refuses_what_is_not_a_regular_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -418,11 +443,7 @@ mod tests {
     fn fifo_device_and_directory_are_refused_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(made.success());
+        mkfifo(&fifo);
         // Without O_NONBLOCK and the type check this open would wait for a
         // writer forever.
         for p in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
