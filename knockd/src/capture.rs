@@ -30,6 +30,8 @@ pub struct Capture {
     cap: pcap::Capture<pcap::Active>,
     link: LinkType,
     filter: Option<Program>,
+    /// Packets the kernel dropped (ring full) that were already reported.
+    drops_reported: u32,
 }
 
 /// Why a capture could not be opened, filtered or read.
@@ -104,6 +106,7 @@ impl Capture {
             cap,
             link,
             filter: None,
+            drops_reported: 0,
         })
     }
 
@@ -131,6 +134,16 @@ impl Capture {
     /// none, so libpcap filters in user space), if the kernel says.
     pub fn kernel_filter_len(&self) -> Option<usize> {
         pcap_ffi::kernel_filter_len(self.cap.as_fd())
+    }
+
+    /// Packets the kernel dropped because the ring was full since the last
+    /// call (since the open, the first time), if libpcap can tell.
+    /// One `getsockopt` (`PACKET_STATISTICS`); libpcap keeps the total.
+    pub fn new_drops(&mut self) -> Option<u32> {
+        let total = self.cap.stats().ok()?.dropped;
+        let new = total.wrapping_sub(self.drops_reported);
+        self.drops_reported = total;
+        Some(new)
     }
 
     /// The next captured frame, `Ok(None)` when none is waiting.

@@ -20,8 +20,15 @@
 //!   the repeated hit and the stragglers of an opened knock, so a door opens
 //!   once.
 //!
+//! * Packets the kernel dropped because a capture's ring was full (the loop
+//!   did not keep up, e.g. under a flood) are logged with their count
+//!   (`NAME: N packets dropped by the kernel ...`): knocks among them were
+//!   not seen. The count is asked for after frames were read, at most once
+//!   per [`DROPS_EVERY`] per interface (never while idle), and at shut-down.
+//!
 //! Cost: one descriptor and one kernel ring of [`crate::capture::BUFFER_SIZE`]
-//! per listed interface.
+//! per listed interface; one `getsockopt` per [`DROPS_EVERY`] while frames
+//! arrive.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -36,6 +43,8 @@ use crate::settings::InterfaceList;
 
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a busy capture's kernel drop count is asked for.
+pub const DROPS_EVERY: Duration = Duration::from_secs(10);
 
 /// No listed interface could be opened at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,8 @@ pub struct IfaceCapture {
     reopen_at: Instant,
     backoff: Duration,
     outage_logged: bool,
+    /// When the kernel's drop count was last asked for (see [`DROPS_EVERY`]).
+    drops_checked: Option<Instant>,
 }
 
 impl IfaceCapture {
@@ -62,6 +73,7 @@ impl IfaceCapture {
             reopen_at: now + BACKOFF_MIN,
             backoff: BACKOFF_MIN,
             outage_logged: false,
+            drops_checked: None,
         }
     }
 
@@ -203,6 +215,28 @@ impl Captures {
         };
         let link = cap.link();
         Ok(cap.next_frame()?.map(|f| (link, f, &*local)))
+    }
+
+    /// Log the packets the kernel dropped on each open capture since the
+    /// last report: for captures not asked for [`DROPS_EVERY`], or for all
+    /// of them when `all` (at shut-down).
+    pub fn report_drops(&mut self, now: Instant, all: bool, log: &Logger) {
+        for ic in &mut self.ifaces {
+            let due = all
+                || ic
+                    .drops_checked
+                    .is_none_or(|t| now.saturating_duration_since(t) >= DROPS_EVERY);
+            let Some(cap) = ic.cap.as_mut().filter(|_| due) else {
+                continue;
+            };
+            ic.drops_checked = Some(now);
+            if let Some(n @ 1..) = cap.new_drops() {
+                log.error(&format!(
+                    "{}: {n} packets dropped by the kernel (the capture buffer was full); knocks among them were not seen",
+                    ic.name
+                ));
+            }
+        }
     }
 
     /// Capture `i` failed: drop it, log it, reopen it after the shortest

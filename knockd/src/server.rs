@@ -201,6 +201,7 @@ impl<'a> Server<'a> {
             if signals.term.swap(false, Ordering::SeqCst) {
                 self.limiter.drain(Instant::now(), &mut self.summaries);
                 self.write_summaries();
+                self.captures.report_drops(Instant::now(), true, self.log);
                 self.log
                     .verbose("waiting for child processes, running pending stop commands");
                 let names = &mut self.names;
@@ -285,6 +286,7 @@ impl<'a> Server<'a> {
             self.limiter.expire(now, &mut self.summaries);
             self.write_summaries();
             if frames > 0 {
+                self.captures.report_drops(now, false, self.log);
                 let quick = now.saturating_duration_since(busy.1) <= COALESCE;
                 busy = (if quick { busy.0 + frames } else { frames }, now);
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::bins::{self, CLASSIC_KNOCK, CLASSIC_KNOCKD};
 use crate::wait::{self, DEFAULT_TIMEOUT};
-use crate::{expect_file, expect_no_file, Conf, Daemon, Lab, RunOutput};
+use crate::{expect_file, expect_no_file, Conf, Daemon, Lab, Proc, RunOutput};
 
 /// How long "nothing happens" is watched for.
 pub const QUIET: Duration = Duration::from_millis(800);
@@ -139,6 +139,90 @@ impl Lab {
         require_classic(CLASSIC_KNOCKD);
         self.start_daemon(CLASSIC_KNOCKD.as_ref(), conf.text(), &[])
     }
+}
+
+/// A bounded flood of spoofed TCP SYNs from the client namespace to the
+/// server's IPv4 address, sent by the benchmark's `knock-flood` (bounded
+/// in packets and seconds by construction).
+#[derive(Debug, Clone)]
+pub struct Flood<'a> {
+    /// Destination port.
+    pub port: &'a str,
+    /// How many distinct spoofed sources, taken from `src_net`.
+    pub sources: u64,
+    pub src_net: &'a str,
+    /// At most this many packets...
+    pub count: u64,
+    /// ...and this many seconds.
+    pub seconds: u32,
+    /// Packets per second at most (`None`: as fast as the link takes them).
+    pub pps: Option<u64>,
+}
+
+impl Lab {
+    /// MAC address of the server end of the lab's veth pair.
+    pub fn server_mac(&self) -> String {
+        let out = self.run(
+            &self.server_ns,
+            "cat",
+            &[format!("/sys/class/net/{}/address", self.server_if)],
+        );
+        out.assert_success();
+        out.stdout.trim().to_owned()
+    }
+
+    fn flood_args(&self, f: &Flood) -> Vec<String> {
+        let mut args = vec![
+            "-i".to_owned(),
+            self.client_if.clone(),
+            "--dst-mac".to_owned(),
+            self.server_mac(),
+            "--dst".to_owned(),
+            self.s4(),
+            "--port".to_owned(),
+            f.port.to_owned(),
+            "--sources".to_owned(),
+            f.sources.to_string(),
+            "--src-net".to_owned(),
+            f.src_net.to_owned(),
+            "--count".to_owned(),
+            f.count.to_string(),
+            "--seconds".to_owned(),
+            f.seconds.to_string(),
+        ];
+        if let Some(pps) = f.pps {
+            args.extend(["--pps".to_owned(), pps.to_string()]);
+        }
+        args
+    }
+
+    /// Start `flood` in the background.
+    pub fn spawn_flood(&self, f: &Flood) -> Proc {
+        self.spawn(
+            &self.client_ns,
+            bins::our_bin("knock-flood"),
+            &self.flood_args(f),
+        )
+    }
+
+    /// Send `flood` and wait for its end; the tool's one-line report
+    /// (`sent=N ...`).
+    pub fn run_flood(&self, f: &Flood) -> String {
+        let out = self.run(
+            &self.client_ns,
+            bins::our_bin("knock-flood"),
+            &self.flood_args(f),
+        );
+        out.assert_success();
+        out.stdout + &out.stderr
+    }
+}
+
+/// `KEY=value` of the flood tool's one-line report.
+pub fn flood_report_field(report: &str, key: &str) -> Option<u64> {
+    report
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
 /// Door `door` of `sequence` with `Start_Command` `cmd`, `Seq_Timeout`

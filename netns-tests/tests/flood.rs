@@ -20,28 +20,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use knockd::ratelimit::{BURST, WINDOW};
-use netns_tests::scenario::{knock_until, knock_until_lines, lines, wait_lines};
+use netns_tests::scenario::{
+    flood_report_field, knock_until, knock_until_lines, lines, wait_lines, Flood,
+};
 use netns_tests::wait::{poll_until, DEFAULT_TIMEOUT};
 use netns_tests::{bins, require_root, Conf, Daemon, Lab};
 use nix::sys::signal::Signal;
-
-/// MAC address of the server end of the lab's veth pair.
-fn server_mac(lab: &Lab) -> String {
-    let out = lab.run(
-        &lab.server_ns,
-        "cat",
-        &[format!("/sys/class/net/{}/address", lab.server_if)],
-    );
-    out.assert_success();
-    out.stdout.trim().to_owned()
-}
-
-/// `KEY=value` from the flood tool's one-line report.
-fn report_field(report: &str, key: &str) -> Option<u64> {
-    report
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-}
 
 /// Stop the daemon with SIGTERM and wait for it to exit.
 fn stop(d: &mut Daemon) {
@@ -79,32 +63,15 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
     let conf = Conf::new(&[]).door_cmd("flooded", "7000,8000,9000", &cmd, &extra);
     let began = Instant::now();
     let mut d = lab.our_daemon(&conf);
-    let h = lab.server_v4().to_string();
-    let mac = server_mac(&lab);
-
     // Bounded: at most 400,000 SYNs and 8 s, all to the lab's server.
-    let mut flood = lab.spawn(
-        &lab.client_ns,
-        bins::our_bin("knock-flood"),
-        &[
-            "-i",
-            &lab.client_if,
-            "--dst-mac",
-            &mac,
-            "--dst",
-            &h,
-            "--port",
-            "7000",
-            "--sources",
-            "50000",
-            "--src-net",
-            "198.18.0.0/15",
-            "--count",
-            "400000",
-            "--seconds",
-            "8",
-        ],
-    );
+    let mut flood = lab.spawn_flood(&Flood {
+        port: "7000",
+        sources: 50_000,
+        src_net: "198.18.0.0/15",
+        count: 400_000,
+        seconds: 8,
+        pps: None,
+    });
     // The flood is under way once the burst of Stage lines is used up.
     let burst = BURST as usize;
     let flooding = poll_until(DEFAULT_TIMEOUT, || {
@@ -138,7 +105,8 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
         flood.output_text()
     );
     let report = flood.output_text();
-    let sent = report_field(&report, "sent").unwrap_or_else(|| panic!("no sent= in {report:?}"));
+    let sent =
+        flood_report_field(&report, "sent").unwrap_or_else(|| panic!("no sent= in {report:?}"));
     stop(&mut d);
     let elapsed = began.elapsed();
 
@@ -201,6 +169,58 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
          {flooding_while_opened}",
         log.len()
     );
+}
+
+/// Packets the kernel drops because the capture's ring is full are counted
+/// in the log, so an administrator knows knocks may have been missed: the
+/// daemon is stopped while a bounded flood far larger than its 1 MiB ring
+/// arrives, then continued.
+#[test]
+fn kernel_drops_are_logged_with_their_count() {
+    require_root!("kernel_drops_are_logged_with_their_count");
+    let lab = Lab::new("f-drops");
+    let (opens, cmd) = lab.appending("opens");
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000,9000", &cmd, &[("Seq_Timeout", "2")]);
+    let mut d = lab.our_daemon(&conf);
+    d.signal(Signal::SIGSTOP);
+    // Bounded: 60,000 SYNs within 10 s; a frame takes well over 17 bytes
+    // of the ring, so most of them cannot fit.
+    let report = lab.run_flood(&Flood {
+        port: "7000",
+        sources: 1000,
+        src_net: "198.18.0.0/15",
+        count: 60_000,
+        seconds: 10,
+        pps: None,
+    });
+    let sent =
+        flood_report_field(&report, "sent").unwrap_or_else(|| panic!("no sent= in {report:?}"));
+    d.signal(Signal::SIGCONT);
+    let needle = " packets dropped by the kernel (the capture buffer was full)";
+    let line = poll_until(DEFAULT_TIMEOUT, || {
+        d.log_text()
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("no drop count for {sent} packets\n{}", d.dump()));
+    let dropped: u64 = line
+        .split(needle)
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    assert!(line.contains(&format!("] {}: ", lab.server_if)), "{line}");
+    assert!(
+        dropped > 0 && dropped <= sent,
+        "{dropped} dropped of {sent} sent: {line}"
+    );
+    eprintln!("kernel drops: {dropped} of {sent} packets sent while stopped");
+    // Still listening: a knock opens.
+    knock_until_lines(&opens, 1, &d, || {
+        lab.knock_server(&["7000", "8000", "9000"])
+    });
+    stop(&mut d);
 }
 
 /// Put the one-time sequence `seq` (`P1,P2,P3`) into a watched file with

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use netns_tests::scenario::{lines, wait_lines, QUIET};
+use netns_tests::scenario::{lines, wait_lines, Flood, QUIET};
 use netns_tests::wait::{self, poll_until};
 use netns_tests::{bins, require_root, Conf, Daemon, Host, Lab, RunOutput};
 
@@ -451,22 +451,9 @@ fn knock_succeeds_while_the_source_uses_a_real_service() {
     users.kill();
 }
 
-/// `knock-flood` (bench/knock-flood), built if needed.
-fn knock_flood() -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let built = std::process::Command::new(cargo)
-        .current_dir(bins::workspace_root())
-        .args(["build", "-q", "-p", "knock-flood"])
-        .status()
-        .expect("running cargo build -p knock-flood");
-    assert!(built.success(), "cargo build -p knock-flood failed");
-    bins::our_bin("knock-flood")
-}
-
 #[test]
 fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
     require_root!("a_slow_knock_survives_a_spoofed_flood_on_another_door");
-    let flood = knock_flood();
     let (lab, d) = serve(
         "m-flood",
         &[
@@ -480,45 +467,20 @@ fn a_slow_knock_survives_a_spoofed_flood_on_another_door() {
             ),
         ],
     );
-    let h = lab.server_v4().to_string();
-    let mac = sh(
-        &lab,
-        &lab.server_ns,
-        &format!("cat /sys/class/net/{}/address", lab.server_if),
-    )
-    .stdout
-    .trim()
-    .to_owned();
+    let h = lab.s4();
     let c = lab.client_v4().to_string();
     // 120,000 spoofed sources (more than the 65,536 attempts kept), one
     // first hit each, paced so that a loaded machine decodes them all,
     // bounded in packets and seconds; each flood from its own network.
-    let flood_once = |net: &str| {
-        let out = lab.run(
-            &lab.client_ns,
-            &flood,
-            &[
-                "-i",
-                lab.client_if.as_str(),
-                "--dst-mac",
-                mac.as_str(),
-                "--dst",
-                h.as_str(),
-                "--port",
-                "5555",
-                "--sources",
-                "120000",
-                "--src-net",
-                net,
-                "--count",
-                "120000",
-                "--pps",
-                "20000",
-                "--seconds",
-                "10",
-            ],
-        );
-        out.assert_success();
+    let flood_once = |src_net: &str| {
+        lab.run_flood(&Flood {
+            port: "5555",
+            sources: 120_000,
+            src_net,
+            count: 120_000,
+            seconds: 10,
+            pps: Some(20_000),
+        })
     };
     lab.knock(&lab.client_ns, &[&h, "7000"]);
     d.expect_log(&format!("{c}: slow: Stage 1"));
