@@ -277,8 +277,9 @@ for s in $sources; do
   done
   # Ours logs the packets its capture ring had no room for (the last count
   # at shut-down); the classic daemon says nothing of them.
-  R[f_kdrop_ours_$s]=$(tail -c +$((R[f_log0_ours] + 1)) "$work/ours.log" |
-    grep -o '[0-9]* packets dropped by the kernel' | awk '{n += $1} END {print n + 0}')
+  R[f_kdrop_ours_$s]=$(tail -c +$((R[f_log0_ours] + 1)) "$work/ours.log" | awk '
+    / packets dropped by the kernel / { for (i = 2; i <= NF; i++) if ($i == "packets" && $(i + 1) == "dropped") n += $(i - 1) }
+    END { print n + 0 }')
   if [[ $s == "${sources%% *}" ]]; then
     tail -n 4 "$work/ours.log" | sed 's/^/   ours.log: /'
   fi
