@@ -395,31 +395,32 @@ mod tests {
         assert!(e.to_string().contains("writable by group or others"), "{e}");
         assert_eq!(std::fs::read(f.path()).unwrap(), b" 1000\n 2000\n");
 
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        mkfifo(&fifo);
+        let (_dir, fifo) = temp_fifo();
         let e = mark_used(&fifo, &line).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]
     fn append_refuses_what_is_not_a_regular_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        mkfifo(&fifo);
+        let (_dir, fifo) = temp_fifo();
         let e = append(&fifo, &["1000".parse().unwrap()]).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
         let e = append(Path::new("/dev/null"), &["1000".parse().unwrap()]).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
-    fn mkfifo(path: &Path) {
+    /// A FIFO named `fifo` in a new temporary directory (removed when the
+    /// returned directory is dropped).
+    fn temp_fifo() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
         let ok = std::process::Command::new("mkfifo")
-            .arg(path)
+            .arg(&fifo)
             .status()
             .unwrap()
             .success();
-        assert!(ok, "mkfifo {}", path.display());
+        assert!(ok, "mkfifo {}", fifo.display());
+        (dir, fifo)
     }
 
     #[test]
@@ -441,9 +442,7 @@ mod tests {
 
     #[test]
     fn fifo_device_and_directory_are_refused_without_blocking() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        mkfifo(&fifo);
+        let (dir, fifo) = temp_fifo();
         // Without O_NONBLOCK and the type check this open would wait for a
         // writer forever.
         for p in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
