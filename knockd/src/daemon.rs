@@ -49,7 +49,7 @@ pub fn run(cli: &Cli) -> i32 {
         cli.debug,
     );
     let interfaces = match resolved.interfaces {
-        Ok(i) => i.value,
+        Ok(i) => i,
         Err(e) => {
             log.error(&e.to_string());
             return 1;

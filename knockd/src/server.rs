@@ -30,7 +30,7 @@ use crate::lookup::Names;
 use crate::matcher::{Candidate, DoorRule, Event, Matcher, PerSource};
 use crate::packet;
 use crate::ratelimit::{Limits, LineKind, RateLimiter, Summary};
-use crate::settings::{InterfaceList, Settings};
+use crate::settings::{self, InterfaceList, Origin, Settings, Valued};
 use crate::sources::{self, Consumed, Note, SequenceSource};
 use crate::watch::{self, Changes, Watcher};
 
@@ -133,6 +133,11 @@ pub struct Server<'a> {
     rotation_at: Option<Instant>,
     /// Address and one-time-file change notifications.
     watcher: Watcher,
+    /// The interfaces are those of the default routes (neither `-i` nor
+    /// `Interface` named any): route changes move the captures.
+    follow_routes: bool,
+    /// The default routes are gone; said once until they are back.
+    no_route_logged: bool,
     /// Next re-check of everything, only while a notification is missing.
     next_check: Option<Instant>,
     /// Per-packet log lines (see [`crate::ratelimit`]).
@@ -144,18 +149,19 @@ pub struct Server<'a> {
 
 impl<'a> Server<'a> {
     /// Set up the doors and open a capture on each of `interfaces` (as
-    /// resolved by [`Settings::resolve`]). That none of them opens is the
+    /// resolved by [`Settings::resolve`]; those of the default routes are
+    /// followed when the routes change). That none of them opens is the
     /// only capture failure that is fatal: it happens before the daemon
     /// detaches, so the error reaches the terminal and the exit status.
     /// Starts no thread (daemonizing must come before any thread exists).
     pub fn new(
         settings: Settings,
         cfg: Config,
-        interfaces: &InterfaceList,
+        interfaces: &Valued<InterfaceList>,
         log: &'a Logger,
     ) -> Result<Server<'a>, ServerError> {
         let now = Instant::now();
-        let captures = Captures::open(interfaces, settings.ipv4_only, now, log)?;
+        let captures = Captures::open(&interfaces.value, settings.ipv4_only, now, log)?;
         let (watcher, watch_error) = Watcher::new();
         let mut server = Server {
             names: None,
@@ -167,6 +173,8 @@ impl<'a> Server<'a> {
             captures,
             rotation_at: None,
             watcher,
+            follow_routes: false,
+            no_route_logged: false,
             next_check: None,
             limiter: RateLimiter::new(0, Limits::default()),
             summaries: Vec::new(),
@@ -175,6 +183,7 @@ impl<'a> Server<'a> {
         if let Some(e) = watch_error {
             log.error(&e.to_string());
         }
+        server.follow_routes_of(interfaces.origin);
         // Watch before the files are first read, so no change falls between.
         server.watch_files(&cfg.doors, now);
         server.install_doors(cfg.doors);
@@ -218,10 +227,7 @@ impl<'a> Server<'a> {
             let now = Instant::now();
             if self.next_check.is_some_and(|t| now >= t) {
                 self.next_check = Some(now + watch::FALLBACK_PERIOD);
-                self.recheck(Changes {
-                    addresses: true,
-                    files: true,
-                });
+                self.recheck(Changes::ALL);
             }
             if self.rotation_at.is_some_and(|at| now >= at) {
                 self.rotate();
@@ -348,6 +354,12 @@ impl Server<'_> {
         for e in self.watcher.watch_files(&files) {
             self.log.error(&e.to_string());
         }
+        self.plan_fallback(now);
+    }
+
+    /// Re-check everything every [`watch::FALLBACK_PERIOD`] while a
+    /// notification is missing, else never.
+    fn plan_fallback(&mut self, now: Instant) {
         self.next_check = self
             .watcher
             .needs_polling()
@@ -513,6 +525,9 @@ impl Server<'_> {
     /// files appended to, edited, removed or created again).
     fn recheck(&mut self, what: Changes) {
         let mut changed = false;
+        if what.routes && self.follow_routes {
+            changed |= self.follow_default_routes();
+        }
         if what.addresses {
             changed |= self.captures.reread_addresses(self.log);
         }
@@ -525,6 +540,39 @@ impl Server<'_> {
             self.apply_filter();
         }
         self.plan_rotation();
+    }
+
+    /// Follow the default routes' interfaces (route notifications on) when
+    /// the interface list came from them, else not.
+    fn follow_routes_of(&mut self, origin: Origin) {
+        self.follow_routes = origin == Origin::DefaultRoutes;
+        self.no_route_logged = false;
+        if let Some(e) = self.watcher.watch_routes(self.follow_routes) {
+            self.log.error(&e.to_string());
+        }
+        self.plan_fallback(Instant::now());
+    }
+
+    /// The routes changed: listen on the interfaces of the default routes
+    /// now. Without any default route the captures stay as they are (the
+    /// daemon keeps listening; said once). Whether the list changed.
+    fn follow_default_routes(&mut self) -> bool {
+        match settings::default_route_interfaces() {
+            Ok(list) => {
+                self.no_route_logged = false;
+                self.captures.set_list(&list, Instant::now(), self.log)
+            }
+            Err(e) => {
+                if !self.no_route_logged {
+                    self.no_route_logged = true;
+                    self.log.error(&format!(
+                        "the default routes changed: {e}; still listening on {}",
+                        self.captures.listed_names()
+                    ));
+                }
+                false
+            }
+        }
     }
 
     /// A source's own deadline passed (a rotating door's window ended, a
@@ -754,7 +802,7 @@ impl Server<'_> {
                 }
                 let resolved = self.settings.resolve(&cfg);
                 let interfaces = match resolved.interfaces {
-                    Ok(i) => i.value,
+                    Ok(i) => i,
                     Err(e) => {
                         self.log.error(&format!("reload: {e}"));
                         self.log
@@ -770,7 +818,8 @@ impl Server<'_> {
                 self.watch_files(&cfg.doors, Instant::now());
                 self.install_doors(cfg.doors);
                 self.captures
-                    .set_list(&interfaces, Instant::now(), self.log);
+                    .set_list(&interfaces.value, Instant::now(), self.log);
+                self.follow_routes_of(interfaces.origin);
                 self.captures.reread_addresses(self.log);
                 self.apply_filter();
                 self.log.log(&format!(
@@ -828,7 +877,10 @@ mod tests {
             max_children: crate::commands::DEFAULT_MAX_CHILDREN,
             shutdown_grace: Duration::from_secs(1),
         };
-        let lo = InterfaceList::parse("lo").unwrap();
+        let lo = Valued {
+            value: InterfaceList::parse("lo").unwrap(),
+            origin: Origin::CommandLine,
+        };
         Some(Server::new(settings, cfg, &lo, log).unwrap())
     }
 

@@ -6,6 +6,12 @@
 //!   message (or a lost one: `ENOBUFS`) means "re-read the addresses"; the
 //!   messages themselves are not parsed, `getifaddrs` stays the one place
 //!   that says what the addresses are.
+//! * **Default routes** (only while the interfaces are those of the default
+//!   routes): a second `NETLINK_ROUTE` socket subscribed to
+//!   `RTMGRP_IPV4_ROUTE` and `RTMGRP_IPV6_ROUTE`. Any message means
+//!   "re-read the default routes"; the route tables stay the one place that
+//!   says which they are. A separate socket keeps route churn from waking a
+//!   daemon that does not follow the routes.
 //! * **One-time files**: one inotify instance watching the *directory* of
 //!   each file (not the file), so that a file that is deleted and created
 //!   again, or replaced by a rename, is still seen. An event counts only if
@@ -45,6 +51,8 @@ pub enum WatchError {
         "cannot subscribe to address changes (netlink): {0}; re-reading addresses once a second"
     )]
     Netlink(Errno),
+    #[error("cannot subscribe to route changes (netlink): {0}; re-reading the default routes once a second")]
+    Routes(Errno),
     #[error("cannot watch files (inotify): {0}; re-checking one-time files once a second")]
     Inotify(Errno),
     #[error("cannot watch directory {dir}: {errno}; re-checking one-time files once a second")]
@@ -58,11 +66,27 @@ pub struct Changes {
     pub addresses: bool,
     /// A watched file changed: refresh the sequence sources.
     pub files: bool,
+    /// Routes changed (only when [`Watcher::watch_routes`] is on): re-read
+    /// the default routes.
+    pub routes: bool,
+}
+
+impl Changes {
+    /// Everything may have changed (a notification is missing).
+    pub const ALL: Changes = Changes {
+        addresses: true,
+        files: true,
+        routes: true,
+    };
 }
 
 /// The two notification descriptors. See the module documentation.
 pub struct Watcher {
     netlink: Option<OwnedFd>,
+    /// Route changes, while they are followed.
+    routes: Option<OwnedFd>,
+    /// Routes are followed but their socket could not be opened.
+    routes_degraded: bool,
     inotify: Option<Inotify>,
     /// File names watched in each watched directory.
     names: HashMap<WatchDescriptor, Vec<OsString>>,
@@ -84,19 +108,44 @@ fn file_mask() -> AddWatchFlags {
         | AddWatchFlags::IN_MOVE_SELF
 }
 
-fn open_netlink() -> Result<OwnedFd, Errno> {
+/// Address and link changes.
+const ADDRESS_GROUPS: libc::c_int =
+    libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR;
+/// Route changes.
+const ROUTE_GROUPS: libc::c_int = libc::RTMGRP_IPV4_ROUTE | libc::RTMGRP_IPV6_ROUTE;
+
+/// A non-blocking netlink socket subscribed to `groups`.
+fn open_netlink(groups: libc::c_int) -> Result<OwnedFd, Errno> {
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkRoute,
     )?;
-    let groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
     bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &NetlinkAddr::new(0, groups),
+        &NetlinkAddr::new(0, groups as u32),
     )?;
     Ok(fd)
+}
+
+/// Read every waiting message of netlink socket `fd` (never blocks);
+/// whether there was any (a lost one, `ENOBUFS`, counts).
+fn drain_netlink(fd: &OwnedFd) -> bool {
+    let mut buf = [0u8; 8192];
+    let mut any = false;
+    loop {
+        match recv(
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            &mut buf,
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return any,
+            Ok(_) | Err(Errno::ENOBUFS) => any = true,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return any,
+        }
+    }
 }
 
 /// The directory `path` lives in (`.` for a bare file name).
@@ -111,17 +160,41 @@ impl Watcher {
     /// Subscribe to address changes. Watches no file yet
     /// ([`Watcher::watch_files`]).
     pub fn new() -> (Watcher, Option<WatchError>) {
-        let (netlink, err) = match open_netlink() {
+        let (netlink, err) = match open_netlink(ADDRESS_GROUPS) {
             Ok(fd) => (Some(fd), None),
             Err(e) => (None, Some(WatchError::Netlink(e))),
         };
         let w = Watcher {
             netlink,
+            routes: None,
+            routes_degraded: false,
             inotify: None,
             names: HashMap::new(),
             files_degraded: false,
         };
         (w, err)
+    }
+
+    /// Follow route changes (`on`) or stop following them.
+    pub fn watch_routes(&mut self, on: bool) -> Option<WatchError> {
+        self.routes_degraded = false;
+        if !on {
+            self.routes = None;
+            return None;
+        }
+        if self.routes.is_some() {
+            return None;
+        }
+        match open_netlink(ROUTE_GROUPS) {
+            Ok(fd) => {
+                self.routes = Some(fd);
+                None
+            }
+            Err(e) => {
+                self.routes_degraded = true;
+                Some(WatchError::Routes(e))
+            }
+        }
     }
 
     /// Watch exactly `files` (replacing earlier watches): their directories
@@ -166,7 +239,7 @@ impl Watcher {
     /// Whether the event loop must re-check addresses and files once a
     /// second because a notification is missing.
     pub fn needs_polling(&self) -> bool {
-        self.netlink.is_none() || self.files_degraded
+        self.netlink.is_none() || self.files_degraded || self.routes_degraded
     }
 
     /// The descriptors to poll for input.
@@ -175,29 +248,17 @@ impl Watcher {
             .as_ref()
             .map(|f| f.as_fd())
             .into_iter()
+            .chain(self.routes.as_ref().map(|f| f.as_fd()))
             .chain(self.inotify.as_ref().map(|i| i.as_fd()))
     }
 
-    /// Drain both descriptors (never blocks) and say what changed.
+    /// Drain the descriptors (never blocks) and say what changed.
     pub fn read(&mut self) -> Changes {
-        let mut changes = Changes::default();
-        if let Some(fd) = &self.netlink {
-            let mut buf = [0u8; 8192];
-            loop {
-                match recv(
-                    std::os::fd::AsRawFd::as_raw_fd(fd),
-                    &mut buf,
-                    MsgFlags::MSG_DONTWAIT,
-                ) {
-                    Ok(0) => break,
-                    Ok(_) => changes.addresses = true,
-                    Err(Errno::EINTR) => continue,
-                    // Messages were lost: something changed.
-                    Err(Errno::ENOBUFS) => changes.addresses = true,
-                    Err(_) => break,
-                }
-            }
-        }
+        let mut changes = Changes {
+            addresses: self.netlink.as_ref().is_some_and(drain_netlink),
+            routes: self.routes.as_ref().is_some_and(drain_netlink),
+            files: false,
+        };
         if let Some(inotify) = &self.inotify {
             loop {
                 match inotify.read_events() {
@@ -300,6 +361,19 @@ mod tests {
         assert!(!w.read().files, "an unrelated file counted");
         std::fs::rename(&tmp, &file).unwrap();
         assert!(read_until(&mut w, |c| c.files), "rename over not seen");
+    }
+
+    #[test]
+    fn route_changes_are_watched_only_while_asked_for() {
+        let (mut w, _) = Watcher::new();
+        let base = w.fds().count();
+        assert_eq!(w.watch_routes(true), None);
+        assert_eq!(w.fds().count(), base + 1, "no route socket");
+        assert_eq!(w.watch_routes(true), None);
+        assert_eq!(w.fds().count(), base + 1, "a second route socket");
+        assert!(!w.needs_polling() || w.netlink.is_none());
+        assert_eq!(w.watch_routes(false), None);
+        assert_eq!(w.fds().count(), base, "the route socket stayed");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! namespace ([`Lab::add_server_link`]), so the server has two interfaces
 //! with their own addresses, and a knock sent to one address arrives on one
 //! interface only. Covered: `-i a,b`, `Interface = a, b`, `-i any`, the
-//! default-route choice (and its failure), losing one interface while the
-//! other keeps working, a listed interface missing at start-up, `SIGHUP`
-//! from one interface to two, and a packet captured twice opening once.
+//! default-route choice (and its failure), the capture following a moved
+//! default route, losing one interface while the other keeps working, a
+//! listed interface missing at start-up, `SIGHUP` from one interface to
+//! two, and a packet captured twice opening once.
 
 use std::fs;
 
@@ -151,6 +152,51 @@ fn without_an_interface_the_default_routes_choose() {
         "{}",
         d.dump()
     );
+}
+
+/// Without `-i` or `Interface`, the daemon follows the default routes while
+/// it runs: the IPv4 default route moved from the first link to the second
+/// moves the capture; the route deleted leaves it where it is (said once).
+#[test]
+fn a_default_route_that_moves_moves_the_capture() {
+    require_root!("a_default_route_that_moves_moves_the_capture");
+    let (lab, link) = two_link_lab("i-moved");
+    let any: std::net::IpAddr = "0.0.0.0".parse().unwrap();
+    lab.add_route(&lab.server_ns, any, 0, lab.client_v4().into());
+    // Seq_Timeout 1: the same client knocks again after its opening.
+    let cmd = lab.append_ip("opened");
+    let conf = Conf::new(&[]).door_cmd("door", "7000,8000,9000", &cmd, &[("Seq_Timeout", "1")]);
+    let d = daemon(&lab, None, &conf, &[]);
+    d.expect_log(&format!("starting up, listening on {}", lab.server_if));
+
+    // Replaced by a default route through the second link.
+    lab.add_route(&lab.server_ns, any, 0, link.client_v4.into());
+    let moved = format!(
+        "interfaces changed from {} to {}",
+        lab.server_if, link.server_if
+    );
+    assert!(
+        poll_until(DEFAULT_TIMEOUT, || (d.log_count(&moved) == 1).then_some(())).is_some(),
+        "the capture did not follow the route\n{}",
+        d.dump()
+    );
+    let opened = lab.path("opened");
+    let to = link.server_v4.to_string();
+    knock_until_lines(&opened, 1, &d, || knock(&lab, &to));
+    assert_eq!(lines(&opened), [link.client_v4.to_string()], "{}", d.dump());
+
+    // No default route any more: still listening on the second link.
+    lab.run(&lab.server_ns, "ip", &["route", "del", "default"])
+        .assert_success();
+    let kept = format!("still listening on {}", link.server_if);
+    assert!(
+        poll_until(DEFAULT_TIMEOUT, || (d.log_count(&kept) == 1).then_some(())).is_some(),
+        "the lost default route was not reported\n{}",
+        d.dump()
+    );
+    knock_until_lines(&opened, 2, &d, || knock(&lab, &to));
+    d.expect_log_count(&kept, 1);
+    d.expect_log_count("interfaces changed from", 1);
 }
 
 #[test]
