@@ -151,16 +151,25 @@ pub fn running_as_root() -> bool {
     fs::metadata("/proc/self").unwrap().uid() == 0
 }
 
-/// Ends the calling test early, saying why, unless it runs as root (for
-/// tests that need root only to hand a file to another user).
+/// Ends the calling test early, saying why (`SKIPPED ...` on stderr),
+/// unless it runs as root. Under `CI=true` (where the tests run as root) a
+/// skip is a failure instead: it would hide the test.
 #[macro_export]
 macro_rules! skip_unless_root {
     ($why:expr) => {
         if !$crate::running_as_root() {
-            eprintln!("skipped: {}", $why);
+            $crate::skipped(&$why);
             return;
         }
     };
+}
+
+/// Say that a test is skipped, and why; under `CI=true`, fail instead.
+pub fn skipped(why: &str) {
+    eprintln!("\nSKIPPED: {why}");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true: a skipped test is a failure ({why})");
+    }
 }
 
 /// `setpriv` (util-linux), when installed.

@@ -17,25 +17,6 @@ use std::time::Duration;
 /// `nobody` on Debian.
 const NOBODY: u32 = 65534;
 
-macro_rules! require_root {
-    ($name:expr) => {
-        if !integration::running_as_root() {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!(
-                    "\nSKIPPED {}: needs root to start knock with privilege as another user\n",
-                    $name
-                )
-                .as_bytes(),
-            );
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true: a skipped privilege test is a failure");
-            }
-            return;
-        }
-    };
-}
-
 /// A UDP socket on loopback that knocks can be aimed at.
 type Target = integration::UdpTarget;
 
@@ -138,7 +119,9 @@ fn assert_status_between_hits(child: Child, a: &Target, b: &Target, want: &[(&st
 
 #[test]
 fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
-    require_root!("under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets");
+    integration::skip_unless_root!(
+        "under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets needs root"
+    );
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (target(), target());
     // The user's own one-time file: knock must still mark it after the drop.
@@ -199,7 +182,9 @@ fn under_sudo_knock_becomes_the_invoking_user_after_opening_its_sockets() {
 
 #[test]
 fn with_file_capabilities_knock_clears_them_after_opening_its_sockets() {
-    require_root!("with_file_capabilities_knock_clears_them_after_opening_its_sockets");
+    integration::skip_unless_root!(
+        "with_file_capabilities_knock_clears_them_after_opening_its_sockets needs root"
+    );
     // As nobody with CAP_NET_RAW (what `setcap cap_net_raw+ep` gives).
     // The FIN hit needs a raw socket: success shows it was opened.
     nobody_runs_knock(
@@ -216,7 +201,9 @@ fn with_file_capabilities_knock_clears_them_after_opening_its_sockets() {
 
 #[test]
 fn as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets() {
-    require_root!("as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets");
+    integration::skip_unless_root!(
+        "as_a_setuid_binary_knock_becomes_the_real_user_after_opening_its_sockets needs root"
+    );
     // A setuid-root copy of knock in a directory everyone may enter.
     let dir = integration::Scratch::new();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
