@@ -81,6 +81,13 @@ impl IfaceCapture {
         self.cap.is_some()
     }
 
+    /// Open the capture and read the interface's addresses.
+    fn open(&mut self, ipv4_only: bool) -> Result<(), CaptureError> {
+        self.cap = Some(Capture::open(&self.name)?);
+        self.local = capture::interface_addresses(&self.name, ipv4_only);
+        Ok(())
+    }
+
     pub fn link(&self) -> Option<LinkType> {
         self.cap.as_ref().map(Capture::link)
     }
@@ -121,12 +128,8 @@ impl Captures {
         let mut errors = Vec::new();
         for name in list.names() {
             let mut ic = IfaceCapture::lost(name, now);
-            match Capture::open(name) {
-                Ok(c) => {
-                    ic.cap = Some(c);
-                    ic.local = capture::interface_addresses(name, ipv4_only);
-                }
-                Err(e) => errors.push(e),
+            if let Err(e) = ic.open(ipv4_only) {
+                errors.push(e);
             }
             set.ifaces.push(ic);
         }
@@ -175,15 +178,9 @@ impl Captures {
                 continue;
             }
             let mut ic = IfaceCapture::lost(name, now);
-            match Capture::open(name) {
-                Ok(c) => {
-                    ic.cap = Some(c);
-                    ic.local = capture::interface_addresses(name, self.ipv4_only);
-                }
-                Err(e) => {
-                    log.error(&format!("{e}; retrying"));
-                    ic.outage_logged = true;
-                }
+            if let Err(e) = ic.open(self.ipv4_only) {
+                log.error(&format!("{e}; retrying"));
+                ic.outage_logged = true;
             }
             self.ifaces.push(ic);
         }
@@ -273,18 +270,14 @@ impl Captures {
     /// Reopen the lost captures whose time has come, each with its filter
     /// from `plan`. Failures are logged once per outage.
     pub fn reopen_due(&mut self, now: Instant, plan: &FilterPlan, log: &Logger) {
-        for i in 0..self.ifaces.len() {
-            let ic = &mut self.ifaces[i];
+        for ic in &mut self.ifaces {
             if ic.is_open() || now < ic.reopen_at {
                 continue;
             }
-            let opened = Capture::open(&ic.name).and_then(|c| {
-                ic.cap = Some(c);
-                ic.local = capture::interface_addresses(&ic.name, self.ipv4_only);
-                install(ic, plan, log)
-            });
-            let ic = &mut self.ifaces[i];
-            match opened {
+            match ic
+                .open(self.ipv4_only)
+                .and_then(|()| install(ic, plan, log))
+            {
                 Ok(()) => {
                     log.log(&format!("{}: capture reopened", ic.name));
                     ic.outage_logged = false;

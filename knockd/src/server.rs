@@ -1,6 +1,7 @@
 //! The daemon's event loop: one thread that polls the capture descriptors
-//! (one per listed interface, [`crate::captures`]), a signal pipe and the change notifications ([`crate::watch`]), feeds decoded
-//! hits to the matcher, uses up one-time sequences, starts commands and fires
+//! (one per listed interface, [`crate::captures`]), a signal pipe and the
+//! change notifications ([`crate::watch`]), feeds decoded hits to the
+//! matcher, uses up one-time sequences, starts commands and fires
 //! timers. Nothing in the loop blocks: commands run as child processes,
 //! reverse lookups on a helper thread.
 //!
