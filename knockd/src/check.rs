@@ -103,7 +103,7 @@ pub fn summary(cli: &Cli, cfg: &Config) -> (String, Vec<CheckWarning>) {
 }
 
 /// [`summary`] with the default routes given (tests).
-pub fn summary_with(
+fn summary_with(
     cli: &Cli,
     cfg: &Config,
     default_routes: impl FnOnce() -> Result<InterfaceList, RouteError>,
