@@ -202,6 +202,10 @@ fn fault_interface_deleted_and_recreated_twice() {
         // Gone: the daemon keeps running and tries to reopen the capture;
         // the failure is said once per outage, not once per attempt.
         d.expect_log_count("; retrying", round);
+        // Long enough for two more reopen attempts (back-off 250 ms, then
+        // 500 ms): still one line.
+        std::thread::sleep(QUIET);
+        assert_eq!(d.log_count("; retrying"), round, "{}", d.dump());
         d.assert_running();
         lab.create_server_link();
         d.expect_log_count("capture reopened", round);

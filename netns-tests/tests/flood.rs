@@ -179,8 +179,8 @@ fn spoofed_flood_keeps_the_log_small_and_loses_no_knock() {
 fn kernel_drops_are_logged_with_their_count() {
     require_root!("kernel_drops_are_logged_with_their_count");
     let lab = Lab::new("f-drops");
-    let (opens, cmd) = lab.appending("opens");
-    let conf = Conf::new(&[]).door_cmd("door", "7000,8000,9000", &cmd, &[("Seq_Timeout", "2")]);
+    let opens = lab.path("opens");
+    let conf = lab.one_door_appending("opens", "7000,8000,9000", &[("Seq_Timeout", "2")]);
     let mut d = lab.our_daemon(&conf);
     d.signal(Signal::SIGSTOP);
     // Bounded: 60,000 SYNs within 10 s; a frame takes well over 17 bytes

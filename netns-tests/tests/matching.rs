@@ -173,7 +173,6 @@ fn retransmitted_syns_of_a_firewalled_connect_client_open_once() {
     // The daemon still listens: a knock on another door opens it.
     lab.knock(&cn, &[&h, "6000"]);
     wait_lines(&lab.path("probe"), 1, &d);
-    wait_lines(&lab.path("probe"), 1, &d);
 }
 
 /// A one-time file of `n` lines `k01,k02,k03` with k = 70, 71, ...
