@@ -324,13 +324,9 @@ pub enum GenError {
 /// that single fallible call into an error message ([`GenError::Rng`], the
 /// same variant as a failed key), and the ChaCha keystream that follows is
 /// cryptographically secure. The generator lives only for one run and is
-/// never reseeded from anything predictable; the seed is wiped once used.
+/// never reseeded from anything predictable.
 pub fn os_rng() -> Result<StdRng, GenError> {
-    let mut seed = <StdRng as SeedableRng>::Seed::default();
-    getrandom::fill(&mut seed)?;
-    let rng = StdRng::from_seed(seed);
-    seed.zeroize();
-    Ok(rng)
+    Ok(StdRng::try_from_os_rng()?)
 }
 
 /// Generate `spec.count` new sequences. `existing` holds the sequences
