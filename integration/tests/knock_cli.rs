@@ -230,7 +230,7 @@ fn unprivileged_knock() -> Option<Command> {
 #[test]
 fn without_privilege_plain_knocks_use_ordinary_sockets() {
     let Some(mut cmd) = unprivileged_knock() else {
-        eprintln!("skipped: running as root without setpriv");
+        integration::skipped("running as root without setpriv");
         return;
     };
     let t = Target::new(Duration::from_secs(5));

@@ -225,10 +225,7 @@ pub fn mark_used(path: &Path, line: &OtpLine) -> Result<(), OtpError> {
                 path: path.to_path_buf(),
                 line_no: line.line_no,
             },
-            _ => OtpError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            },
+            _ => io_err(path)(e),
         })?;
     if on_disk != line.raw || on_disk.is_empty() {
         return Err(OtpError::Changed {
