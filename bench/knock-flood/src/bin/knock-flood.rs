@@ -64,9 +64,10 @@ struct Args {
     pps: Option<u64>,
 }
 
-fn check(a: &Args) -> Result<()> {
+/// Refuse arguments out of bounds; the time limit of the flood.
+fn check(a: &Args) -> Result<Duration> {
     BOUNDS.check_count("--count", a.count)?;
-    BOUNDS.check_seconds(a.seconds)?;
+    let limit = BOUNDS.check_seconds(a.seconds)?;
     if !a.src_net.is_reserved() {
         bail!(
             "--src-net {} is not inside private, shared or benchmarking address space ({})",
@@ -85,11 +86,11 @@ fn check(a: &Args) -> Result<()> {
     if a.pps == Some(0) {
         bail!("--pps 0: give a positive rate or leave it out");
     }
-    Ok(())
+    Ok(limit)
 }
 
 fn run(a: &Args) -> Result<()> {
-    check(a)?;
+    let limit = check(a)?;
     ensure_private_netns("knock-flood")?;
     let (mut tx, src_mac) = open_sender(&a.iface)?;
     let mut frames: Vec<SynFrame> = a
@@ -98,7 +99,6 @@ fn run(a: &Args) -> Result<()> {
         .map(|&p| SynFrame::new(a.dst_mac, src_mac, a.dst, p))
         .collect();
     let nports = frames.len() as u64;
-    let limit = Duration::from_secs_f64(a.seconds);
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < a.count {

@@ -152,7 +152,7 @@ fn knock(
 
 fn run(a: &Args) -> Result<()> {
     BOUNDS.check_count("--knocks", u64::try_from(a.knocks).unwrap_or(u64::MAX))?;
-    BOUNDS.check_seconds(a.seconds)?;
+    let limit = BOUNDS.check_seconds(a.seconds)?;
     if let Some(d) = a.doors.iter().find(|d| d.ports.is_empty()) {
         bail!("door \"{}\" has no ports", d.name);
     }
@@ -207,7 +207,6 @@ fn run(a: &Args) -> Result<()> {
         }
         Mode::Stream => {
             let start = Instant::now();
-            let limit = Duration::from_secs_f64(a.seconds);
             let mut round = 0usize;
             while start.elapsed() < limit && round < a.knocks {
                 for k in 0..n {
