@@ -320,7 +320,7 @@ pub enum GenError {
 /// read once from the operating system's CSPRNG (`getrandom(2)`, the call
 /// behind `rand`'s `OsRng` and [`Key::generate`]). Drawing everything
 /// straight from `OsRng` would work as well, but its `RngCore` adapter panics
-/// when the system call fails; seeding once with [`getrandom::fill`] turns
+/// when the system call fails; seeding once (`try_from_os_rng`, one `getrandom::fill`) turns
 /// that single fallible call into an error message ([`GenError::Rng`], the
 /// same variant as a failed key), and the ChaCha keystream that follows is
 /// cryptographically secure. The generator lives only for one run and is
